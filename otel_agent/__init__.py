@@ -1,0 +1,3 @@
+"""otel-agent: kernel-exact Kubernetes resource accounting and chargeback."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,246 @@
+"""Every metric the agent exports, declared once (DESIGN rule 7).
+
+A source emits `Sample(metric=<key>)`; conversion looks the key up here to get the OTLP name
+for the cgroup's scope, the unit, the description and the instrument. Names follow the
+OpenTelemetry semantic conventions where one exists (k8s.*, container.*), then the names of
+the Collector's kubeletstats receiver, then our own under the `otel_agent.` prefix.
+
+A scope missing from a row's `names` means the metric is not exported for that scope.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Mapping
+
+from otel_agent.model import Scope
+
+PREFIX = "otel_agent"
+
+
+class Instrument(str, enum.Enum):
+    COUNTER = "counter"  # cumulative monotonic sum
+    UPDOWN = "updowncounter"  # cumulative non-monotonic sum
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"  # cumulative explicit-bucket histogram
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    key: str
+    names: Mapping[Scope, str]
+    unit: str
+    description: str
+    instrument: Instrument
+    source: str  # where the value comes from, for the README and `doctor`
+    attributes: tuple[str, ...] = ()  # data-point attribute keys this metric carries
+
+
+C, P, K, N = Scope.CONTAINER, Scope.POD, Scope.KUBEPODS, Scope.NODE
+
+
+def _own(what: str, *scopes: Scope) -> dict[Scope, str]:
+    """Our own name for each scope: otel_agent.<pod|container|node>.<what>.
+
+    KUBEPODS lands on the node resource, so its name says `node.pods`.
+    """
+    base = {C: "container", P: "pod", N: "node", K: "node.pods"}
+    return {s: f"{PREFIX}.{base[s]}.{what}" for s in scopes}
+
+
+_TABLE: tuple[MetricDef, ...] = (
+    # --- cgroup v2 files -------------------------------------------------------------------
+    MetricDef(
+        "cpu.time",
+        {C: "container.cpu.time", P: "k8s.pod.cpu.time", N: "k8s.node.cpu.time",
+         K: f"{PREFIX}.node.pods.cpu.time"},
+        "s", "Total CPU time consumed (cpu.stat usage_usec).", Instrument.COUNTER, "cpu.stat",
+    ),
+    MetricDef(
+        "cpu.mode_time", _own("cpu.mode_time", C, P, N),
+        "s", "CPU time by mode (cpu.stat user_usec, system_usec); sums to cpu.time.",
+        Instrument.COUNTER, "cpu.stat", ("cpu.mode",),
+    ),
+    MetricDef(
+        "cpu.periods", _own("cpu.periods", C, P),
+        "{period}", "Enforcement periods elapsed under a CPU limit (cpu.stat nr_periods).",
+        Instrument.COUNTER, "cpu.stat",
+    ),
+    MetricDef(
+        "cpu.throttled_periods", _own("cpu.throttled_periods", C, P),
+        "{period}", "Periods in which the cgroup was throttled (cpu.stat nr_throttled).",
+        Instrument.COUNTER, "cpu.stat",
+    ),
+    MetricDef(
+        "cpu.throttled_time", _own("cpu.throttled_time", C, P),
+        "s", "Time the cgroup spent throttled (cpu.stat throttled_usec).",
+        Instrument.COUNTER, "cpu.stat",
+    ),
+    MetricDef(
+        "memory.usage",
+        {C: "container.memory.usage", P: "k8s.pod.memory.usage", N: "k8s.node.memory.usage",
+         K: f"{PREFIX}.node.pods.memory.usage"},
+        "By", "Memory in use, page cache included (memory.current).", Instrument.GAUGE,
+        "memory.current",
+    ),
+    MetricDef(
+        "memory.working_set",
+        {C: "container.memory.working_set", P: "k8s.pod.memory.working_set",
+         N: "k8s.node.memory.working_set", K: f"{PREFIX}.node.pods.memory.working_set"},
+        "By", "memory.current minus inactive_file: what the kubelet evicts on.",
+        Instrument.GAUGE, "memory.current, memory.stat",
+    ),
+    MetricDef(
+        "memory.rss",
+        {C: "container.memory.rss", P: "k8s.pod.memory.rss", N: "k8s.node.memory.rss"},
+        "By", "Anonymous memory (memory.stat anon).", Instrument.GAUGE, "memory.stat",
+    ),
+    MetricDef(
+        "memory.page_cache", _own("memory.page_cache", C, P, N),
+        "By", "Page cache (memory.stat file).", Instrument.GAUGE, "memory.stat",
+    ),
+    MetricDef(
+        "memory.peak", _own("memory.peak", C, P),
+        "By", "Highest memory.current seen since the cgroup was created (memory.peak).",
+        Instrument.GAUGE, "memory.peak",
+    ),
+    MetricDef(
+        "memory.oom_kills", _own("memory.oom_kills", C, P),
+        "{kill}", "Processes killed by the OOM killer (memory.events oom_kill).",
+        Instrument.COUNTER, "memory.events",
+    ),
+    MetricDef(
+        "disk.io",
+        {C: "container.disk.io", P: f"{PREFIX}.pod.disk.io"},
+        "By", "Bytes read and written to block devices (io.stat rbytes, wbytes).",
+        Instrument.COUNTER, "io.stat", ("disk.io.direction", "system.device"),
+    ),
+    MetricDef(
+        "disk.operations", _own("disk.operations", C, P),
+        "{operation}", "Block I/O operations (io.stat rios, wios).",
+        Instrument.COUNTER, "io.stat", ("disk.io.direction", "system.device"),
+    ),
+    MetricDef(
+        "pids", _own("pids", C, P),
+        "{process}", "Tasks in the cgroup (pids.current).", Instrument.GAUGE, "pids.current",
+    ),
+    MetricDef(
+        "pressure.stall_time", _own("pressure.stall_time", C, P, N),
+        "s", "Time some or all tasks stalled on a resource (cpu/memory/io.pressure total).",
+        Instrument.COUNTER, "*.pressure", ("pressure.resource", "pressure.kind"),
+    ),
+    # --- eBPF ------------------------------------------------------------------------------
+    MetricDef(
+        "bpf.cpu.on_cpu_time", _own("cpu.on_cpu_time", C, P),
+        "s", "On-CPU time counted at every context switch (sched_switch).",
+        Instrument.COUNTER, "ebpf:cpu",
+    ),
+    MetricDef(
+        "bpf.cpu.run_queue.delay",
+        {C: "container.cpu.run_queue.delay", P: "k8s.pod.cpu.run_queue.delay"},
+        "s", "Time runnable tasks waited for a CPU (sched_wakeup → sched_switch), log2 buckets.",
+        Instrument.HISTOGRAM, "ebpf:cpu",
+    ),
+    MetricDef(
+        "bpf.network.io",
+        {C: "container.network.io", P: "k8s.pod.network.io"},
+        "By", "Bytes sent and received (cgroup_skb egress/ingress); egress by peer class.",
+        Instrument.COUNTER, "ebpf:network", ("network.io.direction", f"{PREFIX}.network.class"),
+    ),
+    MetricDef(
+        "bpf.network.packets",
+        {C: "container.network.packets", P: "k8s.pod.network.packets"},
+        "{packet}", "Packets sent and received (cgroup_skb egress/ingress).",
+        Instrument.COUNTER, "ebpf:network", ("network.io.direction", f"{PREFIX}.network.class"),
+    ),
+    MetricDef(
+        "bpf.paging.faults",
+        {C: "container.paging.faults", P: "k8s.pod.paging.faults"},
+        "{fault}", "User-space page faults (exceptions:page_fault_user).",
+        Instrument.COUNTER, "ebpf:faults",
+    ),
+    MetricDef(
+        "bpf.syscalls", _own("syscalls", C, P),
+        "{syscall}", "System calls made (raw_syscalls:sys_enter).", Instrument.COUNTER,
+        "ebpf:syscalls",
+    ),
+    MetricDef(
+        "bpf.syscall.duration", _own("syscall.duration", C, P),
+        "s", "Time spent in system calls (raw_syscalls sys_enter → sys_exit), log2 buckets.",
+        Instrument.HISTOGRAM, "ebpf:syscalls",
+    ),
+    # --- Kubernetes metadata ---------------------------------------------------------------
+    MetricDef(
+        "k8s.cpu.request", {C: "k8s.container.cpu.request.desired"},
+        "{cpu}", "CPU requested in the pod spec.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.cpu.limit", {C: "k8s.container.cpu.limit.desired"},
+        "{cpu}", "CPU limit in the pod spec.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.memory.request", {C: "k8s.container.memory.request.desired"},
+        "By", "Memory requested in the pod spec.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.memory.limit", {C: "k8s.container.memory.limit.desired"},
+        "By", "Memory limit in the pod spec.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.node.cpu.allocatable", {N: "k8s.node.cpu.allocatable"},
+        "{cpu}", "CPU the node offers to pods.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.node.cpu.capacity", {N: f"{PREFIX}.node.cpu.capacity"},
+        "{cpu}", "CPU the node has; capacity − allocatable is non-allocatable overhead.",
+        Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.node.memory.allocatable", {N: "k8s.node.memory.allocatable"},
+        "By", "Memory the node offers to pods.", Instrument.GAUGE, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.node.memory.capacity", {N: f"{PREFIX}.node.memory.capacity"},
+        "By", "Memory the node has.", Instrument.GAUGE, "kubernetes",
+    ),
+    # --- the agent's own health (node resource) --------------------------------------------
+    MetricDef(
+        "self.cycle.duration", {N: f"{PREFIX}.cycle.duration"},
+        "s", "Wall time of the last collection cycle (read + convert).", Instrument.GAUGE, "agent",
+    ),
+    MetricDef(
+        "self.series.exported", {N: f"{PREFIX}.series.exported"},
+        "{series}", "Data points handed to the exporter.", Instrument.COUNTER, "agent",
+    ),
+    MetricDef(
+        "self.entities.skipped", {N: f"{PREFIX}.entities.skipped"},
+        "{entity}", "Cgroups, files or pods skipped, by reason.", Instrument.COUNTER, "agent",
+        ("reason",),
+    ),
+    MetricDef(
+        "self.export.failures", {N: f"{PREFIX}.export.failures"},
+        "{export}", "Exports that failed after retries.", Instrument.COUNTER, "agent",
+    ),
+    MetricDef(
+        "self.bpf.map.entries", {N: f"{PREFIX}.bpf.map.entries"},
+        "{entry}", "Entries in a BPF map.", Instrument.GAUGE, "ebpf", ("bpf.map",),
+    ),
+    MetricDef(
+        "self.bpf.map.capacity", {N: f"{PREFIX}.bpf.map.capacity"},
+        "{entry}", "max_entries of a BPF map.", Instrument.GAUGE, "ebpf", ("bpf.map",),
+    ),
+    MetricDef(
+        "self.bpf.map.update_failures", {N: f"{PREFIX}.bpf.map.update_failures"},
+        "{update}", "Map updates a BPF program could not make (map full).",
+        Instrument.COUNTER, "ebpf", ("bpf.map",),
+    ),
+)
+
+METRICS: dict[str, MetricDef] = {m.key: m for m in _TABLE}
+assert len(METRICS) == len(_TABLE), "duplicate metric key"
+
+
+def metric(key: str) -> MetricDef:
+    """The row for `key`; a KeyError here is a programming error in a source."""
+    return METRICS[key]

@@ -15,3 +15,19 @@ class SourceError(OtelAgentError):
 
 class ExportError(OtelAgentError):
     """An export failed after its retries."""
+
+
+class ParseError(OtelAgentError):
+    """A kernel file (cgroup stat file, mountinfo) did not have the shape we expect.
+
+    The message names the file, the line and what was wrong. One cgroup's bad file is skipped
+    and counted by the reader (DESIGN rule 5); it never fails the scrape.
+    """
+
+
+class CgroupMountError(SourceError):
+    """No usable cgroup v2 hierarchy: the whole cgroup source is unavailable."""
+
+
+class SyntheticError(OtelAgentError):
+    """The synthetic kubelet could not create, fill or remove its cgroup directories."""

@@ -1,0 +1,104 @@
+"""Find the pod and container cgroups on disk, each with its cgroup id.
+
+Runs every collection cycle (pods come and go between cycles), so it walks only the three
+levels kubelet uses below kubepods with os.scandir and takes each cgroup id from the directory
+entry's d_ino: on cgroupfs (kernfs) that is the inode number, the same id BPF helpers return
+(DESIGN rule 1), and it costs no stat() per directory. Directories that do not fit kubelet's
+layout are counted by reason, never guessed at (DESIGN rule 5).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otel_agent.cgroups.layout import DEFAULT_KUBEPODS, Layout, layout_for
+from otel_agent.model import CgroupId, CgroupRef, QosClass, Scope
+
+# Reasons counted in Discovery.skipped.
+UNKNOWN_LAYOUT = "unknown_layout"  # a directory under kubepods kubelet would not have made
+VANISHED = "vanished"  # removed while we were listing it
+NO_KUBEPODS = "no_kubepods"  # kubelet's pod root does not exist (yet)
+
+
+@dataclass(slots=True)
+class Discovery:
+    refs: list[CgroupRef]  # NODE (the v2 root), KUBEPODS, then every pod and its containers
+    skipped: collections.Counter[str] = field(default_factory=collections.Counter)
+    kubepods: str | None = None  # the pod root used, relative to the v2 root
+
+
+def find_kubepods(root: Path) -> str | None:
+    """kubelet's pod root at the top of the v2 mount for the default --cgroup-root, if any."""
+    for name in DEFAULT_KUBEPODS:
+        if os.path.isdir(os.path.join(root, name)):
+            return name
+    return None
+
+
+def _subdirs(path: str, skipped: collections.Counter[str]) -> list[os.DirEntry[str]] | None:
+    try:
+        with os.scandir(path) as it:
+            # cgroup directories hold only files and child cgroups; d_type needs no stat()
+            return [e for e in it if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        skipped[VANISHED] += 1
+        return None
+
+
+def discover(root: Path, *, kubepods: str | None = None) -> Discovery:
+    """Every cgroup the agent accounts for under the v2 mount `root`.
+
+    `kubepods` is kubelet's pod root relative to `root` (see layout.classify); None looks for
+    kubepods.slice or kubepods at the top. A missing pod root gives just the NODE ref and
+    counts `no_kubepods`.
+    """
+    root_s = os.fspath(root)
+    refs = [CgroupRef(CgroupId(os.stat(root_s).st_ino), Scope.NODE, root_s)]
+    skipped: collections.Counter[str] = collections.Counter()
+    kp = kubepods.strip("/") if kubepods is not None else find_kubepods(root)
+    out = Discovery(refs, skipped, kp)
+    if kp is None:
+        skipped[NO_KUBEPODS] += 1
+        return out
+    kp_path = os.path.join(root_s, kp)
+    try:
+        kp_id = os.stat(kp_path).st_ino
+    except FileNotFoundError:
+        skipped[NO_KUBEPODS] += 1
+        return out
+    refs.append(CgroupRef(CgroupId(kp_id), Scope.KUBEPODS, kp_path))
+    layout = layout_for(kp)
+    top = _subdirs(kp_path, skipped)
+    for entry in top or ():
+        tier = layout.tier(entry.name)
+        if tier is None:
+            _pod(layout, entry, None, refs, skipped)
+            continue
+        for pod_entry in _subdirs(entry.path, skipped) or ():
+            _pod(layout, pod_entry, tier, refs, skipped)
+    return out
+
+
+def _pod(
+    layout: Layout,
+    entry: os.DirEntry[str],
+    tier: QosClass | None,
+    refs: list[CgroupRef],
+    skipped: collections.Counter[str],
+) -> None:
+    uid = layout.pod(entry.name, tier)
+    if uid is None:
+        skipped[UNKNOWN_LAYOUT] += 1
+        return
+    qos = tier or QosClass.GUARANTEED
+    refs.append(CgroupRef(CgroupId(entry.inode()), Scope.POD, entry.path, uid, None, None, qos))
+    for c in _subdirs(entry.path, skipped) or ():
+        found = layout.container(c.name)
+        if found is None:
+            skipped[UNKNOWN_LAYOUT] += 1
+            continue
+        runtime, cid = found
+        refs.append(CgroupRef(CgroupId(c.inode()), Scope.CONTAINER, c.path, uid, cid, runtime, qos))

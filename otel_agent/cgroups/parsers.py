@@ -1,0 +1,172 @@
+"""Parsers for cgroup v2 stat files: text in, plain numbers out, no I/O.
+
+Kept apart from the reader so every file format is tested on fixture text, malformed and
+truncated input included. Two rules from the kernel's side:
+
+- Kernels add keys (cpu.stat grew nr_bursts, memory.stat grows every release), so unknown
+  keys are ignored; keys we bill on are required.
+- Every cgroup file ends with a newline. A read cut short ends mid-line, and a number cut
+  short still parses, so a missing final newline is reported as truncation rather than
+  trusted.
+
+Errors raise ParseError naming the file, the line and what was wrong. Values keep the
+kernel's units (usec, bytes); the reader converts to the metric table's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from otel_agent.errors import ParseError
+
+
+@dataclass(frozen=True, slots=True)
+class CpuStat:
+    usage_usec: int
+    user_usec: int
+    system_usec: int
+    # Only with the cpu controller enabled for the cgroup (absent on this machine's v2).
+    nr_periods: int | None = None
+    nr_throttled: int | None = None
+    throttled_usec: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IoStat:
+    """One block device's line of io.stat."""
+
+    rbytes: int
+    wbytes: int
+    rios: int
+    wios: int
+    dbytes: int | None = None  # discard stats: 5.x and later
+    dios: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """Cumulative stall time of a PSI file (cpu/memory/io.pressure)."""
+
+    some_total_usec: int
+    full_total_usec: int | None = None  # cpu.pressure has no 'full' line before 5.13
+
+
+def _lines(text: str, source: str) -> list[str]:
+    if text and not text.endswith("\n"):
+        raise ParseError(f"{source}: truncated: last line {text.rsplit(chr(10), 1)[-1]!r} "
+                         "has no newline")
+    return text.splitlines()
+
+
+def _int(token: str, source: str, lineno: int, what: str) -> int:
+    try:
+        value = int(token)
+    except ValueError as e:
+        raise ParseError(f"{source}:{lineno}: {what}: not an integer: {token!r}") from e
+    if value < 0:
+        raise ParseError(f"{source}:{lineno}: {what}: negative: {token!r}")
+    return value
+
+
+def parse_flat_keyed(text: str, source: str) -> dict[str, int]:
+    """'key value' per line (cpu.stat, memory.stat, memory.events, pids.events)."""
+    out: dict[str, int] = {}
+    for lineno, line in enumerate(_lines(text, source), 1):
+        fields = line.split()
+        if len(fields) != 2:
+            raise ParseError(f"{source}:{lineno}: expected 'key value', got {line!r}")
+        out[fields[0]] = _int(fields[1], source, lineno, fields[0])
+    return out
+
+
+def _require(values: dict[str, int], keys: tuple[str, ...], source: str) -> None:
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise ParseError(f"{source}: missing key(s) {', '.join(missing)}")
+
+
+def parse_cpu_stat(text: str, source: str = "cpu.stat") -> CpuStat:
+    values = parse_flat_keyed(text, source)
+    _require(values, ("usage_usec", "user_usec", "system_usec"), source)
+    return CpuStat(
+        values["usage_usec"], values["user_usec"], values["system_usec"],
+        values.get("nr_periods"), values.get("nr_throttled"), values.get("throttled_usec"),
+    )
+
+
+MEMORY_STAT_KEYS = ("anon", "file", "inactive_file")
+
+
+def parse_memory_stat(text: str, source: str = "memory.stat") -> dict[str, int]:
+    """memory.stat in bytes; anon, file and inactive_file are required, the rest kept as is."""
+    values = parse_flat_keyed(text, source)
+    _require(values, MEMORY_STAT_KEYS, source)
+    return values
+
+
+def parse_memory_events(text: str, source: str = "memory.events") -> dict[str, int]:
+    values = parse_flat_keyed(text, source)
+    _require(values, ("oom_kill",), source)
+    return values
+
+
+def parse_single_value(text: str, source: str, *, allow_max: bool = False) -> int | None:
+    """A one-number file (memory.current, memory.peak, pids.current); 'max' → None if allowed."""
+    lines = _lines(text, source)
+    if len(lines) != 1:
+        raise ParseError(f"{source}: expected one line with one value, got {len(lines)} lines")
+    token = lines[0].strip()
+    if token == "max" and allow_max:
+        return None
+    return _int(token, source, 1, "value")
+
+
+_IO_REQUIRED = ("rbytes", "wbytes", "rios", "wios")
+
+
+def parse_io_stat(text: str, source: str = "io.stat") -> dict[str, IoStat]:
+    """io.stat per 'MAJ:MIN' device. An empty file is valid: no I/O yet."""
+    out: dict[str, IoStat] = {}
+    for lineno, line in enumerate(_lines(text, source), 1):
+        fields = line.split()
+        if not fields:
+            raise ParseError(f"{source}:{lineno}: empty line")
+        device = fields[0]
+        major, sep, minor = device.partition(":")
+        if not (sep and major.isdigit() and minor.isdigit()):
+            raise ParseError(f"{source}:{lineno}: expected a MAJ:MIN device first, got {device!r}")
+        values: dict[str, int] = {}
+        for token in fields[1:]:
+            key, eq, raw = token.partition("=")
+            if not eq:
+                raise ParseError(f"{source}:{lineno}: expected key=value, got {token!r}")
+            if key in _IO_REQUIRED or key in ("dbytes", "dios"):
+                values[key] = _int(raw, source, lineno, key)
+            # other keys (iocost's cost.*, ...) are not ours to validate
+        missing = [k for k in _IO_REQUIRED if k not in values]
+        if missing:
+            raise ParseError(f"{source}:{lineno}: device {device}: missing {', '.join(missing)}")
+        if device in out:
+            raise ParseError(f"{source}:{lineno}: device {device} listed twice")
+        out[device] = IoStat(values["rbytes"], values["wbytes"], values["rios"], values["wios"],
+                             values.get("dbytes"), values.get("dios"))
+    return out
+
+
+def parse_pressure(text: str, source: str) -> Pressure:
+    """A PSI file: 'some avg10=.. avg60=.. avg300=.. total=<usec>' and optionally 'full ...'."""
+    totals: dict[str, int] = {}
+    for lineno, line in enumerate(_lines(text, source), 1):
+        fields = line.split()
+        if not fields or fields[0] not in ("some", "full"):
+            raise ParseError(f"{source}:{lineno}: expected a 'some' or 'full' line, got {line!r}")
+        total = None
+        for token in fields[1:]:
+            if token.startswith("total="):
+                total = _int(token[6:], source, lineno, f"{fields[0]} total")
+        if total is None:
+            raise ParseError(f"{source}:{lineno}: '{fields[0]}' line has no total=: {line!r}")
+        totals[fields[0]] = total
+    if "some" not in totals:
+        raise ParseError(f"{source}: no 'some' line")
+    return Pressure(totals["some"], totals.get("full"))

@@ -1,0 +1,345 @@
+"""The collection cycle and the export loop.
+
+Each cycle: find the pod and container cgroups, read their stat files, read the BPF maps,
+resolve pod metadata, convert (pure) and export. What makes it a billing agent rather than a
+sampler is what it remembers between cycles:
+
+* the last reading of every cgroup, so a cgroup that disappears between two cycles is
+  exported once more with its final value (DESIGN rule 3, "deleted cgroups still have usage");
+* BPF counters of cgroups that lived and died between two cycles, attributed through the path
+  the kernel reported when they were created;
+* finals are dropped (and BPF map entries freed) only after an export has succeeded; a failed
+  export loses nothing because every value is cumulative and the next export carries it.
+
+One entity failing never fails the cycle (DESIGN rule 5): it is skipped and counted in
+`otel_agent.entities.skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+
+from otel_agent.cgroups.discovery import discover
+from otel_agent.cgroups.layout import classify
+from otel_agent.cgroups.reader import CgroupReader
+from otel_agent.config import AgentConfig
+from otel_agent.k8s.source import MetadataSource
+from otel_agent.metrics import METRICS, Instrument
+from otel_agent.model import (
+    CgroupId,
+    CgroupRef,
+    HistogramSample,
+    NodeMeta,
+    PodMeta,
+    PodUid,
+    Sample,
+    Scope,
+)
+from otel_agent.otlp.convert import Converter, Snapshot, StartTimes, count_points
+from otel_agent.otlp.exporter import export
+
+log = logging.getLogger(__name__)
+
+NODE_ID = CgroupId(0)  # stands for the node when the cgroup root itself could not be read
+MAX_FINALS = 100_000  # bound on remembered dead cgroups while exports keep failing
+
+
+def boot_time_ns(proc: Path = Path("/proc")) -> int:
+    """The node's boot time, the start of every cgroup-file counter (see otlp/convert.py)."""
+    for line in (proc / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) * 1_000_000_000
+    raise RuntimeError(f"{proc}/stat has no btime line")
+
+
+@dataclass
+class Cycle:
+    """What one collection produced, and what to forget once it has been exported."""
+
+    data: MetricsData
+    duration_seconds: float
+    points: int
+    finals: set[CgroupId] = field(default_factory=set)
+    bpf_removed: set[CgroupId] = field(default_factory=set)
+    refs: dict[CgroupId, CgroupRef] = field(default_factory=dict)
+    samples: list[Sample] = field(default_factory=list)
+    histograms: list[HistogramSample] = field(default_factory=list)
+    pods: dict[PodUid, PodMeta] = field(default_factory=dict)
+    node: NodeMeta | None = None
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        *,
+        cgroup_root: Path,
+        metadata: MetadataSource,
+        exporter: MetricExporter | None,
+        bpf: Any | None = None,
+        proc: Path = Path("/proc"),
+    ) -> None:
+        self.cfg = cfg
+        self.cgroup_root = cgroup_root
+        self.metadata = metadata
+        self.exporter = exporter
+        self.bpf = bpf
+        self.reader = CgroupReader(cgroup_root)
+        now = time.time_ns()
+        self.converter = Converter(
+            node_name=cfg.node_name,
+            extra_attributes=cfg.resource_attributes,
+            start_times=StartTimes(
+                cgroup=boot_time_ns(proc),
+                ebpf=getattr(bpf, "start_time_unix_nano", now) if bpf else now,
+                agent=now,
+            ),
+        )
+        self._refs: dict[CgroupId, CgroupRef] = {}
+        self._last: dict[CgroupId, list[Sample]] = {}
+        self._finals: dict[CgroupId, tuple[CgroupRef, list[Sample]]] = {}
+        self._seen_bpf_only: dict[CgroupId, CgroupRef] = {}
+        self._skipped: Counter[str] = Counter()
+        self._logged_skips: set[str] = set()
+        self._absent_logged = False
+        self.series_exported = 0
+        self.export_failures = 0
+        self.last_duration_seconds = 0.0
+        self.cycles = 0
+        self.heartbeat = time.monotonic()
+
+    # --- collection ----------------------------------------------------------------------
+    def collect(self) -> Cycle:
+        t0 = time.perf_counter()
+        now_ns = time.time_ns()
+        refs: dict[CgroupId, CgroupRef] = {}
+        try:
+            disc = discover(self.cgroup_root, kubepods=self.cfg.kubepods)
+            refs = {r.cgroup_id: r for r in disc.refs}
+            self._skip(disc.skipped)
+        except Exception as e:  # a whole source failing is loud, but the agent goes on
+            self._skip({"discovery_failed": 1})
+            log.error("cgroup discovery under %s failed: %s", self.cgroup_root, e)
+
+        reading = self.reader.read(list(refs.values()))
+        self._skip(reading.skipped)
+        if reading.absent and not self._absent_logged:
+            self._absent_logged = True
+            log.info("cgroup v2 here does not offer %s: those metrics are absent, not zero",
+                     ", ".join(sorted(reading.absent)))
+
+        samples: list[Sample] = []
+        fresh: dict[CgroupId, list[Sample]] = {}
+        for s in reading.samples:
+            fresh.setdefault(s.cgroup_id, []).append(s)
+            samples.append(s)
+
+        # Cgroups gone since the last cycle: export their last counters once more (finals).
+        gone = set(reading.gone) | (set(self._last) - set(refs))
+        for cid in gone:
+            last = self._last.pop(cid, None)
+            ref = self._refs.get(cid)
+            if last and ref is not None and len(self._finals) < MAX_FINALS:
+                counters = [s for s in last if METRICS[s.metric].instrument is Instrument.COUNTER]
+                self._finals[cid] = (ref, counters)
+        for cid, group in fresh.items():
+            ref = refs.get(cid)
+            if ref is not None and ref.scope in (Scope.POD, Scope.CONTAINER):
+                self._last[cid] = group
+        self._refs = refs
+
+        histograms: list[HistogramSample] = []
+        bpf_removed: set[CgroupId] = set()
+        all_refs = dict(refs)
+        if self.bpf is not None:
+            histograms, bpf_removed = self._merge_bpf(all_refs, samples, fresh)
+
+        finals = set(self._finals)
+        for cid, (ref, counters) in self._finals.items():
+            all_refs.setdefault(cid, ref)
+            samples.extend(counters)
+
+        node_ref = next((r for r in refs.values() if r.scope is Scope.NODE), None)
+        if node_ref is None:
+            node_ref = CgroupRef(NODE_ID, Scope.NODE, str(self.cgroup_root))
+            all_refs[NODE_ID] = node_ref
+
+        pods: dict[PodUid, PodMeta] = {}
+        for ref in all_refs.values():
+            if ref.pod_uid and ref.pod_uid not in pods:
+                meta = self.metadata.pod(ref.pod_uid)
+                if meta is not None:
+                    pods[ref.pod_uid] = meta
+                else:
+                    self._skip({"pod_metadata_unknown": 1})
+        node = self.metadata.node()
+        samples.extend(_spec_samples(all_refs.values(), pods, node, node_ref.cgroup_id))
+
+        self.last_duration_seconds = time.perf_counter() - t0
+        samples.extend(self._self_samples(node_ref.cgroup_id))
+        snap = Snapshot(now_ns, all_refs, samples, histograms, pods, node)
+        data = self.converter.convert(snap)
+        duration = time.perf_counter() - t0
+        self.last_duration_seconds = duration
+        self.cycles += 1
+        self.heartbeat = time.monotonic()
+        return Cycle(data, duration, count_points(data), finals, bpf_removed, all_refs, samples,
+                     histograms, pods, node)
+
+    def _merge_bpf(self, refs: dict[CgroupId, CgroupRef], samples: list[Sample],
+                   fresh: dict[CgroupId, list[Sample]]) -> tuple[list[HistogramSample], set[CgroupId]]:
+        try:
+            r = self.bpf.read()
+        except Exception as e:
+            self._skip({"bpf_read_failed": 1})
+            log.error("reading BPF maps failed: %s", e)
+            return [], set()
+        for cid, path in r.paths.items():
+            if cid in refs:
+                continue
+            ref = self._seen_bpf_only.get(cid)
+            if ref is None:
+                ref = _ref_from_path(cid, path, self.cfg.kubepods)
+                if ref is None:
+                    continue
+                self._seen_bpf_only[cid] = ref
+            refs[cid] = ref
+        on_cpu = {s.cgroup_id: s.value for s in r.samples if s.metric == "bpf.cpu.on_cpu_time"}
+        # A cgroup that was born and died between two file reads has no cpu.time of its own:
+        # its BPF on-CPU time (within 1% of cpu.stat, tested) stands in. A final file reading
+        # is stale by however long the cgroup lived after it: take the larger of the two.
+        for cid, value in on_cpu.items():
+            ref = refs.get(cid)
+            if ref is None or ref.scope not in (Scope.POD, Scope.CONTAINER):
+                continue
+            if cid in self._finals:
+                fref, counters = self._finals[cid]
+                self._finals[cid] = (fref, [
+                    Sample(s.cgroup_id, s.metric, max(s.value, value), s.attributes)
+                    if s.metric == "cpu.time" else s for s in counters
+                ])
+            elif cid not in fresh and cid in self._seen_bpf_only:
+                samples.append(Sample(cid, "cpu.time", value))
+        samples.extend(s for s in r.samples if s.cgroup_id in refs)
+        for s in r.health:
+            samples.append(s)
+        for cid in list(self._seen_bpf_only):
+            if cid in r.removed and cid not in r.paths:
+                self._seen_bpf_only.pop(cid, None)
+        return [h for h in r.histograms if h.cgroup_id in refs], set(r.removed)
+
+    def _skip(self, counts: dict[str, int] | Counter[str]) -> None:
+        for reason, n in counts.items():
+            if n:
+                self._skipped[reason] += n
+                if reason not in self._logged_skips:
+                    self._logged_skips.add(reason)
+                    log.warning("skipping entities: %s (counted in otel_agent.entities.skipped)", reason)
+
+    def _self_samples(self, node_id: CgroupId) -> list[Sample]:
+        out = [
+            Sample(node_id, "self.cycle.duration", self.last_duration_seconds),
+            Sample(node_id, "self.series.exported", float(self.series_exported)),
+            Sample(node_id, "self.export.failures", float(self.export_failures)),
+        ]
+        for reason, n in sorted(self._skipped.items()):
+            out.append(Sample(node_id, "self.entities.skipped", float(n), (("reason", reason),)))
+        return out
+
+    # --- export --------------------------------------------------------------------------
+    def export(self, cycle: Cycle) -> bool:
+        if self.exporter is None:
+            return True
+        ok = export(self.exporter, cycle.data, self.cfg.export_timeout_seconds)
+        if ok:
+            self.series_exported += cycle.points
+            for cid in cycle.finals:
+                self._finals.pop(cid, None)
+            self.converter.forget(cycle.finals)
+            if self.bpf is not None and cycle.bpf_removed:
+                try:
+                    self.bpf.ack(cycle.bpf_removed)
+                except Exception as e:
+                    log.error("freeing BPF entries of removed cgroups failed: %s", e)
+                for cid in cycle.bpf_removed:
+                    self._seen_bpf_only.pop(cid, None)
+        else:
+            self.export_failures += 1
+            log.warning("OTLP export failed (%d so far); the next export carries the totals",
+                        self.export_failures)
+        return ok
+
+    def run(self, stop: threading.Event) -> None:
+        """Collect and export every interval until `stop` is set, then flush once more."""
+        interval = self.cfg.interval_seconds
+        next_at = time.monotonic()
+        while not stop.is_set():
+            self._cycle_once()
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (slow export): skip ahead rather than burst
+                next_at = time.monotonic()
+                delay = 0
+            stop.wait(delay)
+        log.info("stopping: one last export")
+        self._cycle_once()
+
+    def _cycle_once(self) -> None:
+        try:
+            cycle = self.collect()
+        except Exception:  # the thread boundary: log, count, keep going
+            log.exception("collection cycle failed")
+            self._skip({"cycle_failed": 1})
+            return
+        self.export(cycle)
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.exporter is not None:
+            try:
+                self.exporter.shutdown()
+            except Exception:
+                pass
+
+
+def _ref_from_path(cid: CgroupId, path: str, kubepods: str | None) -> CgroupRef | None:
+    c = classify(path, kubepods) if kubepods else classify(path)
+    if c is None or c.scope not in (Scope.POD, Scope.CONTAINER):
+        return None
+    return CgroupRef(cid, c.scope, path, pod_uid=c.pod_uid, container_id=c.container_id,
+                     runtime=c.runtime, qos=c.qos)
+
+
+def _spec_samples(refs: Iterable[CgroupRef], pods: dict[PodUid, PodMeta], node: NodeMeta | None,
+                  node_id: CgroupId) -> list[Sample]:
+    """Requests and limits (the cost processor prices request-or-usage), node capacity."""
+    out: list[Sample] = []
+    for ref in refs:
+        if ref.scope is not Scope.CONTAINER or not ref.pod_uid or not ref.container_id:
+            continue
+        pod = pods.get(ref.pod_uid)
+        meta = pod.container_by_id(ref.container_id) if pod else None
+        if meta is None:
+            continue
+        for key, value in (("k8s.cpu.request", meta.cpu_request_cores),
+                           ("k8s.cpu.limit", meta.cpu_limit_cores),
+                           ("k8s.memory.request", meta.memory_request_bytes),
+                           ("k8s.memory.limit", meta.memory_limit_bytes)):
+            if value is not None:
+                out.append(Sample(ref.cgroup_id, key, float(value)))
+    if node is not None:
+        for key, value in (("k8s.node.cpu.capacity", node.cpu_capacity_cores),
+                           ("k8s.node.cpu.allocatable", node.cpu_allocatable_cores),
+                           ("k8s.node.memory.capacity", node.memory_capacity_bytes),
+                           ("k8s.node.memory.allocatable", node.memory_allocatable_bytes)):
+            if value is not None:
+                out.append(Sample(node_id, key, float(value)))
+    return out

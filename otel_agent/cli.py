@@ -1,0 +1,223 @@
+"""`otel-agent`: run (the daemon), once (one cycle, printed), doctor, cost (the processor).
+
+User errors (a bad setting, a missing file) print one line naming what was wrong and exit 2.
+Tracebacks are for our bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from otel_agent import __version__
+from otel_agent.config import BPF_PROFILES, METADATA_KINDS, PROTOCOLS, AgentConfig, load
+from otel_agent.errors import ConfigError, OtelAgentError, SourceError
+
+log = logging.getLogger("otel_agent")
+
+
+def _add_agent_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML file of settings (OTEL_AGENT_CONFIG)")
+    p.add_argument("--endpoint", help="OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="OTLP protocol (OTEL_EXPORTER_OTLP_PROTOCOL)")
+    p.add_argument("--interval-seconds", dest="interval_seconds",
+                   help="collection and export period (OTEL_METRIC_EXPORT_INTERVAL, in ms)")
+    p.add_argument("--node-name", dest="node_name", help="this node's name (NODE_NAME)")
+    p.add_argument("--metadata", choices=METADATA_KINDS, help="pod metadata source (OTEL_AGENT_METADATA)")
+    p.add_argument("--static-metadata", dest="static_metadata", help="YAML file for --metadata static")
+    p.add_argument("--pod-labels", dest="pod_labels", help="pod labels to export, comma separated")
+    p.add_argument("--cgroup-root", dest="cgroup_root", help="cgroup v2 mount (default: from mountinfo)")
+    p.add_argument("--kubepods", help="kubelet's pod cgroups, relative to the cgroup root")
+    p.add_argument("--bpf-profile", dest="bpf_profile", choices=BPF_PROFILES,
+                   help="eBPF programs to attach (OTEL_AGENT_BPF_PROFILE)")
+    p.add_argument("--pod-cidrs", dest="pod_cidrs", help="pod network CIDRs, comma separated")
+    p.add_argument("--health-listen", dest="health_listen", help="HOST:PORT of /healthz, or off")
+    p.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+_FLAG_KEYS = ("endpoint", "protocol", "interval_seconds", "node_name", "metadata", "static_metadata",
+              "pod_labels", "cgroup_root", "kubepods", "bpf_profile", "pod_cidrs", "health_listen",
+              "log_level")
+
+
+def _config(args: argparse.Namespace) -> AgentConfig:
+    return load(file=args.config, flags={k: getattr(args, k, None) for k in _FLAG_KEYS})
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"otel-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="collect and push OTLP every interval until SIGTERM")
+    _add_agent_flags(run)
+    once = sub.add_parser("once", help="one collection cycle, printed")
+    _add_agent_flags(once)
+    once.add_argument("--format", choices=("table", "json"), default="table")
+    once.add_argument("--window-seconds", type=float, default=1.0,
+                      help="with eBPF: how long to count before reading (default 1)")
+    doctor = sub.add_parser("doctor", help="check what this node offers and what to fix")
+    _add_agent_flags(doctor)
+    sub.add_parser("cost", help="the cost processor: cost serve | cost report (see cost --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "cost":
+        return _cost(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = _config(args)
+        _setup_logging(cfg.log_level)
+        if args.command == "run":
+            return cmd_run(cfg)
+        if args.command == "once":
+            return cmd_once(cfg, args.format, args.window_seconds)
+        if args.command == "doctor":
+            from otel_agent.doctor import run_doctor
+
+            return run_doctor(cfg)
+    except ConfigError as e:
+        print(f"otel-agent: error: {e}", file=sys.stderr)
+        return 2
+    except OtelAgentError as e:
+        print(f"otel-agent: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _cost(argv: list[str]) -> int:
+    from otel_agent.cost.cli import main as cost_main
+
+    return cost_main(argv)
+
+
+# --- wiring -------------------------------------------------------------------------------
+def _cgroup_root(cfg: AgentConfig) -> Path:
+    from otel_agent.cgroups.mount import find_cgroup2_mount
+
+    if cfg.cgroup_root is not None:
+        if not (cfg.cgroup_root / "cgroup.controllers").exists():
+            raise ConfigError(f"cgroup root {cfg.cgroup_root} is not a cgroup v2 mount "
+                              "(no cgroup.controllers there)")
+        return cfg.cgroup_root
+    try:
+        return find_cgroup2_mount()
+    except OtelAgentError as e:
+        raise ConfigError(f"{e}; set OTEL_AGENT_CGROUP_ROOT to the cgroup v2 mount") from e
+
+
+def _metadata(cfg: AgentConfig):
+    from otel_agent.k8s.select import select_source
+
+    return select_source(kind=cfg.metadata, node_name=cfg.node_name,
+                         static_path=cfg.static_metadata, pod_labels=cfg.pod_labels)
+
+
+def _bpf(cfg: AgentConfig, cgroup_root: Path) -> Any | None:
+    if cfg.bpf_profile == "off":
+        log.info("eBPF off (OTEL_AGENT_BPF_PROFILE=off): cgroup files only")
+        return None
+    try:
+        from otel_agent.ebpf import BpfCollector, BpfConfig
+
+        col = BpfCollector(BpfConfig(profile=cfg.bpf_profile, cgroup_root=cgroup_root,
+                                     pod_cidrs=cfg.pod_cidrs, cluster_cidrs=cfg.cluster_cidrs,
+                                     map_max_entries=cfg.bpf_map_entries))
+        col.start()
+        return col
+    except SourceError as e:
+        log.warning("eBPF unavailable, running on cgroup files alone: %s", e)
+    except ImportError as e:
+        log.warning("eBPF unavailable (%s), running on cgroup files alone", e)
+    return None
+
+
+def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
+    from otel_agent.agent import Agent
+    from otel_agent.otlp.exporter import make_exporter
+
+    root = _cgroup_root(cfg)
+    metadata = _metadata(cfg)
+    metadata.start()
+    bpf = _bpf(cfg, root)
+    exporter = make_exporter(cfg) if with_exporter else None
+    return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf)
+
+
+def _shutdown(agent) -> None:
+    agent.close()
+    if agent.bpf is not None:
+        agent.bpf.stop()
+    agent.metadata.stop()
+
+
+def cmd_run(cfg: AgentConfig) -> int:
+    agent = build_agent(cfg)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health = None
+    if cfg.health_listen:
+        from otel_agent.health import HealthServer
+
+        health = HealthServer(cfg.health_listen, heartbeat=lambda: agent.heartbeat,
+                              cycles=lambda: agent.cycles,
+                              stale_after_seconds=3 * cfg.interval_seconds
+                              + cfg.export_timeout_seconds)
+    log.info("otel-agent %s: every %.3g s, cgroups under %s, metadata from %s, eBPF %s",
+             __version__, cfg.interval_seconds, agent.cgroup_root, agent.metadata.name,
+             cfg.bpf_profile if agent.bpf is not None else "off")
+    try:
+        agent.run(stop)
+    finally:
+        if health is not None:
+            health.stop()
+        _shutdown(agent)
+    return 0
+
+
+def cmd_once(cfg: AgentConfig, fmt: str, window_seconds: float) -> int:
+    from otel_agent.otlp.flatten import flatten_sdk
+    from otel_agent.render import format_json, format_table, usage_rows
+
+    agent = build_agent(cfg, with_exporter=False)
+    try:
+        if agent.bpf is not None:
+            time.sleep(window_seconds)
+        cycle = agent.collect()
+    finally:
+        _shutdown(agent)
+    points = list(flatten_sdk(cycle.data))
+    if fmt == "json":
+        print(format_json(points))
+    else:
+        print(format_table(usage_rows(points)))
+        print(f"\n{cycle.points} data points from {len(cycle.refs)} cgroups "
+              f"in {cycle.duration_seconds * 1000:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

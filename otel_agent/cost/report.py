@@ -1,0 +1,352 @@
+"""One report query, many renderings: the CLI, the HTTP API and the HTML page all take the same
+`ReportQuery`, ask the ledger once through `run_query`, and hand the per-step allocation sets
+to a pure renderer. Keeping the ledger behind this single seam means the renderers are tested
+on hand-built `Allocation`s and the ledger can change shape without touching them.
+
+Plain renderers live here (table, CSV, OpenCost JSON); FOCUS and HTML have modules of their own
+because each follows an outside specification.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Sequence
+
+from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
+from otel_agent.errors import ConfigError, OtelAgentError
+
+GIB = float(2**30)
+AGGREGATES = ("namespace", "workload", "pod", "container", "node", "cluster")
+AGGREGATE_HELP = "namespace, workload, pod, container, node, cluster or label:<key>"
+SPECIAL = (UNALLOCATED, OVERHEAD, IDLE)  # shown last, in this order
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
+
+
+class ReportError(OtelAgentError):
+    """The ledger could not answer a report query, or answered something no report can show
+    (not the user's mistake: exit 1 / HTTP 500). Malformed queries are `ConfigError`s."""
+
+
+def parse_aggregate(text: str) -> str:
+    """Validate an aggregate key; `label:<key>` takes a Kubernetes label key."""
+    t = (text or "").strip()
+    if t in AGGREGATES:
+        return t
+    if t.startswith("label:") and _LABEL_KEY.match(t[6:]):
+        return t
+    raise ConfigError(f"unknown aggregate {text!r}; allowed: {AGGREGATE_HELP}")
+
+
+def parse_enum(enum_cls: type, text: str, what: str) -> Any:
+    try:
+        return enum_cls((text or "").strip())
+    except ValueError as e:
+        allowed = ", ".join(m.value for m in enum_cls)
+        raise ConfigError(f"unknown {what} {text!r}; allowed: {allowed}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class ReportQuery:
+    window: Window
+    aggregate: str = "namespace"
+    step: timedelta | None = None
+    model: Model = Model.CHARGEBACK
+    share_idle: SharePolicy = SharePolicy.NONE
+    idle_by_node: bool = False
+    filter: str | None = None
+
+
+# The ledger's query function, injectable so the HTTP server and tests can pass their own.
+QueryFn = Callable[..., list[list[Allocation]]]
+
+
+def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None) -> list[list[Allocation]]:
+    """Ask the ledger (`otel_agent.cost.allocation.allocations`) for one list per step."""
+    if query_fn is None:
+        try:
+            from otel_agent.cost.allocation import allocations as query_fn
+        except ImportError as e:
+            raise ReportError(f"the ledger query module is not available: {e}") from e
+    try:
+        sets = query_fn(store, q.window, aggregate=q.aggregate, step=q.step, model=q.model,
+                        share_idle=q.share_idle, idle_by_node=q.idle_by_node, filter=q.filter)
+    except ConfigError:
+        raise
+    except OtelAgentError as e:
+        raise ReportError(str(e)) from e
+    return [list(s) for s in sets]
+
+
+# --- shared arithmetic ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Totals:
+    cpu_core_hours: float = 0.0
+    ram_byte_hours: float = 0.0
+    gpu_hours: float = 0.0
+    network_bytes: float = 0.0
+    pv_byte_hours: float = 0.0
+    cpu_cost: float = 0.0
+    ram_cost: float = 0.0
+    gpu_cost: float = 0.0
+    network_cost: float = 0.0
+    pv_cost: float = 0.0
+    shared_cost: float = 0.0
+
+    def add(self, a: Allocation | "Totals") -> None:
+        for f in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, f, getattr(self, f) + getattr(a, f))
+
+    @property
+    def total_cost(self) -> float:
+        return (self.cpu_cost + self.ram_cost + self.gpu_cost + self.network_cost
+                + self.pv_cost + self.shared_cost)
+
+
+def accumulate(sets: Sequence[Sequence[Allocation]]) -> dict[str, Totals]:
+    """Sum every step per allocation name (OpenCost's `accumulate=true`)."""
+    out: dict[str, Totals] = {}
+    for s in sets:
+        for a in s:
+            out.setdefault(a.name, Totals()).add(a)
+    return out
+
+
+def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocation]]:
+    """`accumulate` as allocation sets: one set spanning all steps (keeps properties that all
+    steps agree on)."""
+    if not any(sets):
+        return [[]]
+    starts = [a.window.start for s in sets for a in s]
+    ends = [a.window.end for s in sets for a in s]
+    win = Window(min(starts), max(ends))
+    merged: dict[str, Allocation] = {}
+    for s in sets:
+        for a in s:
+            m = merged.get(a.name)
+            if m is None:
+                merged[a.name] = Allocation(name=a.name, window=win, currency=a.currency,
+                                            properties=dict(a.properties))
+                m = merged[a.name]
+            else:
+                m.properties = {k: v for k, v in m.properties.items()
+                                if a.properties.get(k) == v}
+            for f in ("cpu_core_hours", "cpu_cost", "ram_byte_hours", "ram_cost", "gpu_hours",
+                      "gpu_cost", "network_bytes", "network_cost", "pv_byte_hours", "pv_cost",
+                      "shared_cost"):
+                setattr(m, f, getattr(m, f) + getattr(a, f))
+    return [list(merged.values())]
+
+
+def ordered_names(totals: dict[str, Totals]) -> list[str]:
+    """Tenants by total cost, largest first, then unallocated, overhead, idle."""
+    tenants = sorted((n for n in totals if n not in SPECIAL),
+                     key=lambda n: (-totals[n].total_cost, n))
+    return tenants + [n for n in SPECIAL if n in totals]
+
+
+def currency_of(sets: Iterable[Iterable[Allocation]], default: str = "USD") -> str:
+    found = {a.currency for s in sets for a in s}
+    if len(found) > 1:
+        raise ReportError(f"allocations in more than one currency: {sorted(found)}")
+    return found.pop() if found else default
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """allocated + overhead + idle = node total, in money.
+
+    `allocated` is every tenant's total (including idle/overhead shared onto it by policy) plus
+    usage seen with no pod (`__unallocated__`); `overhead` and `idle` are what was left unshared.
+    `node_total` is the ledger's own figure when it gives one; otherwise the sum.
+    """
+
+    allocated: float
+    shared_in: float
+    unallocated: float
+    overhead: float
+    idle: float
+    node_total: float | None
+    currency: str
+
+    @property
+    def parts_sum(self) -> float:
+        return self.allocated + self.overhead + self.idle
+
+    @property
+    def balanced(self) -> bool | None:
+        if self.node_total is None:
+            return None
+        return abs(self.parts_sum - self.node_total) < 0.005  # to the cent
+
+    def line(self, decimals: int = 2) -> str:
+        c = self.currency
+
+        def _money(x: float) -> str:
+            return f"{x:,.{decimals}f}"
+
+        extra = []
+        if self.shared_in:
+            extra.append(f"incl. {_money(self.shared_in)} shared")
+        if self.unallocated:
+            extra.append(f"incl. {_money(self.unallocated)} unallocated")
+        alloc = f"allocated {_money(self.allocated)}" + (f" ({', '.join(extra)})" if extra else "")
+        lhs = f"{alloc} + overhead {_money(self.overhead)} + idle {_money(self.idle)}"
+        if self.node_total is None:
+            return f"{lhs} = node total {_money(self.parts_sum)} {c}"
+        if self.balanced:
+            return f"{lhs} = node total {_money(self.node_total)} {c} (reconciled)"
+        diff = self.parts_sum - self.node_total
+        return (f"{lhs} = {_money(self.parts_sum)} {c} != node total {_money(self.node_total)} "
+                f"{c} (off by {diff:+.{decimals}f})")
+
+
+def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = None) -> Reconciliation:
+    t = accumulate(sets)
+    allocated = sum(v.total_cost for n, v in t.items() if n not in (OVERHEAD, IDLE))
+    shared = sum(v.shared_cost for n, v in t.items() if n not in SPECIAL)
+    return Reconciliation(
+        allocated=allocated, shared_in=shared,
+        unallocated=t[UNALLOCATED].total_cost if UNALLOCATED in t else 0.0,
+        overhead=t[OVERHEAD].total_cost if OVERHEAD in t else 0.0,
+        idle=t[IDLE].total_cost if IDLE in t else 0.0,
+        node_total=node_total, currency=currency_of(sets))
+
+
+RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
+
+
+# --- renderers ------------------------------------------------------------------------------
+
+
+def _money(x: float, decimals: int = 2) -> str:
+    return f"{x:,.{decimals}f}"
+
+
+def money_decimals(total: float) -> int:
+    """Cents for real bills; four places when the whole report is under 10 (a short demo or a
+    one-hour window), where cents would show every tenant as 0.00."""
+    return 2 if abs(total) >= 10 else 4
+
+
+def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = None, *,
+                 node_total: float | None = None) -> str:
+    """Aligned text for a terminal: one row per allocation, summed over all steps."""
+    totals = accumulate(sets)
+    cur = currency_of(sets)
+    names = ordered_names(totals)
+    grand = Totals()
+    for v in totals.values():
+        grand.add(v)
+    dec = money_decimals(grand.total_cost)
+
+    def money(x: float) -> str:
+        return _money(x, dec)
+
+    show_gpu = any(v.gpu_cost or v.gpu_hours for v in totals.values())
+    show_pv = any(v.pv_cost or v.pv_byte_hours for v in totals.values())
+    cols: list[tuple[str, Callable[[Totals], str]]] = [
+        ("CPU core-h", lambda v: f"{v.cpu_core_hours:,.3f}"),
+        ("RAM GiB-h", lambda v: f"{v.ram_byte_hours / GIB:,.3f}"),
+        ("NET GiB", lambda v: f"{v.network_bytes / GIB:,.3f}"),
+        ("CPU", lambda v: money(v.cpu_cost)),
+        ("RAM", lambda v: money(v.ram_cost)),
+    ]
+    if show_gpu:
+        cols.append(("GPU", lambda v: money(v.gpu_cost)))
+    cols.append(("NET", lambda v: money(v.network_cost)))
+    if show_pv:
+        cols.append(("PV", lambda v: money(v.pv_cost)))
+    cols += [("SHARED", lambda v: money(v.shared_cost)),
+             (f"TOTAL {cur}", lambda v: money(v.total_cost))]
+    head = ["NAME"] + [c for c, _ in cols]
+    rows = [[n] + [fn(totals[n]) for _, fn in cols] for n in names]
+    total_row = ["TOTAL"] + [fn(grand) for _, fn in cols]
+    widths = [max(len(r[i]) for r in [head, total_row, *rows]) for i in range(len(head))]
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])])
+
+    lines = []
+    if q is not None:
+        w = q.window
+        lines.append(f"window {w.start:%Y-%m-%dT%H:%M:%SZ} .. {w.end:%Y-%m-%dT%H:%M:%SZ}  "
+                     f"by {q.aggregate}  model {q.model.value}  share-idle {q.share_idle.value}"
+                     + ("  idle-by-node" if q.idle_by_node else "")
+                     + (f"  filter {q.filter}" if q.filter else ""))
+    lines.append(fmt(head))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [fmt(r) for r in rows]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.append(fmt(total_row))
+    if not rows:
+        lines.append("(no allocations in this window)")
+    if rows and (q is None or q.model in RECONCILED_MODELS):
+        lines.append(reconcile(sets, node_total).line(dec))
+    return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("window_start", "window_end", "name", "cpu_core_hours", "cpu_cost",
+               "ram_gib_hours", "ram_cost", "gpu_hours", "gpu_cost", "network_gib",
+               "network_cost", "pv_gib_hours", "pv_cost", "shared_cost", "total_cost",
+               "currency", "properties")
+
+
+def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
+    """One row per allocation per step; quantities in GiB, properties as a JSON object."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for s in sets:
+        for a in sorted(s, key=lambda a: (a.name in SPECIAL, a.name)):
+            w.writerow([
+                _ts(a.window.start), _ts(a.window.end), a.name,
+                _num(a.cpu_core_hours), _num(a.cpu_cost),
+                _num(a.ram_byte_hours / GIB), _num(a.ram_cost),
+                _num(a.gpu_hours), _num(a.gpu_cost),
+                _num(a.network_bytes / GIB), _num(a.network_cost),
+                _num(a.pv_byte_hours / GIB), _num(a.pv_cost),
+                _num(a.shared_cost), _num(a.total_cost), a.currency,
+                json.dumps(dict(a.properties), sort_keys=True, separators=(",", ":")),
+            ])
+    return buf.getvalue()
+
+
+def opencost_json(sets: Sequence[Sequence[Allocation]]) -> dict[str, Any]:
+    """OpenCost's `/allocation` body: `data` is one `{name: allocation}` object per step."""
+    return {"code": 200, "status": "success",
+            "data": [{a.name: _finite(a.to_opencost_json()) for a in s} for s in sets]}
+
+
+def render_json(sets: Sequence[Sequence[Allocation]]) -> str:
+    return json.dumps(opencost_json(sets), indent=2, sort_keys=False) + "\n"
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no NaN/Infinity; a NaN reaching a client would break every OpenCost reader.
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ReportError(f"non-finite {k} in allocation {d.get('name')!r}")
+    return d
+
+
+def _ts(t: Any) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _num(x: float) -> str:
+    # Plain decimal, no exponent: spreadsheets and FOCUS readers both choke on 1e-05.
+    s = f"{x:.10f}".rstrip("0").rstrip(".")
+    return "0" if s in ("", "-0") else s
+
+
+__all__ = ["ReportQuery", "run_query", "parse_aggregate", "parse_enum", "accumulate",
+           "accumulate_sets", "reconcile", "Reconciliation", "render_table", "render_csv",
+           "render_json", "opencost_json", "ReportError", "Totals"]

@@ -235,6 +235,11 @@ _TABLE: tuple[MetricDef, ...] = (
         "{update}", "Map updates a BPF program could not make (map full).",
         Instrument.COUNTER, "ebpf", ("bpf.map",),
     ),
+    MetricDef(
+        "self.bpf.map.evictions", {N: f"{PREFIX}.bpf.map.evictions"},
+        "{entry}", "Entries an LRU BPF map dropped before their final value was exported.",
+        Instrument.COUNTER, "ebpf", ("bpf.map",),
+    ),
 )
 
 METRICS: dict[str, MetricDef] = {m.key: m for m in _TABLE}

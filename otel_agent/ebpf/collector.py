@@ -1,0 +1,402 @@
+"""The eBPF source: compile bpf/*.c with BCC, attach, read maps into Samples, free dead cgroups.
+
+Counters live in the kernel, keyed by cgroup id, from attach on (DESIGN rules 1 and 2), so a
+container that starts and dies between two reads is still counted: its entries stay until the
+agent has exported their final values and acked them. Paths come from cgroup_mkdir (or a scan
+of the v2 tree for cgroups older than the agent) so such a container can still be attributed.
+
+The source does I/O only; decode.py turns map contents into Samples. One map failing to read
+skips that map for the cycle; BPF being unusable at all is a SourceError from start().
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from otel_agent.ebpf import system
+from otel_agent.ebpf.classes import trie_entries
+from otel_agent.ebpf.config import BpfConfig
+from otel_agent.ebpf.decode import Cumulative, RawCounters, to_samples
+from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, per_cpu_sum
+from otel_agent.errors import SourceError
+from otel_agent.model import CgroupId, HistogramSample, Sample
+
+log = logging.getLogger(__name__)
+
+SOURCES = {"lifecycle": "lifecycle.c", "cpu": "cpu.c", "network": "net.c",
+           "faults": "faults.c", "syscalls": "syscalls.c"}
+TRACEPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "lifecycle": (("cgroup:cgroup_mkdir", "lifecycle_cgroup_mkdir"),
+                  ("cgroup:cgroup_rmdir", "lifecycle_cgroup_rmdir")),
+    "cpu": (("sched:sched_switch", "cpu_sched_switch"),
+            ("sched:sched_wakeup", "cpu_sched_wakeup"),
+            ("sched:sched_wakeup_new", "cpu_sched_wakeup_new"),
+            ("cgroup:cgroup_attach_task", "cpu_cgroup_attach_task")),
+    "network": (),
+    "faults": (("exceptions:page_fault_user", "faults_page_fault_user"),),
+    "syscalls": (("raw_syscalls:sys_enter", "syscalls_sys_enter"),
+                 ("raw_syscalls:sys_exit", "syscalls_sys_exit")),
+}
+MAPS = {"lifecycle": ("cg_paths", "cg_removed"), "cpu": ("cpu_time", "runq", "tasks"),
+        "network": ("net_traffic",), "faults": ("faults",), "syscalls": ("sys_stats", "sys_threads")}
+PER_CGROUP_MAPS = ("cpu_time", "runq", "net_traffic", "faults", "sys_stats")
+BPF_F_ALLOW_MULTI = 2  # share the root's hooks with other programs (systemd, CNI)
+NET_PROGRAMS = (("net_egress", 1), ("net_ingress", 0))  # BPFAttachType CGROUP_INET_EGRESS/INGRESS
+SCAN_INTERVAL_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyStatus:
+    name: str
+    attached: bool
+    detail: str  # what is attached, or why not and what to do
+
+
+@dataclass(frozen=True, slots=True)
+class MapHealth:
+    name: str
+    entries: int
+    capacity: int
+    update_failures: int  # inserts the BPF program could not make (per-CPU counters)
+    evictions: int  # entries an LRU map dropped before their values were final (seen here)
+
+
+@dataclass
+class BpfReading:
+    samples: list[Sample] = field(default_factory=list)
+    histograms: list[HistogramSample] = field(default_factory=list)
+    paths: dict[CgroupId, str] = field(default_factory=dict)  # relative to the v2 root: "/kubepods/..."
+    removed: set[CgroupId] = field(default_factory=set)  # counters final; ack() once exported
+    health: list[Sample] = field(default_factory=list)
+
+
+class BpfCollector:
+    def __init__(self, cfg: BpfConfig) -> None:
+        self.cfg = cfg
+        self.start_time_unix_nano = 0
+        self.status: dict[str, FamilyStatus] = {}
+        self._bpf: Any = None
+        self._root_fd: int | None = None
+        self._net_fns: list[tuple[Any, int]] = []
+        self._readers: dict[str, MapReader] = {}
+        self._attached: list[str] = []
+        self._cum = Cumulative()
+        self._evictions: dict[str, int] = {}
+        self._keys: dict[str, dict[int, list[Any]]] = {}  # map → cgroup id → keys last read
+        self._acked: OrderedDict[int, None] = OrderedDict()
+        self._scan: dict[int, str] = {}
+        self._scanned_at = 0.0
+        self._warned: set[str] = set()
+        self._health: list[MapHealth] = []
+        self._root_id = 0
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> dict[str, FamilyStatus]:
+        if self._bpf is not None:
+            return self.status
+        cfg = self.cfg
+        missing = system.missing_tracing_caps()
+        if missing:
+            raise SourceError(
+                f"eBPF needs {' and '.join(missing)} (or CAP_SYS_ADMIN); this process lacks "
+                f"{', '.join(missing)}: grant them to the agent's container, or run on cgroup files only")
+        why = system.ensure_tracefs(cfg.tracefs, cfg.debugfs, mount=cfg.mount_tracefs)
+        if why:
+            raise SourceError(why)
+        headers = system.find_headers()
+        if headers is None:
+            raise SourceError(
+                f"no kernel headers for BCC at /lib/modules/{os.uname().release}/build: run "
+                "scripts/install-system.sh (links Debian's generic headers; our programs read no "
+                "kernel structs, so any recent headers do)")
+        try:
+            import bcc  # after tracefs: BCC picks its tracefs directory at import
+        except ImportError as e:
+            raise SourceError(f"BCC is not importable ({e}): install Debian's python3-bpfcc "
+                              "(never the PyPI package named bcc)") from e
+        try:
+            self._root_id = system.cgroup_id(cfg.cgroup_root)
+        except OSError as e:
+            raise SourceError(f"cgroup v2 root {cfg.cgroup_root} is not readable: {e}") from e
+
+        tfs = system.tracefs_dir(cfg.tracefs, cfg.debugfs)
+        chosen: list[str] = []
+        for fam in cfg.enabled_families():
+            gone = system.missing_tracepoints(tfs, tuple(tp for tp, _ in TRACEPOINTS[fam]))
+            if gone:
+                self.status[fam] = FamilyStatus(fam, False, f"this kernel has no tracepoint {', '.join(gone)}")
+            elif fam == "network" and system.missing_network_caps():
+                self.status[fam] = FamilyStatus(
+                    fam, False, "cgroup_skb programs need CAP_NET_ADMIN, which this process lacks "
+                    "(the kernel answers EINVAL/EPERM): add NET_ADMIN to the container's capabilities")
+            else:
+                chosen.append(fam)
+
+        text = "\n".join((cfg.source_dir / f).read_text() for f in ("common.h", *(SOURCES[f] for f in chosen)))
+        cflags = [f"-DMAX_CGROUPS={cfg.map_max_entries}", f"-DMAX_TASKS={cfg.task_max_entries}",
+                  f"-DMAX_CIDRS={cfg.cidr_max_entries}", f"-DV2_HIERARCHY={system.v2_hierarchy_id()}"]
+        try:
+            self._bpf = bcc.BPF(text=text, cflags=cflags)
+        except Exception as e:
+            raise SourceError(f"compiling/loading the BPF programs failed (headers {headers}): {e}") from e
+
+        self.start_time_unix_nano = time.time_ns()
+        for fam in chosen:
+            try:
+                self._attach(fam)
+            except Exception as e:
+                self._detach(fam)
+                self.status[fam] = FamilyStatus(fam, False, self._explain(fam, e))
+                log.error("bpf family %s not attached: %s", fam, self.status[fam].detail)
+                continue
+            self._attached.append(fam)
+            progs = [tp for tp, _ in TRACEPOINTS[fam]] or ["cgroup_skb/egress", "cgroup_skb/ingress"]
+            self.status[fam] = FamilyStatus(fam, True, "attached: " + ", ".join(progs))
+            for m in MAPS[fam]:
+                self._readers[m] = MapReader(m, self._bpf[m])
+        self._readers["map_failures"] = MapReader("map_failures", self._bpf["map_failures"])
+
+        if not any(f != "lifecycle" for f in self._attached):
+            why = "; ".join(f"{s.name}: {s.detail}" for s in self.status.values() if not s.attached)
+            self.stop()
+            raise SourceError(f"no BPF program family could be attached ({why})")
+        return self.status
+
+    def _attach(self, fam: str) -> None:
+        b = self._bpf
+        if fam == "network":
+            from bcc import BPF
+
+            trie = b["peer_classes"]
+            for (plen, addr), cls in trie_entries(self.cfg.pod_cidrs, self.cfg.cluster_cidrs).items():
+                k = trie.Key()
+                k.prefixlen = plen
+                k.addr = type(k.addr)(*addr)
+                trie[k] = trie.Leaf(cls)
+            self._root_fd = os.open(self.cfg.cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
+            for name, attach_type in NET_PROGRAMS:
+                fn = b.load_func(name, BPF.CGROUP_SKB)
+                BPF.attach_func(fn, self._root_fd, attach_type, BPF_F_ALLOW_MULTI)
+                self._net_fns.append((fn, attach_type))
+            return
+        for tp, fn_name in TRACEPOINTS[fam]:
+            b.attach_tracepoint(tp=tp, fn_name=fn_name)
+
+    def _detach(self, fam: str) -> None:
+        b = self._bpf
+        if fam == "network":
+            from bcc import BPF
+
+            for fn, attach_type in self._net_fns:
+                try:
+                    BPF.detach_func(fn, self._root_fd, attach_type)
+                except Exception as e:  # already gone: nothing left to undo
+                    log.debug("detach %s: %s", fn.name, e)
+            self._net_fns.clear()
+            if self._root_fd is not None:
+                os.close(self._root_fd)
+                self._root_fd = None
+            return
+        for tp, _ in TRACEPOINTS[fam]:
+            try:
+                b.detach_tracepoint(tp=tp)
+            except Exception:
+                pass  # never attached
+
+    def _explain(self, fam: str, e: Exception) -> str:
+        msg = str(e)
+        if fam == "network" and ("Invalid argument" in msg or "not permitted" in msg):
+            lacking = system.missing_network_caps()
+            if lacking:
+                return f"cgroup_skb attach refused ({msg}): needs CAP_NET_ADMIN, which this process lacks"
+            return (f"cgroup_skb attach to {self.cfg.cgroup_root} refused ({msg}): is it the cgroup v2 "
+                    "root, and are net_cls/net_prio v1 controllers (which disable it) unused?")
+        return msg
+
+    def stop(self) -> None:
+        """Detach everything; safe to call twice, and after a failed start."""
+        if self._bpf is None:
+            return
+        for fam in ("network", *TRACEPOINTS):
+            self._detach(fam)
+        try:
+            self._bpf.cleanup()
+        finally:
+            self._bpf = None
+            self._readers.clear()
+            self._attached.clear()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read(self) -> BpfReading:
+        if self._bpf is None:
+            raise SourceError("BpfCollector.read() before start() (or after stop())")
+        out = BpfReading()
+        # Removed ids first: a cgroup that is in the removal map now has all its counters in
+        # the maps already, so the counter read below cannot miss the end of its life.
+        removed = {int(k) for k, _ in self._read("cg_removed")}
+        raw = RawCounters()
+        self._keys = {}
+        for k, v in self._read("cpu_time"):
+            self._put(raw.cpu_ns, "cpu_time", k, int(k), per_cpu_sum(v))
+        for k, v in self._read("runq"):
+            self._put(raw.runq, "runq", k, int(k), (tuple(v.slots), int(v.sum_ns)))
+        for k, v in self._read("net_traffic"):
+            val = (sum(c.bytes for c in v), sum(c.packets for c in v))
+            self._put(raw.net, "net_traffic", k, (int(k.cgroup_id), int(k.direction), int(k.peer_class)), val)
+        for k, v in self._read("faults"):
+            self._put(raw.faults, "faults", k, int(k), per_cpu_sum(v))
+        for k, v in self._read("sys_stats"):
+            val = (int(v.count), (tuple(v.duration.slots), int(v.duration.sum_ns)))
+            self._put(raw.syscalls, "sys_stats", k, int(k), val)
+        self._drop_late_entries()
+        paths = {int(k): bytes(v.path).split(b"\0", 1)[0].decode(errors="replace")
+                 for k, v in self._read("cg_paths")}
+
+        have = raw.cgroup_ids()
+        out.samples, out.histograms = to_samples(raw)
+        out.removed = {CgroupId(i) for i in removed & have}
+        nothing_to_export = removed - have
+        if nothing_to_export:  # removed before counting anything: free now, there is no final value
+            self._free_lifecycle(nothing_to_export)
+        unknown = [i for i in have if i not in paths and i not in self._scan]
+        if unknown and time.monotonic() - self._scanned_at > SCAN_INTERVAL_SECONDS:
+            self._rescan()
+        for i in have:
+            p = paths.get(i) or self._scan.get(i)
+            if p is not None:
+                out.paths[CgroupId(i)] = p
+        out.health = self._health_samples()
+        return out
+
+    def _read(self, name: str) -> list[tuple[Any, Any]]:
+        r = self._readers.get(name)
+        if r is None:
+            return []
+        try:
+            return r.read()
+        except Exception as e:  # one map failing skips that map this cycle, never the read
+            if f"read:{name}" not in self._warned:
+                self._warned.add(f"read:{name}")
+                log.error("bpf map %s could not be read: %s", name, e)
+            return []
+
+    def _put(self, into: dict, mapname: str, key: Any, rawkey: Any, value: Any) -> None:
+        cgid = rawkey[0] if isinstance(rawkey, tuple) else rawkey
+        self._keys.setdefault(mapname, {}).setdefault(cgid, []).append(key)
+        if cgid in self._acked:
+            return  # a late packet of an exported, freed cgroup: dropped below
+        value, restarted = self._cum.update((mapname, rawkey), value)
+        if restarted:
+            self._evictions[mapname] = self._evictions.get(mapname, 0) + 1
+        into[rawkey] = value
+
+    def _drop_late_entries(self) -> None:
+        """Entries created for a cgroup after its final values were exported and freed (e.g. a
+        FIN retransmitted by a socket that outlived its cgroup): too late to bill, freed again."""
+        for mapname, by_cg in self._keys.items():
+            late = [k for cg, keys in by_cg.items() if cg in self._acked for k in keys]
+            if late:
+                self._readers[mapname].delete(late)
+
+    def _rescan(self) -> None:
+        """Ids of cgroups older than the agent (no cgroup_mkdir seen): walk the v2 tree."""
+        self._scanned_at = time.monotonic()
+        root = str(self.cfg.cgroup_root)
+        found: dict[int, str] = {}
+        for dirpath, dirnames, _ in os.walk(root):
+            try:
+                found[os.stat(dirpath).st_ino] = "/" + os.path.relpath(dirpath, root).removeprefix(".")
+            except OSError:
+                continue  # removed while walking
+        self._scan = found
+
+    # --- freeing ---------------------------------------------------------------------------
+
+    def ack(self, removed_ids: Iterable[int]) -> None:
+        """The agent has exported the final values of these cgroups: free their entries."""
+        ids = {int(i) for i in removed_ids}
+        if not ids or self._bpf is None:
+            return
+        for mapname, by_cg in self._keys.items():
+            keys = [k for cg in ids for k in by_cg.get(cg, ())]
+            if keys:
+                self._readers[mapname].delete(keys)
+            for cg in ids:
+                by_cg.pop(cg, None)
+        self._free_lifecycle(ids)
+        for key in self._cum.keys():
+            mapname, rawkey = key  # type: ignore[misc]
+            cg = rawkey[0] if isinstance(rawkey, tuple) else rawkey
+            if cg in ids:
+                self._cum.forget(key)
+        for i in ids:
+            self._acked[i] = None
+        while len(self._acked) > 4 * self.cfg.map_max_entries:
+            self._acked.popitem(last=False)
+
+    def _free_lifecycle(self, ids: set[int]) -> None:
+        for name in ("cg_removed", "cg_paths"):
+            r = self._readers.get(name)
+            if r is not None:
+                r.delete([r.table.Key(i) for i in ids])
+        for i in ids:
+            self._scan.pop(i, None)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _health_samples(self) -> list[Sample]:
+        failures = [0] * len(FAIL_SLOTS)
+        for k, v in self._read("map_failures"):
+            if int(k) < len(failures):
+                failures[int(k)] = per_cpu_sum(v)
+        health: list[MapHealth] = []
+        for fam in self._attached:
+            for name in MAPS[fam]:
+                r = self._readers[name]
+                if name in PER_CGROUP_MAPS:
+                    entries = sum(len(v) for v in self._keys.get(name, {}).values())
+                else:
+                    try:
+                        entries = r.count()
+                    except Exception:
+                        continue
+                fail = failures[FAIL_SLOTS.index(name)] if name in FAIL_SLOTS else 0
+                health.append(MapHealth(name, entries, r.capacity, fail, self._evictions.get(name, 0)))
+        self._health = health
+        self._warn(health)
+        node = CgroupId(self._root_id)
+        out: list[Sample] = []
+        for h in health:
+            attrs = (("bpf.map", h.name),)
+            out.append(Sample(node, "self.bpf.map.entries", float(h.entries), attrs))
+            out.append(Sample(node, "self.bpf.map.capacity", float(h.capacity), attrs))
+            out.append(Sample(node, "self.bpf.map.update_failures", float(h.update_failures), attrs))
+            out.append(Sample(node, "self.bpf.map.evictions", float(h.evictions), attrs))
+        return out
+
+    def _warn(self, health: list[MapHealth]) -> None:
+        for h in health:
+            full = h.entries >= self.cfg.capacity_warning_ratio * h.capacity
+            if full and f"full:{h.name}" not in self._warned:
+                self._warned.add(f"full:{h.name}")
+                log.warning("bpf map %s is near capacity (%d of %d entries): raise map_max_entries, "
+                            "or new cgroups may go uncounted", h.name, h.entries, h.capacity)
+            elif not full and h.entries < 0.8 * self.cfg.capacity_warning_ratio * h.capacity:
+                self._warned.discard(f"full:{h.name}")
+            if (h.update_failures or h.evictions) and f"lost:{h.name}" not in self._warned:
+                self._warned.add(f"lost:{h.name}")
+                log.warning("bpf map %s lost data: %d failed inserts, %d evictions: raise map_max_entries",
+                            h.name, h.update_failures, h.evictions)
+
+    def map_health(self) -> list[MapHealth]:
+        """Map health as of the last read (for `doctor`)."""
+        return list(self._health)

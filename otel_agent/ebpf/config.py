@@ -1,0 +1,60 @@
+"""What the eBPF source loads: a profile of program families, map sizes, peer CIDRs.
+
+Profiles follow kpod-metrics: each adds families (and series per pod) to the one before, so
+a node pays only for what it asks for. The cgroup lifecycle family is in every profile: it is
+what lets short-lived containers be billed at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from otel_agent.errors import ConfigError
+
+PROFILES: dict[str, tuple[str, ...]] = {
+    "minimal": ("lifecycle", "cpu"),
+    "standard": ("lifecycle", "cpu", "network", "faults"),
+    "comprehensive": ("lifecycle", "cpu", "network", "faults", "syscalls"),
+}
+
+# The repository's bpf/ directory; an image that installs the package elsewhere sets source_dir.
+DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpfConfig:
+    profile: str = "standard"
+    cgroup_root: Path = Path("/sys/fs/cgroup/unified")
+    pod_cidrs: tuple[str, ...] = ()
+    cluster_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    map_max_entries: int = 10240  # every per-cgroup map (and the path / removal maps)
+    task_max_entries: int = 32768  # per-task maps (run-queue wake-up times, syscall entry)
+    cidr_max_entries: int = 1024
+    capacity_warning_ratio: float = 0.9
+    source_dir: Path = DEFAULT_SOURCE_DIR
+    tracefs: Path = Path("/sys/kernel/tracing")
+    debugfs: Path = Path("/sys/kernel/debug")
+    mount_tracefs: bool = True  # mount tracefs/debugfs when missing and permitted
+    families: tuple[str, ...] = field(default=())  # override the profile (tests, benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigError(f"bpf profile {self.profile!r}: expected one of {', '.join(PROFILES)}")
+        for n in ("map_max_entries", "task_max_entries", "cidr_max_entries"):
+            if getattr(self, n) < 1:
+                raise ConfigError(f"{n} must be a positive integer, got {getattr(self, n)}")
+        unknown = set(self.families) - set(PROFILES["comprehensive"])
+        if unknown:
+            raise ConfigError(f"unknown bpf families {sorted(unknown)}")
+        for c in (*self.pod_cidrs, *self.cluster_cidrs):
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"{c!r} is not a CIDR such as 10.244.0.0/16") from e
+
+    def enabled_families(self) -> tuple[str, ...]:
+        if self.families:
+            return tuple(f for f in PROFILES["comprehensive"] if f in self.families or f == "lifecycle")
+        return PROFILES[self.profile]

@@ -1,0 +1,132 @@
+"""Raw map contents → Samples and HistogramSamples. Pure: no BCC, no kernel.
+
+The collector copies maps into plain dicts (RawCounters); everything about units, attribute
+names and histogram bounds is decided here, where a unit test can see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from otel_agent.ebpf.classes import CLASS_NAMES
+from otel_agent.metrics import PREFIX
+from otel_agent.model import Attributes, CgroupId, HistogramSample, Sample
+
+HIST_SLOTS = 32  # bpf/common.h
+HIST_UNIT_NS = 1024  # the kernel buckets delta_ns >> 10
+
+
+def log2_bounds_seconds(slots: int = HIST_SLOTS) -> tuple[float, ...]:
+    """Upper bounds of the kernel's log2 slots: slot 0 is [0, 1 unit), slot k >= 1 is
+    [2^(k-1), 2^k) units; the last slot is the overflow bucket, so slots - 1 bounds."""
+    return tuple((1 << k) * HIST_UNIT_NS / 1e9 for k in range(slots - 1))
+
+
+BOUNDS = log2_bounds_seconds()
+DIRECTIONS = {0: "transmit", 1: "receive"}
+CLASS_ATTR = f"{PREFIX}.network.class"
+
+Hist = tuple[tuple[int, ...], int]  # (slot counts, sum in ns)
+
+
+@dataclass
+class RawCounters:
+    """Map contents summed over CPUs, values in the kernel's units (ns, bytes, counts)."""
+
+    cpu_ns: dict[int, int] = field(default_factory=dict)
+    runq: dict[int, Hist] = field(default_factory=dict)
+    net: dict[tuple[int, int, int], tuple[int, int]] = field(default_factory=dict)  # (id, dir, class)
+    faults: dict[int, int] = field(default_factory=dict)
+    syscalls: dict[int, tuple[int, Hist]] = field(default_factory=dict)  # id → (count, hist)
+
+    def cgroup_ids(self) -> set[int]:
+        ids = set(self.cpu_ns) | set(self.runq) | set(self.faults) | set(self.syscalls)
+        ids.update(k[0] for k in self.net)
+        return ids
+
+
+def net_attributes(direction: int, peer_class: int) -> Attributes:
+    return (
+        ("network.io.direction", DIRECTIONS.get(direction, str(direction))),
+        (CLASS_ATTR, CLASS_NAMES.get(peer_class, "other")),
+    )
+
+
+def _hist(cgid: int, metric: str, h: Hist) -> HistogramSample:
+    slots, sum_ns = h
+    return HistogramSample(
+        cgroup_id=CgroupId(cgid), metric=metric, explicit_bounds=BOUNDS,
+        bucket_counts=tuple(slots), sum=sum_ns / 1e9, count=sum(slots),
+    )
+
+
+def to_samples(raw: RawCounters) -> tuple[list[Sample], list[HistogramSample]]:
+    samples: list[Sample] = []
+    hists: list[HistogramSample] = []
+    for cgid, ns in raw.cpu_ns.items():
+        samples.append(Sample(CgroupId(cgid), "bpf.cpu.on_cpu_time", ns / 1e9))
+    for cgid, h in raw.runq.items():
+        hists.append(_hist(cgid, "bpf.cpu.run_queue.delay", h))
+    for (cgid, direction, cls), (nbytes, packets) in raw.net.items():
+        attrs = net_attributes(direction, cls)
+        samples.append(Sample(CgroupId(cgid), "bpf.network.io", float(nbytes), attrs))
+        samples.append(Sample(CgroupId(cgid), "bpf.network.packets", float(packets), attrs))
+    for cgid, n in raw.faults.items():
+        samples.append(Sample(CgroupId(cgid), "bpf.paging.faults", float(n)))
+    for cgid, (n, h) in raw.syscalls.items():
+        samples.append(Sample(CgroupId(cgid), "bpf.syscalls", float(n)))
+        hists.append(_hist(cgid, "bpf.syscall.duration", h))
+    return samples, hists
+
+
+def _flat(v: object) -> tuple[int, ...]:
+    if isinstance(v, int):
+        return (v,)
+    out: list[int] = []
+    for x in v:  # type: ignore[union-attr]
+        out.extend(_flat(x))
+    return tuple(out)
+
+
+def _unflat(template: object, flat: tuple[int, ...], pos: int = 0) -> tuple[object, int]:
+    if isinstance(template, int):
+        return flat[pos], pos + 1
+    out = []
+    for x in template:  # type: ignore[union-attr]
+        y, pos = _unflat(x, flat, pos)
+        out.append(y)
+    return tuple(out), pos
+
+
+class Cumulative:
+    """Keeps each series monotonic when its map entry was evicted (LRU) and created again.
+
+    A value that went down means the kernel's entry restarted from zero: the last value read
+    becomes a base added from then on. What the entry counted between the last read and the
+    eviction is lost; the collector counts such restarts as evictions so that is visible.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[object, tuple[int, ...]] = {}
+        self._base: dict[object, tuple[int, ...]] = {}
+
+    def update(self, key: object, value: object) -> tuple[object, bool]:
+        """(value with base added, whether a restart was detected)."""
+        flat = _flat(value)
+        last = self._last.get(key)
+        restarted = last is not None and len(last) == len(flat) and any(a < b for a, b in zip(flat, last))
+        if restarted:
+            base = self._base.get(key, (0,) * len(flat))
+            self._base[key] = tuple(b + l for b, l in zip(base, last))  # type: ignore[arg-type]
+        self._last[key] = flat
+        base = self._base.get(key)
+        if base is None:
+            return value, restarted
+        return _unflat(value, tuple(a + b for a, b in zip(flat, base)))[0], restarted
+
+    def forget(self, key: object) -> None:
+        self._last.pop(key, None)
+        self._base.pop(key, None)
+
+    def keys(self) -> list[object]:
+        return list(self._last)

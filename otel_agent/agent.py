@@ -258,7 +258,7 @@ class Agent:
     def export(self, cycle: Cycle) -> bool:
         if self.exporter is None:
             return True
-        ok = export(self.exporter, cycle.data, self.cfg.export_timeout_seconds)
+        ok = export(self.exporter, cycle.data)
         if ok:
             self.series_exported += cycle.points
             for cid in cycle.finals:

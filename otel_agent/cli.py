@@ -185,7 +185,7 @@ def cmd_run(cfg: AgentConfig) -> int:
         health = HealthServer(cfg.health_listen, heartbeat=lambda: agent.heartbeat,
                               cycles=lambda: agent.cycles,
                               stale_after_seconds=3 * cfg.interval_seconds
-                              + cfg.export_timeout_seconds)
+                              + (cfg.export_timeout_seconds or 10.0))
     log.info("otel-agent %s: every %.3g s, cgroups under %s, metadata from %s, eBPF %s",
              __version__, cfg.interval_seconds, agent.cgroup_root, agent.metadata.name,
              cfg.bpf_profile if agent.bpf is not None else "off")

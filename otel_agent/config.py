@@ -43,7 +43,7 @@ class AgentConfig:
     cluster_cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
     health_listen: str | None = "0.0.0.0:8089"
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    export_timeout_seconds: float = 10.0
+    export_timeout_seconds: float | None = None  # None: OTEL_EXPORTER_OTLP_TIMEOUT or 10 s
     log_level: str = "INFO"
 
 

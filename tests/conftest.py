@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Tests fork workloads while gRPC servers run in-process; those children never use gRPC.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

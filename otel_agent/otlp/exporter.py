@@ -30,6 +30,7 @@ def make_exporter(cfg: AgentConfig) -> MetricExporter:
             endpoint = endpoint.rstrip("/") + "/v1/metrics"
         return OTLPMetricExporter(endpoint=endpoint, timeout=cfg.export_timeout_seconds,
                                   max_export_batch_size=MAX_EXPORT_BATCH_POINTS)
+    # timeout None: the SDK reads OTEL_EXPORTER_OTLP_TIMEOUT (seconds in the Python SDK).
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
     return OTLPMetricExporter(
@@ -40,10 +41,11 @@ def make_exporter(cfg: AgentConfig) -> MetricExporter:
     )
 
 
-def export(exporter: MetricExporter, data: MetricsData, timeout_seconds: float) -> bool:
-    """Export once; never raises. The SDK exporter retries transient gRPC codes itself."""
+def export(exporter: MetricExporter, data: MetricsData) -> bool:
+    """Export once; never raises. The SDK exporter retries transient codes itself, with capped
+    backoff, until its timeout."""
     try:
-        result = exporter.export(data, timeout_millis=timeout_seconds * 1000)
+        result = exporter.export(data)
     except Exception:  # the thread boundary: an exporter bug must not kill the loop
         log.exception("OTLP export raised")
         return False

@@ -35,8 +35,9 @@ ML, MR, MT, MB = 70, 20, 20, 48
 
 def render_html(sets: Sequence[Sequence[Allocation]], q: ReportQuery, *,
                 title: str = "Kubernetes cost report", max_series: int = 10,
-                node_total: float | None = None, generated_at: datetime | None = None) -> str:
-    currency = currency_of(sets)
+                node_total: float | None = None, generated_at: datetime | None = None,
+                default_currency: str = "USD") -> str:
+    currency = currency_of(sets, default_currency)
     steps = _step_windows(sets, q)
     per_step = _per_step(sets, steps)
     totals = accumulate(sets)

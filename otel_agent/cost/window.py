@@ -60,7 +60,7 @@ def parse_window(text: str, now: datetime) -> Window:
     if window is None:
         raise WindowError(f"bad window {raw!r}; allowed: {ALLOWED}")
     if window.end - window.start > _MAX_SPAN:
-        raise WindowError(f"window {raw!r} spans more than 10 years")
+        raise WindowError(f"window {raw!r} spans more than 10 years; allowed: at most 10 years")
     return window
 
 

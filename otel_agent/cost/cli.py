@@ -1,0 +1,160 @@
+"""`otel-agent cost ...`: run the cost processor, or hand over to the report CLI.
+
+Why a long-running `serve` owns three loops: the OTLP receiver (acknowledges only committed
+batches), a ledger refresher (rebuilds the node-hours new points touched, every few seconds,
+so reports are current without the receiver waiting for it) and retention (hourly). User
+errors (bad flags, pricing file, ledger URL) print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+
+from otel_agent.errors import ConfigError, OtelAgentError
+
+log = logging.getLogger("otel_agent.cost")
+
+DEFAULT_LEDGER = "sqlite:///ledger.db"
+DEFAULT_REPORT_PORT = 9003  # OpenCost's
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otel-agent cost", description="Cost processor: OTLP in, chargeback ledger out.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="receive OTLP metrics and keep the ledger")
+    s.add_argument("--listen", default="0.0.0.0:4317", help="OTLP/gRPC HOST:PORT (default 0.0.0.0:4317)")
+    s.add_argument("--otlp-http-listen", default=None, help="also accept OTLP/HTTP protobuf on HOST:PORT")
+    s.add_argument("--ledger", default=DEFAULT_LEDGER, help="sqlite:///path/ledger.db or postgresql://...")
+    s.add_argument("--pricing", default=None, help="pricing YAML (default: the shipped OpenCost defaults)")
+    s.add_argument("--http-listen", default=None,
+                   help=f"report HTTP API on HOST:PORT (OpenCost's port is {DEFAULT_REPORT_PORT})")
+    s.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
+    s.add_argument("--tls-cert", default=None)
+    s.add_argument("--tls-key", default=None)
+    s.add_argument("--client-ca", default=None, help="require client certificates signed by this CA (mTLS)")
+    s.add_argument("--max-message-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--max-series-per-namespace", type=int, default=50_000)
+    s.add_argument("--refresh-seconds", type=float, default=5.0)
+    s.add_argument("--retention-points-days", type=int, default=14)
+    s.add_argument("--retention-hourly-days", type=int, default=90)
+    s.add_argument("--retention-daily-days", type=int, default=800)
+    s.add_argument("--retention-monthly-days", type=int, default=None, help="default: forever")
+    s.add_argument("--log-level", default="INFO")
+    sub.add_parser("report", help="render allocations from the ledger (see its --help)", add_help=False)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "report":
+        return _report(argv[1:])
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage error
+        return int(e.code or 0)
+    try:
+        if args.cmd == "serve":
+            return serve(args)
+    except ConfigError as e:
+        print(f"otel-agent cost: {e}", file=sys.stderr)
+        return 2
+    except OtelAgentError as e:
+        print(f"otel-agent cost: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _report(argv: list[str]) -> int:
+    if importlib.util.find_spec("otel_agent.cost.report_cli") is None:
+        print("otel-agent cost: the report command is not installed in this build", file=sys.stderr)
+        return 2
+    return int(importlib.import_module("otel_agent.cost.report_cli").main(argv))
+
+
+def _read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"--auth-token-file {path}: cannot read: {e.strerror or e}") from e
+    if not token:
+        raise ConfigError(f"--auth-token-file {path}: the file is empty")
+    return token
+
+
+def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> int:
+    from otel_agent.cost.pricing import default_pricing, load_pricing
+    from otel_agent.cost.receiver import Receiver, Tls
+    from otel_agent.cost.store import Retention, Store
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pricing = load_pricing(args.pricing) if args.pricing else default_pricing()
+    token = _read_token(args.auth_token_file)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise ConfigError("--client-ca needs --tls-cert and --tls-key")
+    tls = Tls(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
+    retention = Retention(points_days=args.retention_points_days, hourly_days=args.retention_hourly_days,
+                          daily_days=args.retention_daily_days, monthly_days=args.retention_monthly_days)
+    store = Store(args.ledger, pricing=pricing, retention=retention)
+    receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
+                        max_message_bytes=args.max_message_bytes,
+                        max_series_per_namespace=args.max_series_per_namespace,
+                        auth_token=token, tls=tls).start()
+    api = None
+    if args.http_listen:
+        if importlib.util.find_spec("otel_agent.cost.http_api") is None:
+            raise ConfigError("--http-listen: the report HTTP API is not installed in this build")
+        http_api = importlib.import_module("otel_agent.cost.http_api")
+        api = http_api.serve(store, pricing, args.http_listen, token)
+    stop = stop or threading.Event()
+
+    def _on_signal(signum, _frame) -> None:  # noqa: ANN001
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    log.info("cost processor: OTLP/gRPC on port %d%s, ledger %s, pricing %s", receiver.port,
+             f", OTLP/HTTP on port {receiver.http_port}" if receiver.http_port else "",
+             args.ledger.split("@")[-1], pricing.source)
+    if ready:
+        ready.set()
+    last_retention = 0.0
+    import time
+
+    try:
+        while not stop.wait(args.refresh_seconds):
+            try:
+                store.refresh()
+                if time.monotonic() - last_retention > 3600:
+                    store.apply_retention(datetime.now(timezone.utc))
+                    last_retention = time.monotonic()
+            except OtelAgentError as e:  # the ledger is down: keep receiving, retry later
+                log.warning("ledger refresh failed, will retry: %s", e)
+    finally:
+        receiver.stop()
+        if api is not None:
+            api.stop()
+        try:
+            store.refresh()
+        except OtelAgentError as e:
+            log.warning("final refresh failed (the next start redoes it): %s", e)
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":  # `python -m otel_agent.cost.cli serve ...` (tests run it this way)
+    sys.exit(main(sys.argv[1:]))

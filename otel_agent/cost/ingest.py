@@ -1,0 +1,340 @@
+"""OTLP metrics → the rows the ledger is derived from (pure: no I/O, no clock).
+
+Why store points and not deltas: OTLP retries, Collector queues and restarts deliver the same
+point twice, late, or out of order. A delta computed on arrival would count a duplicate twice
+and a late point against the wrong predecessor. So every point is kept as it came, keyed by
+(series, start time, time), inserted with ON CONFLICT DO NOTHING, and the ledger is a pure
+function of the set of stored points: the same points in any order and any number of copies give
+the same ledger (tests/unit/cost/test_ledger_properties.py).
+
+A series is keyed by what cannot change over its life: metric, cluster, node, pod uid,
+container id (or name when the id is absent) and the data-point attributes that split it
+(network direction and class), plus its temporality. Names, namespace, workload and labels are
+descriptive metadata kept beside the key: a pod whose metadata arrives late, or whose labels are
+edited, stays one series and is never counted twice.
+
+Only the metrics the ledger bills are kept (the table below is derived from
+otel_agent.metrics, the one place metric names are declared); everything else the agent sends
+is accepted and left to the other backends the Collector fans out to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from otel_agent.metrics import PREFIX, metric
+from otel_agent.model import Scope
+
+NANOS_PER_SECOND = 1_000_000_000
+NANOS_PER_HOUR = 3600 * NANOS_PER_SECOND
+
+# Temporality as stored; delta and cumulative points of one metric are different series.
+CUMULATIVE, DELTA, GAUGE = "cumulative", "delta", "gauge"
+
+UNKNOWN = "__unknown__"  # a pod or namespace whose metadata the agent did not have
+
+# Plausibility bounds: values outside them are rejected as absurd, not billed.
+MAX_CORES = 4096  # CPU seconds per second of elapsed time
+MAX_BYTES = 2**60  # one exbibyte of memory or one series' bytes sent
+MAX_FUTURE_NS = 15 * 60 * NANOS_PER_SECOND  # points from further in the future than this
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """What a metric means to the ledger."""
+
+    quantity: str  # cpu | memory.working_set | memory.usage | network | cpu.request | ...
+    scope: str  # container | pod | kubepods | node
+    counter: bool  # a monotonic sum (cumulative or delta); else a gauge
+    unit: str
+
+
+def _quantities() -> dict[str, Quantity]:
+    C, P, K, N = Scope.CONTAINER, Scope.POD, Scope.KUBEPODS, Scope.NODE
+    out: dict[str, Quantity] = {}
+
+    def add(key: str, quantity: str, counter: bool, scopes: Iterable[Scope]) -> None:
+        m = metric(key)
+        for s in scopes:
+            out[m.names[s]] = Quantity(quantity, s.value, counter, m.unit)
+
+    add("cpu.time", "cpu", True, (C, P, K, N))
+    add("memory.working_set", "memory.working_set", False, (C, P, K, N))
+    add("memory.usage", "memory.usage", False, (C, P, K, N))
+    add("bpf.network.io", "network", True, (C, P))
+    add("k8s.cpu.request", "cpu.request", False, (C,))
+    add("k8s.memory.request", "memory.request", False, (C,))
+    add("k8s.node.cpu.allocatable", "cpu.allocatable", False, (N,))
+    add("k8s.node.cpu.capacity", "cpu.capacity", False, (N,))
+    add("k8s.node.memory.allocatable", "memory.allocatable", False, (N,))
+    add("k8s.node.memory.capacity", "memory.capacity", False, (N,))
+    return out
+
+
+QUANTITIES: dict[str, Quantity] = _quantities()
+NET_DIRECTION = "network.io.direction"
+NET_CLASS = f"{PREFIX}.network.class"
+
+_WORKLOAD_ATTRS = (  # the owner that names a pod's workload, most specific owner first
+    ("k8s.deployment.name", "deployment"), ("k8s.statefulset.name", "statefulset"),
+    ("k8s.daemonset.name", "daemonset"), ("k8s.cronjob.name", "cronjob"),
+    ("k8s.job.name", "job"), ("k8s.replicaset.name", "replicaset"),
+)
+_POD_LABEL = "k8s.pod.label."
+_NODE_LABEL = "k8s.node.label."
+
+
+@dataclass(slots=True)
+class SeriesRow:
+    series_id: int
+    metric: str
+    quantity: str
+    scope: str
+    temporality: str
+    cluster: str
+    node: str
+    pod_uid: str
+    container_key: str
+    net_class: str
+    direction: str
+    namespace: str  # the tenant the series limit counts against
+    meta: str  # JSON: names, workload, labels (descriptive, may change)
+    seen_ns: int  # latest point time carrying this metadata
+
+
+@dataclass(slots=True)
+class Batch:
+    """One decoded request: the rows to store and what was rejected, with reasons."""
+
+    series: dict[int, SeriesRow] = field(default_factory=dict)
+    # (series_id, start_ns, time_ns, value, node_key)
+    points: list[tuple[int, int, int, float, str]] = field(default_factory=list)
+    rejected: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # reason → count
+    ignored: int = 0  # points of metrics the ledger does not bill
+
+    def reject(self, reason: str, n: int = 1) -> None:
+        self.rejected += n
+        self.errors[reason] = self.errors.get(reason, 0) + n
+
+    def error_message(self, limit: int = 5) -> str:
+        items = sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))
+        parts = [f"{reason} ({n} point{'s' if n != 1 else ''})" for reason, n in items[:limit]]
+        if len(items) > limit:
+            parts.append(f"and {len(items) - limit} more reasons")
+        return "; ".join(parts)
+
+
+def node_key(cluster: str, node: str) -> str:
+    """Nodes are unique per cluster: the key every per-node table uses."""
+    return f"{cluster}/{node}"
+
+
+def series_id(*parts: str) -> int:
+    """A stable signed 63-bit id of a series key (the same in every process and database)."""
+    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") >> 1
+
+
+def _attrs(kvs) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        if which == "string_value":
+            out[kv.key] = v.string_value
+        elif which in ("int_value", "double_value", "bool_value"):
+            out[kv.key] = str(getattr(v, which))
+    return out
+
+
+@dataclass(slots=True)
+class _Resource:
+    cluster: str
+    node: str
+    pod_uid: str
+    container_key: str
+    namespace: str
+    meta: str
+
+
+def _resource(attrs: dict[str, str]) -> _Resource:
+    pod_uid = attrs.get("k8s.pod.uid", "")
+    container_key = attrs.get("container.id") or attrs.get("k8s.container.name", "")
+    workload_kind, workload = "", ""
+    for attr, kind in _WORKLOAD_ATTRS:
+        if attrs.get(attr):
+            workload_kind, workload = kind, attrs[attr]
+            break
+    meta: dict[str, object] = {}
+    if pod_uid:
+        meta = {
+            "namespace": attrs.get("k8s.namespace.name", ""),
+            "pod": attrs.get("k8s.pod.name", ""),
+            "container": attrs.get("k8s.container.name", ""),
+            "workload_kind": workload_kind,
+            "workload": workload,
+            "labels": {k[len(_POD_LABEL):]: v for k, v in attrs.items() if k.startswith(_POD_LABEL)},
+        }
+    else:
+        node_attrs = {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}
+        for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone"):
+            if plain in attrs:
+                node_attrs[plain] = attrs[plain]
+        meta = {"node_attrs": node_attrs}
+    return _Resource(
+        cluster=attrs.get("k8s.cluster.name", ""),
+        node=attrs.get("k8s.node.name", ""),
+        pod_uid=pod_uid,
+        container_key=container_key,
+        namespace=(attrs.get("k8s.namespace.name") or UNKNOWN) if pod_uid else "",
+        meta=json.dumps(meta, sort_keys=True, separators=(",", ":")),
+    )
+
+
+def decode(request: ExportMetricsServiceRequest, *, now_ns: int, oldest_ns: int = 0) -> Batch:
+    """Validate and flatten one export request. Bad points are rejected with a reason and
+    counted; good points in the same request are kept (OTLP partial success)."""
+    b = Batch()
+    newest_ns = now_ns + MAX_FUTURE_NS
+    for rm in request.resource_metrics:
+        res: _Resource | None = None
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                q = QUANTITIES.get(m.name)
+                which = m.WhichOneof("data")
+                if q is None:
+                    b.ignored += _count_points(m, which)
+                    continue
+                if res is None:
+                    res = _resource(_attrs(rm.resource.attributes))
+                _decode_metric(b, m, which, q, res, now_ns, newest_ns, oldest_ns)
+    return b
+
+
+def _count_points(m, which: str | None) -> int:
+    return len(getattr(m, which).data_points) if which else 0
+
+
+def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, now_ns: int,
+                   newest_ns: int, oldest_ns: int) -> None:
+    name = m.name
+    if which is None:
+        b.reject(f"{name}: metric has no data")
+        return
+    data = getattr(m, which)
+    if which in ("histogram", "exponential_histogram", "summary"):
+        b.reject(f"{name}: expected a {'sum' if q.counter else 'gauge'}, got a {which}",
+                 len(data.data_points))
+        return
+    if q.counter:
+        if which != "sum" or not data.is_monotonic:
+            b.reject(f"{name}: expected a monotonic sum, got a "
+                     f"{'non-monotonic sum' if which == 'sum' else which}", len(data.data_points))
+            return
+        if data.aggregation_temporality == 2:
+            temporality = CUMULATIVE
+        elif data.aggregation_temporality == 1:
+            temporality = DELTA
+        else:
+            b.reject(f"{name}: aggregation temporality unspecified", len(data.data_points))
+            return
+    else:
+        if which != "gauge" and not (which == "sum" and not data.is_monotonic):
+            b.reject(f"{name}: expected a gauge, got a monotonic sum", len(data.data_points))
+            return
+        temporality = GAUGE
+    if m.unit and m.unit != q.unit:
+        b.reject(f"{name}: unit {m.unit!r}, expected {q.unit!r}", len(data.data_points))
+        return
+    if not res.node:
+        b.reject(f"{name}: resource has no k8s.node.name", len(data.data_points))
+        return
+    if q.scope in ("container", "pod") and not res.pod_uid:
+        b.reject(f"{name}: resource has no k8s.pod.uid", len(data.data_points))
+        return
+    if q.scope == "container" and not res.container_key:
+        b.reject(f"{name}: resource has neither container.id nor k8s.container.name",
+                 len(data.data_points))
+        return
+    nk = node_key(res.cluster, res.node)
+    is_net = q.quantity == "network"
+    counter = q.counter
+    is_cpu = q.quantity == "cpu"
+    cache: dict[tuple[str, str], SeriesRow] = {}
+    for dp in data.data_points:
+        if dp.flags & 1:  # FLAG_NO_RECORDED_VALUE: a staleness marker, nothing to bill
+            continue
+        kind = dp.WhichOneof("value")
+        if kind == "as_double":
+            value = dp.as_double
+        elif kind == "as_int":
+            value = float(dp.as_int)
+        else:
+            b.reject(f"{name}: data point has no value")
+            continue
+        t = dp.time_unix_nano
+        start = dp.start_time_unix_nano
+        if not math.isfinite(value):
+            b.reject(f"{name}: value {value} is not a finite number")
+            continue
+        if value < 0:
+            b.reject(f"{name}: negative value {value}")
+            continue
+        if t == 0:
+            b.reject(f"{name}: time_unix_nano is 0")
+            continue
+        if t > newest_ns:
+            b.reject(f"{name}: time is more than {MAX_FUTURE_NS // NANOS_PER_SECOND // 60} "
+                     f"minutes in the future")
+            continue
+        if t < oldest_ns:
+            b.reject(f"{name}: time is older than the ledger keeps raw points")
+            continue
+        if counter:
+            if start == 0:
+                b.reject(f"{name}: a sum needs start_time_unix_nano")
+                continue
+            if start > t:
+                b.reject(f"{name}: start_time_unix_nano is after time_unix_nano")
+                continue
+            if is_cpu and value > (t - start) / NANOS_PER_SECOND * MAX_CORES + 1:
+                b.reject(f"{name}: {value} CPU seconds in {(t - start) / 1e9:g} s is more than "
+                         f"{MAX_CORES} cores")
+                continue
+        else:
+            start = 0  # a gauge's start time means nothing; it must not split its points
+        if value > MAX_BYTES:
+            b.reject(f"{name}: value {value:g} is beyond any plausible size")
+            continue
+        if is_net:
+            a = _attrs(dp.attributes)
+            direction, net_class = a.get(NET_DIRECTION, ""), a.get(NET_CLASS, "")
+        else:
+            direction = net_class = ""
+        s = cache.get((direction, net_class))
+        if s is None:
+            sid = series_id(name, temporality, res.cluster, res.node, res.pod_uid,
+                            res.container_key, direction, net_class)
+            s = b.series.get(sid)
+            if s is None:
+                s = SeriesRow(sid, name, q.quantity, q.scope, temporality, res.cluster, res.node,
+                              res.pod_uid, res.container_key, net_class, direction,
+                              res.namespace, res.meta, t)
+                b.series[sid] = s
+            cache[(direction, net_class)] = s
+        # Latest-seen metadata wins (ties broken by content), whatever the arrival order.
+        if t > s.seen_ns or (t == s.seen_ns and res.meta > s.meta):
+            s.seen_ns, s.meta = t, res.meta
+        b.points.append((s.series_id, start, t, value, nk))
+
+
+def hour_of(t_ns: int) -> int:
+    """Start of the UTC hour containing t, in seconds since the epoch."""
+    return (t_ns // NANOS_PER_HOUR) * 3600

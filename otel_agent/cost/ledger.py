@@ -1,0 +1,293 @@
+"""One node-hour of stored points → ledger rows that add up to the node's cost (pure).
+
+The rules, in the order they are applied (README "Cost processor"):
+
+Usage in the hour
+  * A cumulative counter's delta is value − previous value of the same (series, start time);
+    the first point of a start time counts from zero at that start time (a container that lived
+    three seconds between two exports is billed); a value below its predecessor without a new
+    start time is a reset and counts from zero (Prometheus' rule); a delta is never negative.
+    A delta is billed in the hour its interval ends in; with exports every 10-60 s at most one
+    interval per series straddles an hour boundary.
+  * A delta-temporality point's value is billed in the hour of its time.
+  * A gauge (memory, requests, capacity) holds from its time until the next point of its series,
+    for at most MAX_GAP_S; integrating gives byte-hours and core-hours. Past the gap the value is
+    unknown and not billed to the tenant: the node's capacity then shows it as idle.
+
+Splitting a node (per resource, cpu and memory; quantities in core-hours / byte-hours)
+  * containers: each container's own usage.
+  * pod level: a pod's usage above the sum of its containers' (dead containers whose cgroups
+    are gone, the pause container): billed to the pod with container "".
+  * __unallocated__: all-pods usage (kubepods) above the sum of pods: usage on the node no pod
+    was seen for (pods that lived and died between two exports).
+  * __overhead__: max(capacity − allocatable, node usage − kubepods usage): the reserved
+    capacity, or what the system actually used when it used more than was reserved.
+  * __idle__: capacity − overhead − attributed, never negative.
+  * If the parts exceed capacity (clock skew between readings, or request-or-usage above
+    allocatable) the node's cost for that hour is the parts' sum: usage is never dropped.
+Money is integer micro-units; idle takes the rounding remainder, so per node, hour, resource
+and model: containers + pods + unallocated + overhead + idle == node, exactly.
+
+Two models are materialised side by side, so reports never recompute from points: `usage`
+(what was consumed, priced at the rates) and `ror` (max(request, usage) per container, as
+OpenCost). Network egress (direction transmit) is billed per GiB by traffic class to whoever
+sent it and is outside the node's compute cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Iterable, Mapping
+
+from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
+from otel_agent.cost.pricing import Pricing, Rates, money_micros
+
+MAX_GAP_S = 300
+MAX_GAP_NS = MAX_GAP_S * NANOS_PER_SECOND
+GIB = 2**30
+
+KIND_CONTAINER, KIND_POD, KIND_UNALLOCATED = "container", "pod", "unallocated"
+KIND_OVERHEAD, KIND_IDLE, KIND_NODE = "overhead", "idle", "node"
+TENANT_KINDS = (KIND_CONTAINER, KIND_POD)
+# kinds whose rows add up to the node row
+PART_KINDS = (KIND_CONTAINER, KIND_POD, KIND_UNALLOCATED, KIND_OVERHEAD, KIND_IDLE)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    series_id: int
+    quantity: str
+    scope: str
+    temporality: str
+    pod_uid: str
+    container_key: str
+    net_class: str
+    direction: str
+    meta: str
+    seen_ns: int
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    period_start: int  # seconds since the epoch, UTC hour start
+    cluster: str
+    node: str
+    namespace: str
+    workload_kind: str
+    workload: str
+    pod_uid: str
+    pod: str
+    container: str
+    kind: str
+    resource: str  # cpu | memory | network:<class>
+    unit: str  # core-hour | byte-hour | byte
+    usage_qty: float
+    request_qty: float
+    ror_qty: float
+    cost_usage_micros: int
+    cost_ror_micros: int
+    currency: str
+
+
+@dataclass(slots=True)
+class _PodInfo:
+    namespace: str = UNKNOWN
+    pod: str = ""
+    workload_kind: str = ""
+    workload: str = ""
+    seen_ns: int = -1
+    meta: str = ""
+
+
+def series_quantities(series: Mapping[int, SeriesInfo],
+                      points: Iterable[tuple[int, int, int, float]],
+                      h0_ns: int, h1_ns: int) -> dict[int, float]:
+    """Per series, its amount in [h0, h1): counter units (s, By) or gauge unit × seconds.
+
+    `points` must hold every point of the series in [h0 − MAX_GAP, h1) and, for counters, the
+    last point before h0 of each (series, start) that has a point in the hour.
+    """
+    by_key: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    for sid, start, t, v in points:
+        if sid in series:
+            by_key[(sid, start)].append((t, v))
+    out: dict[int, float] = defaultdict(float)
+    gauges: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for (sid, start), pts in by_key.items():
+        temporality = series[sid].temporality
+        if temporality == GAUGE:
+            gauges[sid].extend(pts)
+            continue
+        pts.sort()
+        if temporality == DELTA:
+            out[sid] += sum(v for t, v in pts if h0_ns <= t < h1_ns)
+            continue
+        assert temporality == CUMULATIVE
+        prev: float | None = None
+        for t, v in pts:
+            if h0_ns <= t < h1_ns:
+                # first point of its start time, or a reset: counts from zero
+                out[sid] += v - prev if prev is not None and v >= prev else v
+            prev = v
+    for sid, pts in gauges.items():
+        pts.sort()
+        total = 0.0
+        for i, (t, v) in enumerate(pts):
+            end = t + MAX_GAP_NS
+            if i + 1 < len(pts) and pts[i + 1][0] < end:
+                end = pts[i + 1][0]
+            lo, hi = max(t, h0_ns), min(end, h1_ns)
+            if hi > lo:
+                total += v * (hi - lo)
+        out[sid] += total / NANOS_PER_SECOND
+    return out
+
+
+def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int, SeriesInfo],
+                    points: Iterable[tuple[int, int, int, float]], pricing: Pricing) -> list[LedgerRow]:
+    h0 = hour_s * NANOS_PER_SECOND
+    h1 = h0 + 3600 * NANOS_PER_SECOND
+    amounts = series_quantities(series, points, h0, h1)
+
+    node_attrs: dict[str, str] = {}
+    node_seen = -1
+    pods: dict[str, _PodInfo] = defaultdict(_PodInfo)
+    container_names: dict[tuple[str, str], tuple[int, str]] = {}
+    for s in series.values():
+        if s.scope == "node" and s.seen_ns > node_seen:
+            node_seen = s.seen_ns
+            node_attrs = json.loads(s.meta).get("node_attrs", {})
+        if s.pod_uid:
+            info = pods[s.pod_uid]
+            if (s.seen_ns, s.meta) > (info.seen_ns, info.meta):
+                m = json.loads(s.meta)
+                info.seen_ns, info.meta = s.seen_ns, s.meta
+                info.namespace = m.get("namespace") or UNKNOWN
+                info.pod = m.get("pod") or s.pod_uid
+                info.workload_kind = m.get("workload_kind") or ""
+                info.workload = m.get("workload") or ""
+            if s.scope == "container":
+                key = (s.pod_uid, s.container_key)
+                name = json.loads(s.meta).get("container") or s.container_key
+                if key not in container_names or (s.seen_ns, name) > container_names[key]:
+                    container_names[key] = (s.seen_ns, name)
+    for info in pods.values():
+        if not info.workload:
+            info.workload_kind, info.workload = "pod", info.pod
+    rates = pricing.rates_for(node_attrs)
+
+    # Gather amounts per (quantity, scope, pod, container).
+    per: dict[str, dict[str, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
+    net: dict[tuple[str, str, str], float] = defaultdict(float)  # (pod, container, class) → bytes
+    for sid, amount in amounts.items():
+        s = series[sid]
+        if s.quantity == "network":
+            if s.direction == "transmit":
+                net[(s.pod_uid, s.container_key if s.scope == "container" else "", s.net_class or "unclassified")] += amount
+            continue
+        per[s.quantity][s.scope][(s.pod_uid, s.container_key)] += amount
+
+    rows: list[LedgerRow] = []
+    mem_q = f"memory.{pricing.memory_quantity}"
+    for resource, usage_q, request_q, cap_q, alloc_q, unit, scale, rate in (
+        ("cpu", "cpu", "cpu.request", "cpu.capacity", "cpu.allocatable", "core-hour",
+         1 / 3600, rates.cpu_core_hour),
+        ("memory", mem_q, "memory.request", "memory.capacity", "memory.allocatable", "byte-hour",
+         1 / 3600, rates.memory_gib_hour / GIB),
+    ):
+        rows.extend(_split(hour_s, cluster, node, resource, unit, rate, pricing.currency,
+                           {k: v * scale for k, v in per[usage_q]["container"].items()},
+                           {k[0]: v * scale for k, v in per[usage_q]["pod"].items()},
+                           sum(per[usage_q]["kubepods"].values()) * scale if per[usage_q]["kubepods"] else None,
+                           sum(per[usage_q]["node"].values()) * scale if per[usage_q]["node"] else None,
+                           {k: v / 3600 for k, v in per[request_q]["container"].items()},
+                           sum(per[cap_q]["node"].values()) / 3600 if per[cap_q]["node"] else None,
+                           sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
+                           pods, container_names))
+    for (pod_uid, ckey, cls), nbytes in sorted(net.items()):
+        if nbytes <= 0:
+            continue
+        info = pods[pod_uid]
+        cost = money_micros(nbytes / GIB, rates.network_rate(cls))
+        rows.append(LedgerRow(hour_s, cluster, node, info.namespace, info.workload_kind,
+                              info.workload, pod_uid, info.pod or pod_uid,
+                              container_names.get((pod_uid, ckey), (0, ckey))[1] if ckey else "",
+                              KIND_CONTAINER if ckey else KIND_POD, f"network:{cls}", "byte",
+                              nbytes, 0.0, nbytes, cost, cost, pricing.currency))
+    return rows
+
+
+def _split(hour_s: int, cluster: str, node: str, resource: str, unit: str, rate: Decimal,
+           currency: str, containers: dict[tuple[str, str], float], pod_usage: dict[str, float],
+           kubepods: float | None, node_usage: float | None,
+           requests: dict[tuple[str, str], float], capacity: float | None,
+           allocatable: float | None, pods: Mapping[str, _PodInfo],
+           container_names: Mapping[tuple[str, str], tuple[int, str]]) -> list[LedgerRow]:
+    rows: list[LedgerRow] = []
+
+    def row(kind: str, pod_uid: str, container: str, usage: float, request: float, ror: float) -> LedgerRow:
+        info = pods[pod_uid] if pod_uid else None
+        r = LedgerRow(hour_s, cluster, node,
+                      info.namespace if info else "", info.workload_kind if info else "",
+                      info.workload if info else "", pod_uid,
+                      (info.pod or pod_uid) if info else "", container, kind, resource, unit,
+                      usage, request, ror, money_micros(usage, rate), money_micros(ror, rate),
+                      currency)
+        rows.append(r)
+        return r
+
+    # containers (a request with no usage series still counts under request-or-usage)
+    by_pod_usage: dict[str, float] = defaultdict(float)
+    by_pod_ror: dict[str, float] = defaultdict(float)
+    for key in sorted(set(containers) | set(requests)):
+        pod_uid, ckey = key
+        u, req = containers.get(key, 0.0), requests.get(key, 0.0)
+        name = container_names.get(key, (0, ckey))[1]
+        row(KIND_CONTAINER, pod_uid, name, u, req, max(u, req))
+        by_pod_usage[pod_uid] += u
+        by_pod_ror[pod_uid] += max(u, req)
+    # pod-level remainder
+    pods_total_usage = 0.0
+    pods_total_ror = 0.0
+    for pod_uid in sorted(set(by_pod_usage) | set(pod_usage)):
+        cu = by_pod_usage.get(pod_uid, 0.0)
+        pu = pod_usage.get(pod_uid, cu)
+        rest = max(0.0, pu - cu)
+        if rest > 0:
+            row(KIND_POD, pod_uid, "", rest, 0.0, rest)
+        pods_total_usage += max(pu, cu)
+        pods_total_ror += by_pod_ror.get(pod_uid, 0.0) + rest
+    # usage seen in kubepods but on no pod
+    unalloc = max(0.0, kubepods - pods_total_usage) if kubepods is not None else 0.0
+    if unalloc > 0:
+        row(KIND_UNALLOCATED, "", "", unalloc, 0.0, unalloc)
+    in_pods = pods_total_usage + unalloc
+    system = max(0.0, node_usage - in_pods) if node_usage is not None else 0.0
+    reserved = max(0.0, capacity - allocatable) if capacity is not None and allocatable is not None else 0.0
+    overhead = max(reserved, system)
+    if overhead > 0:
+        row(KIND_OVERHEAD, "", "", overhead, 0.0, overhead)
+    cap = capacity if capacity is not None else (allocatable if allocatable is not None else None)
+    parts_usage = in_pods + overhead
+    parts_ror = pods_total_ror + unalloc + overhead
+    if cap is None:
+        # no capacity reported: the node is what was measured on it, nothing idle
+        cap = node_usage if node_usage is not None and node_usage > parts_usage else parts_usage
+    if not rows and cap <= 0:
+        return rows
+    idle_usage = max(0.0, cap - parts_usage)
+    idle_ror = max(0.0, cap - parts_ror)
+    parts_micros_usage = sum(r.cost_usage_micros for r in rows)
+    parts_micros_ror = sum(r.cost_ror_micros for r in rows)
+    node_usage_micros = max(money_micros(cap, rate), parts_micros_usage)
+    node_ror_micros = max(money_micros(cap, rate), parts_micros_ror)
+    idle = row(KIND_IDLE, "", "", idle_usage, 0.0, idle_ror)
+    idle.cost_usage_micros = node_usage_micros - parts_micros_usage
+    idle.cost_ror_micros = node_ror_micros - parts_micros_ror
+    node_row = row(KIND_NODE, "", "", max(cap, parts_usage), 0.0, max(cap, parts_ror))
+    node_row.cost_usage_micros = node_usage_micros
+    node_row.cost_ror_micros = node_ror_micros
+    return rows

@@ -1,0 +1,267 @@
+"""Prices: what a core-hour, a GiB-hour and a GiB sent cost on a given node.
+
+A wrong price bills every tenant wrongly and nobody notices for a month, so the file is
+validated completely before the processor starts: every error names the file, the line and
+the field (`pricing.yaml:7: rates.cpu_core_hour: must be a number >= 0, got 'cheap'`).
+Unknown keys are errors too: a typo such as `cpu_core_hours` must not silently fall back to the
+default rate.
+
+Rates are `Decimal`, never float, so that money computed from them is exact in the ledger's
+integer micro-units.
+
+Format (beside the documented keys, `spot`, `description`, `sources` and `memory` are allowed):
+
+    currency: USD
+    memory: working_set        # or usage: which memory quantity is billed (DESIGN pitfall)
+    rates:                     # every node, unless an override matches
+      cpu_core_hour: 0.031611
+      memory_gib_hour: 0.004237
+      gpu_hour: 0.95
+      storage_gib_hour: 0.0000548
+      network_gib: {pod-network: 0, cluster-private: 0.01, internet: 0.12}
+    nodes:                     # overrides; the first match wins
+      - match: {node.kubernetes.io/instance-type: m5.xlarge}
+        cpu_core_hour: 0.048
+      - match: {karpenter.sh/capacity-type: spot}
+        spot: true
+        cpu_core_hour: 0.006655
+
+An override's `match` compares node labels (`k8s.node.label.<key>` on the node resource) and
+also the plain resource attributes `k8s.node.name`, `k8s.cluster.name` and
+`cloud.availability_zone`. Keys an override does not set are taken from `rates`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from otel_agent.cost.errors import PricingError
+
+RATE_KEYS = ("cpu_core_hour", "memory_gib_hour", "gpu_hour", "storage_gib_hour")
+MEMORY_QUANTITIES = ("working_set", "usage")
+_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources"}
+_OVERRIDE_EXTRA = {"match", "spot", "name"}
+
+DEFAULT_PRICING_FILE = "default-pricing.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    cpu_core_hour: Decimal = Decimal(0)
+    memory_gib_hour: Decimal = Decimal(0)
+    gpu_hour: Decimal = Decimal(0)
+    storage_gib_hour: Decimal = Decimal(0)
+    network_gib: Mapping[str, Decimal] = field(default_factory=dict)
+    spot: bool = False
+
+    def network_rate(self, traffic_class: str) -> Decimal:
+        """The price of one GiB sent in `traffic_class`; classes not priced cost nothing."""
+        return self.network_gib.get(traffic_class, Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOverride:
+    match: Mapping[str, str]
+    rates: Rates  # already merged over the default rates
+    line: int
+
+    def matches(self, node_attrs: Mapping[str, str]) -> bool:
+        return all(node_attrs.get(k) == v for k, v in self.match.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    currency: str
+    rates: Rates
+    nodes: tuple[NodeOverride, ...] = ()
+    memory_quantity: str = "working_set"
+    source: str = "<built-in>"
+
+    def rates_for(self, node_attrs: Mapping[str, str]) -> Rates:
+        """Rates of a node given its labels (keys without the k8s.node.label. prefix) and the
+        plain attributes named in the module docstring. The first matching override wins."""
+        for o in self.nodes:
+            if o.matches(node_attrs):
+                return o.rates
+        return self.rates
+
+    def fingerprint(self) -> str:
+        """Changes whenever any price changes; the ledger re-prices when it does."""
+        import hashlib
+
+        parts = [self.currency, self.memory_quantity, _rates_text(self.rates)]
+        parts += [f"{sorted(o.match.items())}={_rates_text(o.rates)}" for o in self.nodes]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _rates_text(r: Rates) -> str:
+    return (f"{r.cpu_core_hour},{r.memory_gib_hour},{r.gpu_hour},{r.storage_gib_hour},"
+            f"{sorted(r.network_gib.items())},{r.spot}")
+
+
+def load_pricing(path: str | Path) -> Pricing:
+    """Read and validate a pricing file; raises PricingError naming file, line and field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PricingError(f"{p}: cannot read pricing file: {e.strerror or e}") from e
+    return parse_pricing(text, str(p))
+
+
+def default_pricing() -> Pricing:
+    """The pricing file shipped with the package (OpenCost's default rates; sources inside)."""
+    ref = resources.files("otel_agent.cost").joinpath(DEFAULT_PRICING_FILE)
+    return parse_pricing(ref.read_text(encoding="utf-8"), f"<package>/{DEFAULT_PRICING_FILE}")
+
+
+def default_pricing_path() -> str:
+    return str(resources.files("otel_agent.cost").joinpath(DEFAULT_PRICING_FILE))
+
+
+def parse_pricing(text: str, source: str) -> Pricing:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else 0
+        raise PricingError(f"{source}:{line}: not valid YAML: {e.problem}") from e
+    except yaml.YAMLError as e:
+        raise PricingError(f"{source}: not valid YAML: {e}") from e
+    v = _Validator(source)
+    if root is None:
+        raise PricingError(f"{source}:1: empty pricing file; needs currency and rates")
+    top = v.mapping(root, "")
+    v.unknown(top, _TOP_KEYS, "")
+    if "currency" not in top:
+        v.fail(root, "currency", "missing (e.g. currency: USD)")
+    currency = v.string(top["currency"][1], "currency")
+    if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+        v.fail(top["currency"][1], "currency", f"must be an ISO 4217 code like USD, got {currency!r}")
+    memory = "working_set"
+    if "memory" in top:
+        memory = v.string(top["memory"][1], "memory")
+        if memory not in MEMORY_QUANTITIES:
+            v.fail(top["memory"][1], "memory", f"must be one of {', '.join(MEMORY_QUANTITIES)}, "
+                   f"got {memory!r}")
+    if "rates" not in top:
+        v.fail(root, "rates", "missing (rates: {cpu_core_hour: ..., memory_gib_hour: ...})")
+    base = v.rates(top["rates"][1], "rates", Rates(), required=("cpu_core_hour", "memory_gib_hour"))
+    overrides: list[NodeOverride] = []
+    if "nodes" in top:
+        seq = top["nodes"][1]
+        if not isinstance(seq, yaml.SequenceNode):
+            v.fail(seq, "nodes", "must be a list of {match: {...}, <rate>: ...}")
+        for i, item in enumerate(seq.value):
+            where = f"nodes[{i}]"
+            m = v.mapping(item, where)
+            if "match" not in m:
+                v.fail(item, f"{where}.match", "missing (e.g. match: {node.kubernetes.io/instance-type: m5.xlarge})")
+            match_node = m["match"][1]
+            match = {k: v.string(val, f"{where}.match.{k}")
+                     for k, (_, val) in v.mapping(match_node, f"{where}.match").items()}
+            if not match:
+                v.fail(match_node, f"{where}.match", "must name at least one label")
+            rate_part = {k: kv for k, kv in m.items() if k not in _OVERRIDE_EXTRA}
+            rates = v.rates_from(item, rate_part, where, base)
+            if "spot" in m:
+                rates = replace(rates, spot=v.boolean(m["spot"][1], f"{where}.spot"))
+            overrides.append(NodeOverride(match, rates, item.start_mark.line + 1))
+    return Pricing(currency=currency, rates=base, nodes=tuple(overrides),
+                   memory_quantity=memory, source=source)
+
+
+class _Validator:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, node: yaml.Node, fieldname: str, what: str) -> None:
+        line = node.start_mark.line + 1
+        raise PricingError(f"{self.source}:{line}: {fieldname}: {what}")
+
+    def mapping(self, node: yaml.Node, where: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, where or "(top level)", "must be a mapping of key: value")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for k, val in node.value:
+            key = self.string(k, f"{where}.<key>" if where else "<key>")
+            if key in out:
+                self.fail(k, _join(where, key), "given twice")
+            out[key] = (k, val)
+        return out
+
+    def unknown(self, m: dict[str, tuple[yaml.Node, yaml.Node]], allowed: set[str], where: str) -> None:
+        for key, (knode, _) in m.items():
+            if key not in allowed:
+                self.fail(knode, _join(where, key), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+    def string(self, node: yaml.Node, fieldname: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in (
+                "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                "tag:yaml.org,2002:bool"):
+            self.fail(node, fieldname, "must be a plain string")
+        return str(node.value)
+
+    def boolean(self, node: yaml.Node, fieldname: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
+            self.fail(node, fieldname, f"must be true or false, got {getattr(node, 'value', node)!r}")
+        return node.value.lower() in ("true", "yes", "on")
+
+    def number(self, node: yaml.Node, fieldname: str) -> Decimal:
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in (
+                "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str"):
+            self.fail(node, fieldname, "must be a number >= 0")
+        raw = str(node.value).strip()
+        try:
+            d = Decimal(raw)
+        except InvalidOperation:
+            d = None
+        if d is None or not d.is_finite() or d < 0:
+            self.fail(node, fieldname, f"must be a number >= 0, got {raw!r}")
+        if d > Decimal(1_000_000):
+            self.fail(node, fieldname, f"{raw} per unit is not a plausible price (over 1,000,000)")
+        return d
+
+    def rates(self, node: yaml.Node, where: str, base: Rates, required: tuple[str, ...] = ()) -> Rates:
+        m = self.mapping(node, where)
+        self.unknown(m, set(RATE_KEYS) | {"network_gib", "spot"}, where)
+        for r in required:
+            if r not in m:
+                self.fail(node, _join(where, r), "missing")
+        return self.rates_from(node, m, where, base)
+
+    def rates_from(self, node: yaml.Node, m: dict[str, tuple[yaml.Node, yaml.Node]], where: str,
+                   base: Rates) -> Rates:
+        self.unknown(m, set(RATE_KEYS) | {"network_gib", "spot"}, where)
+        kw: dict[str, Any] = {}
+        for key in RATE_KEYS:
+            if key in m:
+                kw[key] = self.number(m[key][1], _join(where, key))
+        if "network_gib" in m:
+            net = dict(base.network_gib)
+            for cls, (_, val) in self.mapping(m["network_gib"][1], _join(where, "network_gib")).items():
+                net[cls] = self.number(val, _join(where, f"network_gib.{cls}"))
+            kw["network_gib"] = net
+        if "spot" in m:
+            kw["spot"] = self.boolean(m["spot"][1], _join(where, "spot"))
+        return replace(base, **kw)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def money_micros(quantity: float, rate: Decimal) -> int:
+    """quantity × rate in integer micro-units of the currency, rounded half-even.
+
+    Integer money is what makes the ledger reconcile to the cent: parts are summed exactly.
+    """
+    if not math.isfinite(quantity):
+        raise ValueError(f"quantity {quantity} is not finite")
+    return int((Decimal(repr(quantity)) * rate * 1_000_000).to_integral_value())

@@ -58,6 +58,9 @@ def load_api_client(env: Mapping[str, str] = os.environ, *, service_account_dir:
             f"{service_account_dir / 'token'}) and no kubeconfig (KUBECONFIG is unset and "
             "~/.kube/config does not exist); use the static or cgroup metadata source instead"
         )
+    missing = [p for p in path.split(os.pathsep) if p and not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"KUBECONFIG: {', '.join(missing)} does not exist (set KUBECONFIG to a kubeconfig file, or unset it)")
     try:
         return kubernetes.config.new_client_from_config(config_file=path)
     except (ConfigException, OSError, ValueError) as e:

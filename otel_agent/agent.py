@@ -17,6 +17,7 @@ One entity failing never fails the cycle (DESIGN rule 5): it is skipped and coun
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -118,6 +119,18 @@ class Agent:
 
     # --- collection ----------------------------------------------------------------------
     def collect(self) -> Cycle:
+        # A cycle allocates tens of thousands of short-lived tuples on a big node; refcounting
+        # frees them. Letting the cyclic GC run in the middle scans the agent's whole long-lived
+        # heap again and again (measured: conversion ~2x slower at 1000 pods), so it waits.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._collect()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _collect(self) -> Cycle:
         t0 = time.perf_counter()
         now_ns = time.time_ns()
         refs: dict[CgroupId, CgroupRef] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Mapping, NewType
+from typing import Mapping, NamedTuple, NewType
 
 CgroupId = NewType("CgroupId", int)
 PodUid = NewType("PodUid", str)
@@ -47,11 +47,12 @@ class CgroupRef:
     qos: QosClass | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One reading of one counter or gauge for one cgroup.
 
     `metric` is a key of `otel_agent.metrics.METRICS`; `value` is in that row's unit.
+    A NamedTuple rather than a dataclass: tens of thousands are made every cycle on a big
+    node, and a tuple is built about four times faster than a frozen dataclass.
     """
 
     cgroup_id: CgroupId
@@ -60,8 +61,7 @@ class Sample:
     attributes: Attributes = ()
 
 
-@dataclass(frozen=True, slots=True)
-class HistogramSample:
+class HistogramSample(NamedTuple):
     """A cumulative histogram for one cgroup: counts per bucket, bounds in the metric's unit.
 
     `bucket_counts` has len(explicit_bounds) + 1 entries, as in OTLP.

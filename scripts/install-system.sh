@@ -12,7 +12,7 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
 runtime_pkgs=(python3 python3-venv python3-bpfcc linux-headers-amd64 libcap2-bin)
-dev_pkgs=(chromium iproute2 procps)
+dev_pkgs=(chromium iproute2 procps openssl)
 
 want=("${runtime_pkgs[@]}")
 [ $dev -eq 1 ] && want+=("${dev_pkgs[@]}")

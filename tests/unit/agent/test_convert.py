@@ -132,3 +132,11 @@ def test_every_table_row_is_complete():
             assert m.unit == "s"
     names = [n for m in METRICS.values() for n in m.names.values()]
     assert len(names) == len(set(names)), "two rows export the same name"
+
+
+def test_fast_number_point_equals_the_sdk_constructor():
+    from opentelemetry.sdk.metrics.export import NumberDataPoint
+
+    from otel_agent.otlp.convert import _number_point
+
+    assert _number_point({"a": "b"}, 1, 2, 3.5) == NumberDataPoint({"a": "b"}, 1, 2, 3.5)

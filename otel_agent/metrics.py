@@ -249,3 +249,24 @@ assert len(METRICS) == len(_TABLE), "duplicate metric key"
 def metric(key: str) -> MetricDef:
     """The row for `key`; a KeyError here is a programming error in a source."""
     return METRICS[key]
+
+
+_SCOPE_ORDER = (Scope.CONTAINER, Scope.POD, Scope.NODE, Scope.KUBEPODS)
+
+
+def markdown_table() -> str:
+    """The README's metric list, generated from this table (a test keeps them equal)."""
+    lines = [
+        "| metric (per resource) | unit | type | source | attributes | description |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in _TABLE:
+        names = "<br>".join(f"`{m.names[s]}`" for s in _SCOPE_ORDER if s in m.names)
+        attrs = ", ".join(f"`{a}`" for a in m.attributes) or ""
+        lines.append(f"| {names} | `{m.unit}` | {m.instrument.value} | {m.source} | {attrs} | "
+                     f"{m.description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
 
-from otel_agent.cost.report import GIB, ReportQuery, SPECIAL, _num
+from otel_agent.cost.report import GIB, ReportQuery, _num, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation
 
 FOCUS_VERSION = "1.3"
@@ -99,7 +99,7 @@ def rows(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = None,
                           "SharePolicy": (q.share_idle.value if q else None),
                           "Aggregate": (q.aggregate if q else None)}, separators=(",", ":"))
     for s in sets:
-        for a in sorted(s, key=lambda a: (a.name in SPECIAL, a.name)):
+        for a in sorted(s, key=lambda a: (special_kind(a.name) is not None, a.name)):
             cluster = a.properties.get("cluster") or opts.cluster
             account = opts.billing_account_id or cluster
             ps, pe = _billing_period(a.window.start)
@@ -167,8 +167,11 @@ def _kind(q: ReportQuery | None) -> str:
 
 
 def _describe(name: str, what: str, q: ReportQuery | None) -> str:
+    kind = special_kind(name)
     who = {IDLE: "idle capacity", OVERHEAD: "system and non-allocatable overhead",
-           UNALLOCATED: "usage with no pod"}.get(name, f"{_kind(q)} {name}")
+           UNALLOCATED: "usage with no pod"}.get(kind or "", f"{_kind(q)} {name}")
+    if kind and "/" in name:
+        who += f" on node {name.rsplit('/', 1)[0]}"
     model = f" ({q.model.value})" if q else ""
     return f"Kubernetes {what} for {who}{model}"
 

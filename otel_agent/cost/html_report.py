@@ -15,7 +15,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
-from otel_agent.cost.report import (GIB, SPECIAL, ReportQuery, Totals, accumulate, currency_of,
+from otel_agent.cost.report import (GIB, ReportQuery, special_kind, Totals, accumulate, currency_of,
                                     money_decimals, ordered_names, reconcile,
                                     RECONCILED_MODELS)
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Window
@@ -110,8 +110,8 @@ def _per_step(sets: Sequence[Sequence[Allocation]], steps: list[Window]) -> list
 
 def _series(names: list[str], totals: dict[str, Totals], max_series: int) -> dict[str, list[str]]:
     """Series label -> the allocation names it sums, tenants first, specials last."""
-    tenants = [n for n in names if n not in SPECIAL]
-    specials = [n for n in names if n in SPECIAL]
+    tenants = [n for n in names if special_kind(n) is None]
+    specials = [n for n in names if special_kind(n) is not None]
     out: dict[str, list[str]] = {}
     keep = tenants if len(tenants) <= max_series else tenants[: max_series - 1]
     for n in keep:
@@ -127,8 +127,8 @@ def _series(names: list[str], totals: dict[str, Totals], max_series: int) -> dic
 def _colours(series: dict[str, list[str]]) -> dict[str, str]:
     out, i = {}, 0
     for s in series:
-        if s in SPECIAL_COLOURS:
-            out[s] = SPECIAL_COLOURS[s]
+        if special_kind(s):
+            out[s] = SPECIAL_COLOURS[special_kind(s) or IDLE]
         elif s == OTHER:
             out[s] = OTHER_COLOUR
         else:
@@ -175,7 +175,7 @@ def _svg(steps: list[Window], values: list[dict[str, float]], series: dict[str, 
     # one <g> per series, one <rect> per step, stacked bottom-up in series order
     base = [0.0] * len(steps)
     for si, (name, _members) in enumerate(series.items()):
-        label = SPECIAL_LABELS.get(name, name)
+        label = _label(name)
         out.append(f'<g class="series" data-series="{_e(name)}" fill="{colours[name]}">')
         for i, w in enumerate(steps):
             v = max(values[i].get(name, 0.0), 0.0)
@@ -208,7 +208,7 @@ def _legend(series: dict[str, list[str]], colours: dict[str, str], totals: dict[
     items = []
     for name, members in series.items():
         total = sum(totals[m].total_cost for m in members)
-        label = SPECIAL_LABELS.get(name, name)
+        label = _label(name)
         if name == OTHER:
             label = f"other ({len(members)} more)"
         items.append(f'<li class="legend-item" data-series="{_e(name)}">'
@@ -231,15 +231,23 @@ def _table(names: list[str], totals: dict[str, Totals], grand: Totals, currency:
                  _money(v.gpu_cost, dec), _money(v.network_cost, dec), _money(v.pv_cost, dec),
                  _money(v.shared_cost, dec), _money(v.total_cost, dec), share)
         return (f'<tr class="{cls}" data-name="{_e(label)}" data-total="{v.total_cost!r}">'
-                f"<th scope=\"row\">{_e(SPECIAL_LABELS.get(label, label))}</th>"
+                f"<th scope=\"row\">{_e(_label(label))}</th>"
                 + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
 
     for n in names:
-        rows.append(row(n, totals[n], "special" if n in SPECIAL else "tenant"))
+        rows.append(row(n, totals[n], "special" if special_kind(n) else "tenant"))
     rows.append("</tbody><tfoot>" + row("Total", grand, "total") + "</tfoot></table>")
     if not names:
         rows.append('<p class="empty">No allocations in this window.</p>')
     return "".join(rows)
+
+
+def _label(name: str) -> str:
+    kind = special_kind(name)
+    if kind is None:
+        return name
+    node = name.rsplit("/", 1)[0] if "/" in name else ""
+    return SPECIAL_LABELS[kind] + (f" ({node})" if node else "")
 
 
 def _xlabel(w: Window, steps: list[Window]) -> str:

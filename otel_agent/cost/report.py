@@ -25,6 +25,13 @@ GIB = float(2**30)
 AGGREGATES = ("namespace", "workload", "pod", "container", "node", "cluster")
 AGGREGATE_HELP = "namespace, workload, pod, container, node, cluster or label:<key>"
 SPECIAL = (UNALLOCATED, OVERHEAD, IDLE)  # shown last, in this order
+
+
+def special_kind(name: str) -> str | None:
+    """IDLE/OVERHEAD/UNALLOCATED for a special row, also per node (`node-1/__idle__` with
+    idle-by-node); None for a tenant."""
+    base = name.rsplit("/", 1)[-1]
+    return base if base in SPECIAL else None
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -66,16 +73,22 @@ class ReportQuery:
 QueryFn = Callable[..., list[list[Allocation]]]
 
 
-def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None) -> list[list[Allocation]]:
-    """Ask the ledger (`otel_agent.cost.allocation.allocations`) for one list per step."""
+def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None, *,
+              refresh: bool | None = None) -> list[list[Allocation]]:
+    """Ask the ledger (`otel_agent.cost.allocation.allocations`) for one list per step.
+
+    `refresh=False` reads the ledger as it is, without rebuilding dirty hours first: a report
+    process that does not have the server's pricing must not re-price anything."""
     if query_fn is None:
         try:
             from otel_agent.cost.allocation import allocations as query_fn
         except ImportError as e:
             raise ReportError(f"the ledger query module is not available: {e}") from e
+    extra = {} if refresh is None else {"refresh": refresh}
     try:
         sets = query_fn(store, q.window, aggregate=q.aggregate, step=q.step, model=q.model,
-                        share_idle=q.share_idle, idle_by_node=q.idle_by_node, filter=q.filter)
+                        share_idle=q.share_idle, idle_by_node=q.idle_by_node, filter=q.filter,
+                        **extra)
     except ConfigError:
         raise
     except OtelAgentError as e:
@@ -147,9 +160,11 @@ def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocatio
 
 def ordered_names(totals: dict[str, Totals]) -> list[str]:
     """Tenants by total cost, largest first, then unallocated, overhead, idle."""
-    tenants = sorted((n for n in totals if n not in SPECIAL),
+    tenants = sorted((n for n in totals if special_kind(n) is None),
                      key=lambda n: (-totals[n].total_cost, n))
-    return tenants + [n for n in SPECIAL if n in totals]
+    specials = sorted((n for n in totals if special_kind(n) is not None),
+                      key=lambda n: (SPECIAL.index(special_kind(n) or IDLE), n))
+    return tenants + specials
 
 
 def currency_of(sets: Iterable[Iterable[Allocation]], default: str = "USD") -> str:
@@ -210,17 +225,43 @@ class Reconciliation:
 
 def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = None) -> Reconciliation:
     t = accumulate(sets)
-    allocated = sum(v.total_cost for n, v in t.items() if n not in (OVERHEAD, IDLE))
-    shared = sum(v.shared_cost for n, v in t.items() if n not in SPECIAL)
+    def part(kind: str) -> float:
+        return sum(v.total_cost for n, v in t.items() if special_kind(n) == kind)
+
+    allocated = sum(v.total_cost for n, v in t.items() if special_kind(n) not in (OVERHEAD, IDLE))
+    shared = sum(v.shared_cost for n, v in t.items() if special_kind(n) is None)
     return Reconciliation(
-        allocated=allocated, shared_in=shared,
-        unallocated=t[UNALLOCATED].total_cost if UNALLOCATED in t else 0.0,
-        overhead=t[OVERHEAD].total_cost if OVERHEAD in t else 0.0,
-        idle=t[IDLE].total_cost if IDLE in t else 0.0,
+        allocated=allocated, shared_in=shared, unallocated=part(UNALLOCATED),
+        overhead=part(OVERHEAD), idle=part(IDLE),
         node_total=node_total, currency=currency_of(sets))
 
 
 RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
+
+
+def ledger_reconciliation(store: Any, q: ReportQuery, currency: str) -> Reconciliation | None:
+    """The ledger's own per-node check, summed over nodes, exact in micro-units: the node total
+    here is the ledger's node row, not the sum of the parts. Compute only (CPU and memory):
+    network egress is billed to its sender on top of the node. None when the ledger cannot say."""
+    try:
+        from otel_agent.cost.allocation import reconcile as ledger_reconcile
+    except ImportError:
+        return None
+    model = Model.CHARGEBACK if q.model == Model.USAGE else q.model
+    try:
+        per_node = ledger_reconcile(store, q.window, model=model, refresh=False)
+    except OtelAgentError as e:
+        raise ReportError(f"reconciliation failed: {e}") from e
+    if not per_node:
+        return None
+    alloc = sum(r.allocated_micros for r in per_node)
+    unalloc = sum(r.unallocated_micros for r in per_node)
+    over = sum(r.overhead_micros for r in per_node)
+    idle = sum(r.idle_micros for r in per_node)
+    node = sum(r.node_micros for r in per_node)
+    return Reconciliation(allocated=(alloc + unalloc) / 1e6, shared_in=0.0,
+                          unallocated=unalloc / 1e6, overhead=over / 1e6, idle=idle / 1e6,
+                          node_total=node / 1e6, currency=currency)
 
 
 # --- renderers ------------------------------------------------------------------------------
@@ -237,7 +278,8 @@ def money_decimals(total: float) -> int:
 
 
 def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = None, *,
-                 node_total: float | None = None) -> str:
+                 node_total: float | None = None,
+                 reconciliation: Reconciliation | None = None) -> str:
     """Aligned text for a terminal: one row per allocation, summed over all steps."""
     totals = accumulate(sets)
     cur = currency_of(sets)
@@ -288,7 +330,9 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     lines.append(fmt(total_row))
     if not rows:
         lines.append("(no allocations in this window)")
-    if rows and (q is None or q.model in RECONCILED_MODELS):
+    if reconciliation is not None:
+        lines.append(reconciliation.line(dec) + " (compute; network egress is billed on top)")
+    elif rows and (q is None or q.model in RECONCILED_MODELS):
         lines.append(reconcile(sets, node_total).line(dec))
     return "\n".join(lines) + "\n"
 
@@ -305,7 +349,7 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for s in sets:
-        for a in sorted(s, key=lambda a: (a.name in SPECIAL, a.name)):
+        for a in sorted(s, key=lambda a: (special_kind(a.name) is not None, a.name)):
             w.writerow([
                 _ts(a.window.start), _ts(a.window.end), a.name,
                 _num(a.cpu_core_hours), _num(a.cpu_cost),

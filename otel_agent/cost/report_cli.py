@@ -13,10 +13,12 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from otel_agent.cost.report import (AGGREGATE_HELP, ReportError, ReportQuery, parse_aggregate,
+from otel_agent.cost.report import (AGGREGATE_HELP, Reconciliation, ReportError, ReportQuery,
+                                    currency_of, ledger_reconciliation, parse_aggregate,
                                     parse_enum, render_csv, render_json, render_table, run_query)
 from otel_agent.cost.types import Allocation, Model, SharePolicy
 from otel_agent.cost.window import parse_step, parse_window
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", default=None, help='e.g. namespace:"shop"')
     p.add_argument("--format", default="table", help="table, csv, json, focus or html")
     p.add_argument("--output", default=None, metavar="FILE", help="write here instead of stdout")
+    p.add_argument("--pricing", default=None, metavar="FILE",
+                   help="the cost processor's pricing file; with it, hours not yet priced are "
+                        "brought up to date before reporting (without it the ledger is read as is)")
     p.add_argument("--now", default=None, metavar="TIME",
                    help="evaluate relative windows (today, 24h, ...) as of this RFC 3339 time")
     return p
@@ -95,9 +100,10 @@ def _opt(name: str, fn: Callable[[str], Any], value: str) -> Any:
         raise ConfigError(f"{name}: {e}") from e
 
 
-def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery) -> str:
+def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery,
+           reconciliation: Reconciliation | None = None) -> str:
     if fmt == "table":
-        return render_table(sets, q)
+        return render_table(sets, q, reconciliation=reconciliation)
     if fmt == "csv":
         return render_csv(sets)
     if fmt == "json":
@@ -109,39 +115,52 @@ def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery) -> str:
     return render_html(sets, q)
 
 
-def open_store(url: str) -> Any:
-    """The ledger's store for `url`. The seam to the ledger module: adapt here, nowhere else."""
+def open_store(url: str, pricing_file: str | None = None) -> Any:
+    """The ledger's store for `url`. The seam to the ledger module: adapt here, nowhere else.
+
+    A report must not create a ledger: a mistyped sqlite path would otherwise give an empty,
+    plausible-looking report."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise ConfigError(f"--ledger {url!r}: no ledger file at {path}")
     try:
-        from otel_agent.cost import store as store_mod
+        from otel_agent.cost.pricing import default_pricing, load_pricing
+        from otel_agent.cost.store import Store
     except ImportError as e:
         raise ReportError(f"the ledger store module is not available: {e}") from e
-    for name in ("open_store", "open", "connect"):
-        fn = getattr(store_mod, name, None)
-        if callable(fn):
-            return fn(url)
-    cls = getattr(store_mod, "Store", None) or getattr(store_mod, "Ledger", None)
-    if cls is not None:
-        for name in ("open", "from_url"):
-            if callable(getattr(cls, name, None)):
-                return getattr(cls, name)(url)
-        return cls(url)
-    raise ReportError("otel_agent.cost.store has no way to open a ledger URL")
+    pricing = load_pricing(pricing_file) if pricing_file else default_pricing()
+    return Store(url, pricing=pricing)
 
 
 def main(argv: list[str], *, stdout: Any = None, stderr: Any = None,
-         open_store_fn: Callable[[str], Any] | None = None) -> int:
+         open_store_fn: Callable[[str, str | None], Any] | None = None,
+         query_fn: Callable[..., Any] | None = None) -> int:
+    """Run the command; returns the exit code. `open_store_fn`/`query_fn` replace the ledger
+    (tests and embedding); with them, no refresh and no ledger reconciliation is attempted."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     try:
         a, q = parse_args(argv)
-        store = (open_store_fn or open_store)(a.ledger)
+        store = (open_store_fn or open_store)(a.ledger, a.pricing)
+        real = query_fn is None
+        refresh = bool(a.pricing) if real else None
         try:
-            sets = run_query(store, q)
+            if a.format == "table":
+                # The table shows the whole window: let the ledger accumulate (correct for
+                # shares and ratios, which do not add up across steps).
+                sets = run_query(store, replace(q, step=None), query_fn, refresh=refresh)
+                rec = None
+                if q.model == Model.CHARGEBACK and real:
+                    rec = ledger_reconciliation(store, q, currency_of(sets))
+                text = render("table", sets, q, rec)
+            else:
+                sets = run_query(store, q, query_fn, refresh=refresh)
+                text = render(a.format, sets, q)
         finally:
             close = getattr(store, "close", None)
             if callable(close):
                 close()
-        text = render(a.format, sets, q)
         if a.output:
             _write_atomically(a.output, text)
         else:

@@ -140,7 +140,12 @@ def _bpf(cfg: AgentConfig, cgroup_root: Path) -> Any | None:
         col = BpfCollector(BpfConfig(profile=cfg.bpf_profile, cgroup_root=cgroup_root,
                                      pod_cidrs=cfg.pod_cidrs, cluster_cidrs=cfg.cluster_cidrs,
                                      map_max_entries=cfg.bpf_map_entries))
-        col.start()
+        status = col.start()
+        attached = [f for f, st in status.items() if st.attached]
+        for fam, st in status.items():
+            if not st.attached:
+                log.warning("eBPF %s not attached: %s", fam, st.detail)
+        log.info("eBPF profile %s: attached %s", cfg.bpf_profile, ", ".join(attached) or "nothing")
         return col
     except SourceError as e:
         log.warning("eBPF unavailable, running on cgroup files alone: %s", e)

@@ -116,7 +116,7 @@ def series_quantities(series: Mapping[int, SeriesInfo],
             by_key[(sid, start)].append((t, v))
     out: dict[int, float] = defaultdict(float)
     gauges: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    for (sid, start), pts in by_key.items():
+    for (sid, start), pts in sorted(by_key.items()):  # sorted: the same float sums in any order
         temporality = series[sid].temporality
         if temporality == GAUGE:
             gauges[sid].extend(pts)
@@ -132,8 +132,8 @@ def series_quantities(series: Mapping[int, SeriesInfo],
                 # first point of its start time, or a reset: counts from zero
                 out[sid] += v - prev if prev is not None and v >= prev else v
             prev = v
-    for sid, pts in gauges.items():
-        pts.sort()
+    for sid, pts in sorted(gauges.items()):
+        pts = sorted(set(pts))
         total = 0.0
         for i, (t, v) in enumerate(pts):
             end = t + MAX_GAP_NS
@@ -182,7 +182,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
     # Gather amounts per (quantity, scope, pod, container).
     per: dict[str, dict[str, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     net: dict[tuple[str, str, str], float] = defaultdict(float)  # (pod, container, class) → bytes
-    for sid, amount in amounts.items():
+    for sid, amount in sorted(amounts.items()):
         s = series[sid]
         if s.quantity == "network":
             if s.direction == "transmit":

@@ -122,6 +122,7 @@ class KubernetesSource:
         self._thread: threading.Thread | None = None
         self._watch: watch.Watch | None = None
         self._node_due = 0.0
+        self._events_in_watch = 0
         #: How many times the pod list was (re)fetched: 1 after start, +1 per 410 or outage.
         self.relists = 0
 
@@ -212,7 +213,7 @@ class KubernetesSource:
             except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as e:
                 # The stream was cut (idle proxy, API server restart): resume from the last
                 # resourceVersion at once, unless it keeps happening right away.
-                if self._clock() - watch_started >= 1.0:
+                if self._events_in_watch > 0 or self._clock() - watch_started >= 1.0:
                     log.debug("pod watch dropped (%s); resuming from %s", _describe(e), self._resource_version)
                     continue
                 failures += 1
@@ -309,6 +310,7 @@ class KubernetesSource:
     def _watch_once(self) -> None:
         w = watch.Watch()
         self._watch = w
+        self._events_in_watch = 0
         if self._stop.is_set():
             return
         stream = w.stream(
@@ -321,6 +323,7 @@ class KubernetesSource:
             _request_timeout=self._timeout(self._watch_timeout_seconds + self._request_timeout_seconds),
         )
         for event in stream:
+            self._events_in_watch += 1
             self._apply(event)
             if self._stop.is_set():
                 w.stop()

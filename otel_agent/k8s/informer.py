@@ -123,6 +123,7 @@ class KubernetesSource:
         self._watch: watch.Watch | None = None
         self._node_due = 0.0
         self._events_in_watch = 0
+        self._node_error: str | None = None
         #: How many times the pod list was (re)fetched: 1 after start, +1 per 410 or outage.
         self.relists = 0
 
@@ -173,7 +174,9 @@ class KubernetesSource:
         if not self._synced.is_set():
             return SourceStatus(False, f"starting: listing pods on node {self.node_name}")
         grace = f" (+{n_deleted} deleted, kept {self._grace_seconds:g} s)" if n_deleted else ""
-        return SourceStatus(True, f"watching {n_pods} pods on node {self.node_name}{grace}")
+        node_error = self._node_error
+        no_node = f"; node unknown: read_node gave {node_error}" if node_error else ""
+        return SourceStatus(True, f"watching {n_pods} pods on node {self.node_name}{grace}{no_node}")
 
     # ------------------------------------------------------------------ extras
 
@@ -258,10 +261,14 @@ class KubernetesSource:
             if e.status in (401, 403, 404):
                 # The API answers but will not tell us about the node: pods still work, so
                 # say it once and try again at the next refresh instead of failing them.
-                log.warning("cannot read node %s: %s; node metadata stays unknown", self.node_name, _describe(e))
+                reason = _describe(e)
+                if self._node_error != reason:
+                    log.warning("cannot read node %s: %s; node metadata stays unknown", self.node_name, reason)
+                self._node_error = reason
                 self._node_due = now + self._node_refresh_seconds
                 return
             raise
+        self._node_error = None
         try:
             meta = node_meta(v1node, labels=self._node_labels)
         except (ValueError, InvalidOperation) as e:

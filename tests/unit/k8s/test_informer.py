@@ -266,3 +266,14 @@ def test_stop_is_prompt_and_idempotent(api: FakeApiServer, make_source: Callable
     assert time.monotonic() - t0 < 1.0
     assert not thread.is_alive()
     assert eventually(lambda: api.open_watches() == 0, 2)
+
+
+def test_node_forbidden_still_serves_pods(api: FakeApiServer, make_source: Callable[..., KubernetesSource]) -> None:
+    api.fail_requests(403, path_prefix=f"/api/v1/nodes/{NODE}", count=None)
+    pod = api.add_pod(make_pod("p"))
+    src = make_source()
+    src.start()
+    assert src.wait_synced(5)
+    assert src.pod(uid(pod)) is not None and src.node() is None
+    st = src.status()
+    assert st.ok and st.detail.endswith("node unknown: read_node gave HTTP 403 Forbidden")

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from otel_agent.errors import ConfigError
+from otel_agent.k8s.convert import quantity_bytes, quantity_cores
 from otel_agent.k8s.source import MetadataSource
 from otel_agent.k8s.static import StaticSource, format_bytes, format_cores, write_static
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta, PodUid, QosClass
@@ -158,3 +161,13 @@ def test_reload_on_change_and_keep_last_good(tmp_path: Path) -> None:
     st = src.status()
     assert not st.ok and "pods[0].namespace: is required" in st.detail and "last good version (1 pods)" in st.detail
     assert src.pod(PodUid("new")) is not None
+
+
+@given(st.integers(min_value=0, max_value=2**50))
+def test_written_bytes_read_back_exactly(n_bytes: int) -> None:
+    assert quantity_bytes(format_bytes(n_bytes)) == n_bytes
+
+
+@given(st.integers(min_value=0, max_value=10**7))
+def test_written_millicores_read_back_exactly(millicores: int) -> None:
+    assert quantity_cores(format_cores(millicores / 1000)) == millicores / 1000

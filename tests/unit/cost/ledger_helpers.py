@@ -26,9 +26,9 @@ def pricing():
     return parse_pricing(PRICING_YAML, "test-pricing.yaml")
 
 
-def ingest(store: Store, batches) -> None:
+def ingest(store: Store, batches, now_ns: int = NOW_NS) -> None:
     for b in batches:
-        store.write(decode(pack(b), now_ns=NOW_NS))
+        store.write(decode(pack(b), now_ns=now_ns))
 
 
 def snapshot(store: Store, table=hourly_t) -> list[tuple]:

@@ -49,7 +49,10 @@ class Item:
     dp_attrs: tuple[tuple[str, object], ...] = ()
 
 
-def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S) -> list[Item]:
+def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
+          t0: int = T0) -> list[Item]:
+    """Every point of the scenario; `t0` (ns, on an hour) moves it in time."""
+    T0 = t0  # noqa: N806 - the scenario's origin
     out: list[Item] = []
     na = tuple(node_attrs(node).items())
     p1 = tuple(pod_attrs("p1", node=node, deployment="web", labels={"team": "alpha"}).items())

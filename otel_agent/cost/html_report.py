@@ -15,7 +15,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
-from otel_agent.cost.report import (GIB, ReportQuery, special_kind, Totals, accumulate, currency_of,
+from otel_agent.cost.report import (GIB, Reconciliation, ReportQuery, special_kind, Totals, accumulate, currency_of,
                                     money_decimals, ordered_names, reconcile,
                                     RECONCILED_MODELS)
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Window
@@ -36,7 +36,10 @@ ML, MR, MT, MB = 70, 20, 20, 48
 def render_html(sets: Sequence[Sequence[Allocation]], q: ReportQuery, *,
                 title: str = "Kubernetes cost report", max_series: int = 10,
                 node_total: float | None = None, generated_at: datetime | None = None,
-                default_currency: str = "USD") -> str:
+                default_currency: str = "USD",
+                reconciliation: Reconciliation | None = None) -> str:
+    """`reconciliation` is the ledger's own check (report.ledger_reconciliation); without it
+    the parts are summed from the allocations."""
     currency = currency_of(sets, default_currency)
     steps = _step_windows(sets, q)
     per_step = _per_step(sets, steps)
@@ -76,7 +79,10 @@ def render_html(sets: Sequence[Sequence[Allocation]], q: ReportQuery, *,
         '<section class="detail"><h2>Allocations</h2>',
         _table(names, totals, grand, currency, dec),
     ]
-    if names and q.model in RECONCILED_MODELS:
+    if reconciliation is not None:
+        parts.append(f'<p class="reconcile" id="reconciliation">{_e(reconciliation.line(dec))} '
+                     "(compute; network egress is billed on top)</p>")
+    elif names and q.model in RECONCILED_MODELS:
         parts.append(f'<p class="reconcile" id="reconciliation">{_e(reconcile(sets, node_total).line(dec))}</p>')
     parts += ["</section>",
               f'<footer>Generated {gen} by otel-agent. Quantities: CPU in core-hours, memory in '

@@ -29,7 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from otel_agent.cost.report import (ReportQuery, accumulate_sets, opencost_json, parse_aggregate,
+from otel_agent.cost.report import (ReportQuery, accumulate_sets, currency_of,
+                                    ledger_reconciliation, opencost_json, parse_aggregate,
                                     parse_enum, run_query)
 from otel_agent.cost.types import IDLE, Model, SharePolicy
 from otel_agent.cost.window import parse_step, parse_window
@@ -241,7 +242,15 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
                 sets = [[a for a in s if a.name != IDLE] for s in sets]
             if path == "/report.html":
                 from otel_agent.cost.html_report import render_html
-                body = render_html(sets or [[]], aq.query, default_currency=currency)
+                rec = None
+                if query_fn is None and aq.query.model == Model.CHARGEBACK:
+                    try:
+                        rec = ledger_reconciliation(store, aq.query,
+                                                    currency_of(sets, currency))
+                    except OtelAgentError as e:
+                        log.warning("reconciliation for the HTML report failed: %s", e)
+                body = render_html(sets or [[]], aq.query, default_currency=currency,
+                                   reconciliation=rec)
                 return self._send(200, body.encode(), "text/html; charset=utf-8")
             if aq.accumulate:
                 sets = accumulate_sets(sets)

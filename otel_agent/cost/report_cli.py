@@ -112,7 +112,7 @@ def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery,
         from otel_agent.cost.focus import render_focus
         return render_focus(sets, q)
     from otel_agent.cost.html_report import render_html
-    return render_html(sets, q)
+    return render_html(sets, q, reconciliation=reconciliation)
 
 
 def open_store(url: str, pricing_file: str | None = None) -> Any:
@@ -146,17 +146,14 @@ def main(argv: list[str], *, stdout: Any = None, stderr: Any = None,
         real = query_fn is None
         refresh = bool(a.pricing) if real else None
         try:
-            if a.format == "table":
-                # The table shows the whole window: let the ledger accumulate (correct for
-                # shares and ratios, which do not add up across steps).
-                sets = run_query(store, replace(q, step=None), query_fn, refresh=refresh)
-                rec = None
-                if q.model == Model.CHARGEBACK and real:
-                    rec = ledger_reconciliation(store, q, currency_of(sets))
-                text = render("table", sets, q, rec)
-            else:
-                sets = run_query(store, q, query_fn, refresh=refresh)
-                text = render(a.format, sets, q)
+            # The table shows the whole window: let the ledger accumulate (correct for
+            # shares and ratios, which do not add up across steps).
+            sets = run_query(store, replace(q, step=None) if a.format == "table" else q,
+                             query_fn, refresh=refresh)
+            rec = None
+            if a.format in ("table", "html") and q.model == Model.CHARGEBACK and real:
+                rec = ledger_reconciliation(store, q, currency_of(sets))
+            text = render(a.format, sets, q, rec)
         finally:
             close = getattr(store, "close", None)
             if callable(close):

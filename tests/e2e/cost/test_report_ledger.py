@@ -140,6 +140,7 @@ def test_csv_focus_and_html_agree_with_json(ledger, tmp_path):
     assert p.returncode == 0 and p.stdout == "", p.stderr
     text = out.read_text()
     assert 'data-steps="2"' in text and "shop" in text
+    assert "(reconciled)" in text  # checked against the ledger's node rows
 
 
 def test_missing_ledger_file_is_a_clear_error(tmp_path):
@@ -159,6 +160,8 @@ def test_http_api_serves_the_real_query(ledger):
         with urllib.request.urlopen(f"{h.url}/allocation?window={WINDOW}"
                                     f"&filter=namespace:%22shop%22", timeout=30) as r:
             only_shop = json.loads(r.read())
+        with urllib.request.urlopen(f"{h.url}/report.html?window={WINDOW}&step=1h", timeout=30) as r:
+            page = r.read().decode()
     finally:
         h.stop()
     [step] = doc["data"]
@@ -169,3 +172,4 @@ def test_http_api_serves_the_real_query(ledger):
         {k: v["totalCost"] for k, v in step.items()}, abs=1e-9)
     assert step["shop"]["sharedCost"] > 0
     assert set(only_shop["data"][0]) == {"shop"}
+    assert 'data-steps="2"' in page and "(reconciled)" in page

@@ -27,14 +27,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
 
 from otel_agent.cost.report import GIB, ReportQuery, _num, special_kind
-from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation
+from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
+from otel_agent.errors import ConfigError
 
 FOCUS_VERSION = "1.3"
+_ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 COLUMNS = (
     "AllocatedMethodDetails", "AllocatedMethodId", "AllocatedResourceId",
@@ -154,6 +157,11 @@ def rows(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = None,
 
 def render_focus(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = None,
                  opts: FocusOptions = FocusOptions()) -> str:
+    if (q is not None and q.model == Model.SHOWBACK_RATIO) or any(
+            not _ISO_CURRENCY.match(a.currency) for s in sets for a in s):
+        raise ConfigError("format focus needs money in an ISO 4217 currency; showback-ratio "
+                          "gives shares of the cluster. Allowed models for focus: chargeback, "
+                          "request-or-usage, usage")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()

@@ -114,3 +114,12 @@ def test_shared_cost_rows_have_no_quantity():
     shared = [r for r in rows if r["x_CostComponent"] == "shared"]
     assert len(shared) == 1
     assert shared[0]["BilledCost"] == "0.125" and shared[0]["ConsumedQuantity"] == ""
+
+
+def test_ratio_model_is_refused_with_what_is_allowed():
+    from otel_agent.errors import ConfigError
+    q = ReportQuery(window=D.WINDOW, model=Model.SHOWBACK_RATIO)
+    with pytest.raises(ConfigError, match="Allowed models for focus: chargeback"):
+        render_focus(D.sets(), q)
+    with pytest.raises(ConfigError, match="ISO 4217"):
+        render_focus(D.sets(currency="ratio"), Q)

@@ -58,7 +58,10 @@ static __always_inline void mark_enqueued(u32 pid, u64 cgid, u64 now)
 {
     struct task_info *t = tasks.lookup(&pid);
     if (t) {
-        t->enqueued_ns = now;
+        /* A wake-up of a task that is already runnable (preempted, or woken twice) does not
+         * start a new wait: keep the earlier start, as the kernel's run_delay does. */
+        if (t->enqueued_ns == 0)
+            t->enqueued_ns = now;
         if (cgid)
             t->cgroup_id = cgid;
         return;

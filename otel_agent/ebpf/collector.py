@@ -89,6 +89,8 @@ class BpfCollector:
         self._attached: list[str] = []
         self._cum = Cumulative()
         self._evictions: dict[str, int] = {}
+        self._present: dict[str, set[Any]] = {}  # map → raw keys in the last read
+        self._present_now: dict[str, set[Any]] = {}
         self._keys: dict[str, dict[int, list[Any]]] = {}  # map → cgroup id → keys last read
         self._acked: OrderedDict[int, None] = OrderedDict()
         self._scan: dict[int, str] = {}
@@ -188,7 +190,7 @@ class BpfCollector:
                 self._net_fns.append((fn, attach_type))
             return
         for tp, fn_name in TRACEPOINTS[fam]:
-            b.attach_tracepoint(tp=tp, fn_name=fn_name)
+            b.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
 
     def _detach(self, fam: str) -> None:
         b = self._bpf
@@ -207,7 +209,7 @@ class BpfCollector:
             return
         for tp, _ in TRACEPOINTS[fam]:
             try:
-                b.detach_tracepoint(tp=tp)
+                b.detach_tracepoint(tp=tp.encode())
             except Exception:
                 pass  # never attached
 
@@ -258,6 +260,7 @@ class BpfCollector:
             val = (int(v.count), (tuple(v.duration.slots), int(v.duration.sum_ns)))
             self._put(raw.syscalls, "sys_stats", k, int(k), val)
         self._drop_late_entries()
+        self._count_vanished(removed)
         paths = {int(k): bytes(v.path).split(b"\0", 1)[0].decode(errors="replace")
                  for k, v in self._read("cg_paths")}
 
@@ -284,6 +287,7 @@ class BpfCollector:
         try:
             return r.read()
         except Exception as e:  # one map failing skips that map this cycle, never the read
+            self._present_now[name] = set(self._present.get(name, ()))  # not "all evicted"
             if f"read:{name}" not in self._warned:
                 self._warned.add(f"read:{name}")
                 log.error("bpf map %s could not be read: %s", name, e)
@@ -294,10 +298,23 @@ class BpfCollector:
         self._keys.setdefault(mapname, {}).setdefault(cgid, []).append(key)
         if cgid in self._acked:
             return  # a late packet of an exported, freed cgroup: dropped below
+        self._present_now.setdefault(mapname, set()).add(rawkey)
         value, restarted = self._cum.update((mapname, rawkey), value)
-        if restarted:
+        if restarted and rawkey in self._present.get(mapname, ()):
+            # evicted and created again since the last read: what it counted in between is lost
             self._evictions[mapname] = self._evictions.get(mapname, 0) + 1
         into[rawkey] = value
+
+    def _count_vanished(self, removed: set[int]) -> None:
+        """An entry read last time and gone now, for a cgroup neither acked nor removed, was
+        evicted by its LRU map: the counters restart at zero if the cgroup counts again."""
+        for mapname, before in self._present.items():
+            now = self._present_now.get(mapname, set())
+            for rawkey in before - now:
+                cg = rawkey[0] if isinstance(rawkey, tuple) else rawkey
+                if cg not in self._acked and cg not in removed:
+                    self._evictions[mapname] = self._evictions.get(mapname, 0) + 1
+        self._present, self._present_now = self._present_now, {}
 
     def _drop_late_entries(self) -> None:
         """Entries created for a cgroup after its final values were exported and freed (e.g. a

@@ -1,0 +1,77 @@
+"""CPU family against the kernel's own accounting: cpu.stat usage and /proc/PID/schedstat."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.kernel.ebpf.cgtools import cpu_usage_seconds, hist, run_delay_at_join, value, wait_json
+
+pytestmark = pytest.mark.kernel
+
+
+def test_on_cpu_time_matches_cpu_stat(collector, cgroups):
+    _, pod = cgroups.pod()
+    _, ctr = cgroups.container(pod)
+    cgid = os.stat(ctr).st_ino
+    wait_json(cgroups.spawn(ctr, "burn", "3"))
+    r = collector.read()
+    kernel = cpu_usage_seconds(ctr)
+    ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
+    assert kernel > 2.9
+    assert abs(ebpf - kernel) <= 0.01 * kernel, (ebpf, kernel)
+    assert r.paths[cgid] == cgroups.rel(ctr)
+
+
+def _slow_fraction(h, threshold_s: float) -> float:
+    """Share of the waits in buckets whose lower bound is >= threshold."""
+    lowers = (0.0, *h.explicit_bounds)
+    slow = sum(c for lo, c in zip(lowers, h.bucket_counts) if lo >= threshold_s)
+    return slow / max(h.count, 1)
+
+
+def test_run_queue_delay_goes_to_the_waiting_pod(collector, cgroups):
+    """Two hogs pinned to one CPU wait milliseconds each; a task that sleeps and wakes on
+    another CPU waits microseconds. Each histogram's sum agrees with the run_delay the kernel
+    kept for those very tasks, so waits were charged to the task that waited (next), not to the
+    one switched out (prev), which would swap them between pods."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    busy, quiet = cpus[0], cpus[1]
+    ids, procs = [], []
+    for _ in range(2):
+        _, pod = cgroups.pod()
+        _, ctr = cgroups.container(pod)
+        ids.append(os.stat(ctr).st_ino)
+        procs.append(cgroups.spawn(ctr, "burn", "0.6", cpu=busy))
+    _, pod = cgroups.pod()
+    _, lone = cgroups.container(pod)
+    lone_id = os.stat(lone).st_ino
+    procs.append(cgroups.spawn(lone, "wakeburn", "1.0", cpu=quiet))
+    # The kernel's own run_delay of each process while it was in its cgroup.
+    delays = [wait_json(p)["run_delay_ns"] / 1e9 - run_delay_at_join(p) for p in procs]
+    r = collector.read()
+
+    for cgid, kernel_delay in zip([*ids, lone_id], delays):
+        h = hist(r, cgid, "bpf.cpu.run_queue.delay")
+        assert h is not None, f"no run-queue histogram for cgroup {cgid}"
+        assert sum(h.bucket_counts) == h.count
+        # Same waits as the kernel's per-task truth; only a wait on the exit path, after the
+        # process read its schedstat, is ours alone.
+        assert abs(h.sum - kernel_delay) <= 0.1 * kernel_delay + 0.01, (cgid, h.sum, kernel_delay)
+
+    for cgid in ids:  # sharing one CPU: each waited about as long as the other ran
+        h = hist(r, cgid, "bpf.cpu.run_queue.delay")
+        assert h.sum >= 0.2, h.sum
+        assert _slow_fraction(h, 0.000512) >= 0.5, h.bucket_counts
+    h = hist(r, lone_id, "bpf.cpu.run_queue.delay")
+    assert h.count >= 100  # it woke up ~300 times
+    # On a shared machine the quiet CPU may not be quiet; the kernel's run_delay says whether
+    # it was. When it was (waits averaging under 100 us), the histogram must say microseconds.
+    if delays[2] / h.count < 100e-6:
+        assert _slow_fraction(h, 0.000512) <= 0.1, h.bucket_counts
+        pair = min(hist(r, i, "bpf.cpu.run_queue.delay").sum / hist(r, i, "bpf.cpu.run_queue.delay").count
+                   for i in ids)
+        assert h.sum / h.count < pair / 5  # mean waits: microseconds vs milliseconds

@@ -70,6 +70,10 @@ def _describe(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
 class KubernetesSource:
     """Metadata of the pods on `node_name` and of the node itself, kept current by list+watch."""
 
@@ -170,7 +174,8 @@ class KubernetesSource:
             retry = self._retry_in_seconds
         if error is not None:
             known = f"; serving {n_pods} pods known before" if self._synced.is_set() else ""
-            return SourceStatus(False, f"API unreachable: {error}; retrying in {retry:.0f} s{known}")
+            what = "API error" if error.startswith("HTTP ") else "API unreachable"
+            return SourceStatus(False, f"{what}: {error}; retrying in {_seconds(retry)} s{known}")
         if not self._synced.is_set():
             return SourceStatus(False, f"starting: listing pods on node {self.node_name}")
         grace = f" (+{n_deleted} deleted, kept {self._grace_seconds:g} s)" if n_deleted else ""
@@ -193,6 +198,7 @@ class KubernetesSource:
 
     def _run(self) -> None:
         failures = 0
+        gone_in_a_row = 0
         need_list = True
         while not self._stop.is_set():
             watch_started = self._clock()
@@ -206,16 +212,22 @@ class KubernetesSource:
                 failures = 0
                 watch_started = self._clock()
                 self._watch_once()
+                gone_in_a_row = 0
             except ApiException as e:
                 if e.status == _GONE:
                     log.info("pod watch: resourceVersion %s expired (410 Gone); relisting", self._resource_version)
                     need_list = True
-                    continue
+                    gone_in_a_row = 1 if self._events_in_watch > 0 else gone_in_a_row + 1
+                    if gone_in_a_row == 1:
+                        continue
+                    # 410 again right after a fresh list: a confused server; do not spin.
                 failures += 1
                 self._backoff(failures, e)
             except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError) as e:
                 # The stream was cut (idle proxy, API server restart): resume from the last
                 # resourceVersion at once, unless it keeps happening right away.
+                if self._events_in_watch > 0:
+                    gone_in_a_row = 0
                 if self._events_in_watch > 0 or self._clock() - watch_started >= 1.0:
                     log.debug("pod watch dropped (%s); resuming from %s", _describe(e), self._resource_version)
                     continue
@@ -242,7 +254,7 @@ class KubernetesSource:
             first = self._error is None
             self._error = reason
             self._retry_in_seconds = delay
-        (log.warning if first else log.debug)("Kubernetes API unreachable: %s; retrying in %.0f s", reason, delay)
+        (log.warning if first else log.debug)("Kubernetes API unreachable: %s; retrying in %s s", reason, _seconds(delay))
         # Read the node first on the next attempt: a cheap request that proves the API is
         # back (and clears the error) even when the resumed watch has nothing to say.
         self._node_due = 0.0

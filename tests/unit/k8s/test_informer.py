@@ -277,3 +277,14 @@ def test_node_forbidden_still_serves_pods(api: FakeApiServer, make_source: Calla
     assert src.pod(uid(pod)) is not None and src.node() is None
     st = src.status()
     assert st.ok and st.detail.endswith("node unknown: read_node gave HTTP 403 Forbidden")
+
+
+def test_persistent_410_backs_off_instead_of_spinning(api: FakeApiServer, make_source: Callable[..., KubernetesSource]) -> None:
+    api.fail_requests(410, path_prefix=PODS, count=None)
+    src = make_source(backoff_initial_seconds=0.2, backoff_cap_seconds=0.4)
+    src.start()
+    time.sleep(1.0)
+    assert 2 <= len(api.requests_to(PODS)) <= 8
+    assert not src.status().ok and "HTTP 410" in src.status().detail
+    api.clear_faults()
+    assert src.wait_synced(5)

@@ -219,12 +219,14 @@ def load_static(path: Path, *, pod_labels: Iterable[str] = ("*",)) -> tuple[Node
     return parse_static(text, source=str(path), pod_labels=pod_labels)
 
 
-def _mtime(path: Path) -> tuple[int, int] | None:
+def _mtime(path: Path) -> tuple[int, int, int] | None:
+    # The inode too: write_static replaces the file, and two writes within the
+    # filesystem's timestamp granularity may leave mtime and size unchanged.
     try:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class StaticSource:

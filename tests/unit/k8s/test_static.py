@@ -171,3 +171,13 @@ def test_written_bytes_read_back_exactly(n_bytes: int) -> None:
 @given(st.integers(min_value=0, max_value=10**7))
 def test_written_millicores_read_back_exactly(millicores: int) -> None:
     assert quantity_cores(format_cores(millicores / 1000)) == millicores / 1000
+
+
+def test_rewrite_by_write_static_is_picked_up(tmp_path: Path) -> None:
+    path = tmp_path / "meta.yaml"
+    a = PodMeta(PodUid("a"), "a", "n")
+    write_static(path, None, [a])
+    src = StaticSource(path, reload_check_seconds=0.0)
+    b = PodMeta(PodUid("b"), "b", "n")
+    write_static(path, None, [a, b])
+    assert src.pod(PodUid("b")) == b

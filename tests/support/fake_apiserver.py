@@ -30,6 +30,22 @@ Typical use::
         api.drop_watches()                  # every open watch stream is cut
         api.expire_resource_versions()      # old resourceVersions now get 410 Gone
         assert api.requests_to("/api/v1/pods")[-1].query["resourceVersion"] == "7"
+
+History semantics: every change gets the next resourceVersion and is kept, so a watch from
+any earlier resourceVersion replays what happened since (including across `stop()`/`start()`,
+like an API server restarting in front of the same etcd). `expire_resource_versions()` is
+etcd compaction: from then on only a fresh list (or a watch without resourceVersion) works.
+
+Recipe for an outage test (e.g. API down 60 s while a pod is created and deleted), with the
+agent's source built on `api.api_client()` and short backoffs (`backoff_cap_seconds=0.2`)::
+
+    api.stop()
+    api.add_pod(make_pod("ghost", node_name="node-a")); api.delete_pod("default", "ghost")
+    api.expire_resource_versions()   # optional: the outage outlasted the server's history
+    api.start()
+
+Builders `make_pod(...)` / `make_node(...)` return objects in the API's JSON form;
+`container_id_for(uid, name)` is the container id `make_pod` gives (for cgroup names).
 """
 
 from __future__ import annotations

@@ -15,10 +15,11 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
-from otel_agent.cost.report import (GIB, Reconciliation, ReportQuery, special_kind, Totals, accumulate, currency_of,
-                                    money_decimals, ordered_names, reconcile,
-                                    RECONCILED_MODELS)
-from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Window
+from otel_agent.cost.report import (COMPUTE_NOTE, GIB, RECONCILED_MODELS, Reconciliation,
+                                    ReportQuery, Totals, accumulate, currency_of, money_decimals,
+                                    ordered_names, quantity_reconciliation, reconcile,
+                                    special_kind)
+from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, Window
 from otel_agent.cost.window import split
 
 # Tableau-10-like palette: distinct in colour and in lightness, still readable in greyscale.
@@ -80,8 +81,11 @@ def render_html(sets: Sequence[Sequence[Allocation]], q: ReportQuery, *,
         _table(names, totals, grand, currency, dec),
     ]
     if reconciliation is not None:
-        parts.append(f'<p class="reconcile" id="reconciliation">{_e(reconciliation.line(dec))} '
-                     "(compute; network egress is billed on top)</p>")
+        parts.append(f'<p class="reconcile" id="reconciliation">'
+                     f"{_e(reconciliation.line(dec, COMPUTE_NOTE))}</p>")
+    elif names and q.model == Model.USAGE:
+        parts.append('<p class="reconcile" id="reconciliation">'
+                     + "<br>".join(_e(x) for x in quantity_reconciliation(sets)) + "</p>")
     elif names and q.model in RECONCILED_MODELS:
         parts.append(f'<p class="reconcile" id="reconciliation">{_e(reconcile(sets, node_total).line(dec))}</p>')
     parts += ["</section>",

@@ -159,9 +159,10 @@ def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocatio
 
 
 def ordered_names(totals: dict[str, Totals]) -> list[str]:
-    """Tenants by total cost, largest first, then unallocated, overhead, idle."""
+    """Tenants by total cost (CPU for the money-less usage model), largest first, then
+    unallocated, overhead, idle."""
     tenants = sorted((n for n in totals if special_kind(n) is None),
-                     key=lambda n: (-totals[n].total_cost, n))
+                     key=lambda n: (-totals[n].total_cost, -totals[n].cpu_core_hours, n))
     specials = sorted((n for n in totals if special_kind(n) is not None),
                       key=lambda n: (SPECIAL.index(special_kind(n) or IDLE), n))
     return tenants + specials
@@ -201,8 +202,9 @@ class Reconciliation:
             return None
         return abs(self.parts_sum - self.node_total) < 0.005  # to the cent
 
-    def line(self, decimals: int = 2) -> str:
+    def line(self, decimals: int = 2, note: str = "") -> str:
         c = self.currency
+        tail = f"; {note}" if note else ""
 
         def _money(x: float) -> str:
             return f"{x:,.{decimals}f}"
@@ -215,12 +217,12 @@ class Reconciliation:
         alloc = f"allocated {_money(self.allocated)}" + (f" ({', '.join(extra)})" if extra else "")
         lhs = f"{alloc} + overhead {_money(self.overhead)} + idle {_money(self.idle)}"
         if self.node_total is None:
-            return f"{lhs} = node total {_money(self.parts_sum)} {c}"
+            return f"{lhs} = node total {_money(self.parts_sum)} {c}" + (f" ({note})" if note else "")
         if self.balanced:
-            return f"{lhs} = node total {_money(self.node_total)} {c} (reconciled)"
+            return f"{lhs} = node total {_money(self.node_total)} {c} (reconciled{tail})"
         diff = self.parts_sum - self.node_total
         return (f"{lhs} = {_money(self.parts_sum)} {c} != node total {_money(self.node_total)} "
-                f"{c} (off by {diff:+.{decimals}f})")
+                f"{c} (off by {diff:+.{decimals}f}{tail})")
 
 
 def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = None) -> Reconciliation:
@@ -237,6 +239,21 @@ def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = N
 
 
 RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
+COMPUTE_NOTE = "CPU and memory; network egress is billed on top"
+
+
+def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
+    """The `usage` model has no money: reconcile what the node offered, per resource."""
+    t = accumulate(sets)
+    out = []
+    for label, get, unit in (("cpu", lambda v: v.cpu_core_hours, "core-hours"),
+                             ("memory", lambda v: v.ram_byte_hours / GIB, "GiB-hours")):
+        alloc = sum(get(v) for n, v in t.items() if special_kind(n) not in (OVERHEAD, IDLE))
+        over = sum(get(v) for n, v in t.items() if special_kind(n) == OVERHEAD)
+        idle = sum(get(v) for n, v in t.items() if special_kind(n) == IDLE)
+        out.append(f"{label}: allocated {alloc:,.3f} + overhead {over:,.3f} + idle {idle:,.3f} "
+                   f"= node total {alloc + over + idle:,.3f} {unit}")
+    return out
 
 
 def ledger_reconciliation(store: Any, q: ReportQuery, currency: str) -> Reconciliation | None:
@@ -308,6 +325,8 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
         cols.append(("PV", lambda v: money(v.pv_cost)))
     cols += [("SHARED", lambda v: money(v.shared_cost)),
              (f"TOTAL {cur}", lambda v: money(v.total_cost))]
+    if q is not None and q.model == Model.USAGE:
+        cols = cols[:3]  # the usage model carries quantities only: no money columns
     head = ["NAME"] + [c for c, _ in cols]
     rows = [[n] + [fn(totals[n]) for _, fn in cols] for n in names]
     total_row = ["TOTAL"] + [fn(grand) for _, fn in cols]
@@ -331,7 +350,9 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     if not rows:
         lines.append("(no allocations in this window)")
     if reconciliation is not None:
-        lines.append(reconciliation.line(dec) + " (compute; network egress is billed on top)")
+        lines.append(reconciliation.line(dec, COMPUTE_NOTE))
+    elif rows and q is not None and q.model == Model.USAGE:
+        lines += quantity_reconciliation(sets)
     elif rows and (q is None or q.model in RECONCILED_MODELS):
         lines.append(reconcile(sets, node_total).line(dec))
     return "\n".join(lines) + "\n"

@@ -45,10 +45,11 @@ def _name(key: str, scope: Scope) -> str:
 
 
 def _requests():
-    # Counters start 10 min before the window: the ledger bills an interval in the hour it
-    # ends in, so the points at 00:00 .. 01:50 fill exactly the two hours of the window.
-    c0 = T0 - 600 * S
-    ticks = [T0 + i * 600 * S for i in range(0, 12)]
+    # One point a minute, as the agent exports. Counters start a minute before the window:
+    # the ledger bills an interval in the hour it ends in, so the points at 00:00 .. 01:59
+    # fill exactly the two hours of the window.
+    c0 = T0 - 60 * S
+    ticks = [T0 + i * 60 * S for i in range(0, 120)]
     node = Res(node_attrs("node-a"))
     node.gauge(_name("k8s.node.cpu.capacity", Scope.NODE), [(t, 4.0) for t in ticks])
     node.gauge(_name("k8s.node.cpu.allocatable", Scope.NODE), [(t, 3.5) for t in ticks])
@@ -111,9 +112,15 @@ def test_table_reconciles_against_the_ledgers_node_rows(ledger):
     url, store = ledger
     p = cli("--ledger", url, "--window", WINDOW, "--format", "table")
     assert p.returncode == 0, p.stderr
-    assert "shop" in p.stdout and "search" in p.stdout and OVERHEAD in p.stdout
+    rows = {ln.split()[0]: ln.split()[1:] for ln in p.stdout.splitlines()[3:] if ln.split()}
+    assert {"shop", "search", OVERHEAD, IDLE} <= set(rows)
+    # 4 cores for 2 h = 8 core-hours: tenants 4, overhead 0.5 core x 2 h, the rest idle
+    assert float(rows["shop"][0]) + float(rows["search"][0]) == pytest.approx(4.0, abs=1e-3)
+    assert float(rows[OVERHEAD][0]) == pytest.approx(1.0, abs=1e-3)
+    assert float(rows[IDLE][0]) == pytest.approx(3.0, abs=1e-3)
+    assert float(rows["TOTAL"][0]) == pytest.approx(8.0, abs=1e-3)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("allocated")]
-    assert line and "(reconciled)" in line[0], p.stdout
+    assert line and "(reconciled" in line[0], p.stdout
     w = Window(START, datetime(2026, 1, 1, 2, tzinfo=timezone.utc))
     assert all(r.balanced for r in reconcile(store, w, refresh=False))
 
@@ -140,7 +147,7 @@ def test_csv_focus_and_html_agree_with_json(ledger, tmp_path):
     assert p.returncode == 0 and p.stdout == "", p.stderr
     text = out.read_text()
     assert 'data-steps="2"' in text and "shop" in text
-    assert "(reconciled)" in text  # checked against the ledger's node rows
+    assert "(reconciled" in text  # checked against the ledger's node rows
 
 
 def test_missing_ledger_file_is_a_clear_error(tmp_path):
@@ -172,4 +179,4 @@ def test_http_api_serves_the_real_query(ledger):
         {k: v["totalCost"] for k, v in step.items()}, abs=1e-9)
     assert step["shop"]["sharedCost"] > 0
     assert set(only_shop["data"][0]) == {"shop"}
-    assert 'data-steps="2"' in page and "(reconciled)" in page
+    assert 'data-steps="2"' in page and "(reconciled" in page

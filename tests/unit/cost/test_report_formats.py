@@ -173,3 +173,14 @@ def test_bad_aggregate_keys(key):
     with pytest.raises(ConfigError, match="allowed: namespace, workload, pod, container, node, cluster or label:<key>"):
         parse_aggregate(key)
 
+
+
+def test_usage_model_reconciles_quantities_and_shows_no_money():
+    text = render_table(D.sets(), ReportQuery(window=D.WINDOW, model=Model.USAGE))
+    assert "TOTAL USD" not in text.splitlines()[1]
+    cpu = [ln for ln in text.splitlines() if ln.startswith("cpu:")][0]
+    nums = [float(x) for x in re.findall(r"\d+\.\d+", cpu)]
+    assert nums[0] + nums[1] + nums[2] == pytest.approx(nums[3])
+    assert nums[3] == pytest.approx(3 * 4.0)  # 4 cores for 3 hours, computed from capacity
+    mem = [ln for ln in text.splitlines() if ln.startswith("memory:")][0]
+    assert float(re.findall(r"\d+\.\d+", mem)[3]) == pytest.approx(3 * 16.0)

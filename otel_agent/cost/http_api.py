@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -85,8 +86,10 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
 
     if not p.get("window"):
         raise ConfigError("window is required, e.g. window=7d or window=2026-11")
+    # An unencoded "+02:00" offset arrives as " 02:00" (form encoding turns + into a space).
+    text = re.sub(r"(\d) (\d{2}:\d{2})(?=\s*,|\s*$)", r"\1+\2", p["window"])
     try:
-        window = parse_window(p["window"], now)
+        window = parse_window(text, now)
     except ConfigError as e:
         raise ConfigError(f"window: {e}") from e
     try:

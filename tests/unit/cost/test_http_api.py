@@ -188,3 +188,8 @@ def test_parse_params_defaults():
     assert (q.aggregate, q.model, q.share_idle, q.idle_by_node, q.step, q.filter) == (
         "namespace", Model.CHARGEBACK, SharePolicy.NONE, False, None, None)
     assert aq.accumulate is False and aq.include_idle is True
+
+
+def test_unencoded_plus_in_an_offset_is_understood():
+    aq = parse_params("window=2026-11-24T02:00:00+02:00,2026-11-24T05:00:00+02:00", NOW)
+    assert aq.query.window == D.WINDOW

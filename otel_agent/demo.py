@@ -143,10 +143,11 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str) 
             # A burst of short-lived jobs, each created and gone within one export interval.
             t_end = time.monotonic() + duration_seconds
             gap = max(duration_seconds / max(jobs, 1), 0.5)
+            minute = int(time.time() // 60)  # CronJob names its Jobs <cronjob>-<scheduled minute>
             for i in range(jobs):
-                job = synth.add_pod("batch", f"nightly-report-2911{i:02d}-{i:05x}",
-                                    containers=("report",))
-                metas.append(_pod_meta(job, node.name, ("Job", f"nightly-report-2911{i:02d}"),
+                job_name = f"nightly-report-{minute + i}"
+                job = synth.add_pod("batch", f"{job_name}-{i:05x}", containers=("report",))
+                metas.append(_pod_meta(job, node.name, ("Job", job_name),
                                        {"app": "report", "team": "analytics"}, 0.25, 64 << 20))
                 write_static(static, node, metas)
                 burner = synth.spawn(job.container("report"),

@@ -64,10 +64,12 @@ class Layout:
         base = self.kubepods.rsplit("/", 1)[-1]
         self.systemd = base.endswith(".slice")
         if self.systemd:
-            stem = re.escape(base[: -len(".slice")])
-            self._tiers = {f"{base[: -len('.slice')]}-{t}.slice": q for t, q in _TIERS.items()}
+            stem = base[: -len(".slice")]
+            self._tiers = {f"{stem}-{t}.slice": q for t, q in _TIERS.items()}
             # group 1: QoS tier name or None (Guaranteed); group 2: uid
-            self._pod = re.compile(rf"{stem}(?:-(burstable|besteffort))?-pod({_UID_SYSTEMD})\.slice")
+            self._pod = re.compile(
+                rf"{re.escape(stem)}(?:-(burstable|besteffort))?-pod({_UID_SYSTEMD})\.slice"
+            )
             self._container = _SYSTEMD_CONTAINER
         else:
             self._tiers = dict(_TIERS)
@@ -118,7 +120,7 @@ def _split(rel_path: str, kubepods: str | None) -> tuple[Layout, list[str]] | No
 
 
 def qos_tier(rel_path: str, kubepods: str | None = None) -> QosClass | None:
-    """The QoS class if `rel_path` is a QoS-tier directory (kubepods-burstable.slice, besteffort)."""
+    """The QoS class if `rel_path` is a QoS-tier directory (kubepods-burstable.slice, ...)."""
     split = _split(rel_path, kubepods)
     if split is None or len(split[1]) != 1:
         return None

@@ -52,7 +52,7 @@ FILE_METRICS: dict[str, tuple[str, ...]] = {
 MALFORMED = "malformed_file"
 READ_ERROR = "read_error"
 
-_USEC = 1e-6  # usec → seconds
+_USEC_PER_S = 1e6  # divide, not multiply by 1e-6: division rounds exactly
 _GONE_ERRNOS = (errno.ENODEV, errno.ENOENT)
 _MODE_USER: Attributes = (("cpu.mode", "user"),)
 _MODE_SYSTEM: Attributes = (("cpu.mode", "system"),)
@@ -232,23 +232,20 @@ class CgroupReader:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _pread_slow(self, cg: _Cgroup, name: str, fd: int, data: bytes) -> bytes:
-        """Re-read a file longer than the read size (many io.stat devices), or without an fd."""
+    def _read_file(self, cg: _Cgroup, name: str, fd: int) -> bytes:
+        """The slow path: a file longer than the read size (many io.stat devices), or a file
+        without a kept descriptor (open file limit reached)."""
         size = self._read_size[name]
-        while fd < 0 or len(data) >= size:
+        while True:
             if fd >= 0:
-                size *= 4
-                self._read_size[name] = size
                 data = os.pread(fd, size, 0)
             else:
                 with open(os.path.join(cg.path, name), "rb", buffering=0) as f:
                     data = f.read(size)
-                fd = -2  # read once; loop again only if it was too long
-                if len(data) >= size:
-                    size *= 4
-                    self._read_size[name] = size
-                    fd = -1
-        return data
+            if len(data) < size:
+                return data
+            size *= 4
+            self._read_size[name] = size
 
     def _read_cgroup(
         self,
@@ -266,9 +263,12 @@ class CgroupReader:
         current: int | None = None
         for name, fd in cg.files:
             try:
-                data = pread(fd, read_size[name], 0) if fd >= 0 else b""
-                if fd < 0 or len(data) >= read_size[name]:
-                    data = self._pread_slow(cg, name, fd, data)
+                if fd >= 0:
+                    data = pread(fd, read_size[name], 0)
+                    if len(data) >= read_size[name]:
+                        data = self._read_file(cg, name, fd)
+                else:
+                    data = self._read_file(cg, name, fd)
                 text = data.decode()
             except OSError as e:
                 if e.errno in _GONE_ERRNOS:
@@ -283,24 +283,27 @@ class CgroupReader:
             try:
                 if name == "cpu.stat":
                     st = parsers.parse_cpu_stat(text, name)
-                    append(Sample(cid, "cpu.time", st.usage_usec * _USEC))
+                    append(Sample(cid, "cpu.time", st.usage_usec / _USEC_PER_S))
                     if "cpu.mode_time" in exported:
-                        append(Sample(cid, "cpu.mode_time", st.user_usec * _USEC, _MODE_USER))
-                        append(Sample(cid, "cpu.mode_time", st.system_usec * _USEC, _MODE_SYSTEM))
+                        append(Sample(cid, "cpu.mode_time", st.user_usec / _USEC_PER_S,
+                                      _MODE_USER))
+                        append(Sample(cid, "cpu.mode_time", st.system_usec / _USEC_PER_S,
+                                      _MODE_SYSTEM))
                     # Present only with the cpu controller enabled: absent means no sample.
                     if st.nr_periods is not None and "cpu.periods" in exported:
                         append(Sample(cid, "cpu.periods", st.nr_periods))
                         if st.nr_throttled is not None:
                             append(Sample(cid, "cpu.throttled_periods", st.nr_throttled))
                         if st.throttled_usec is not None:
-                            append(Sample(cid, "cpu.throttled_time", st.throttled_usec * _USEC))
+                            append(Sample(cid, "cpu.throttled_time",
+                                          st.throttled_usec / _USEC_PER_S))
                 elif name in _PSI_ATTRS:
                     psi = parsers.parse_pressure(text, name)
                     some, full = _PSI_ATTRS[name]
-                    append(Sample(cid, "pressure.stall_time", psi.some_total_usec * _USEC, some))
+                    stall = "pressure.stall_time"
+                    append(Sample(cid, stall, psi.some_total_usec / _USEC_PER_S, some))
                     if psi.full_total_usec is not None:
-                        append(Sample(cid, "pressure.stall_time", psi.full_total_usec * _USEC,
-                                      full))
+                        append(Sample(cid, stall, psi.full_total_usec / _USEC_PER_S, full))
                 elif name == "memory.current":
                     current = parsers.parse_single_value(text, name)
                     if "memory.usage" in exported:

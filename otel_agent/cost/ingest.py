@@ -20,6 +20,7 @@ is accepted and left to the other backends the Collector fans out to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -136,6 +137,7 @@ def node_key(cluster: str, node: str) -> str:
     return f"{cluster}/{node}"
 
 
+@functools.lru_cache(maxsize=1 << 18)  # the same series come back every export
 def series_id(*parts: str) -> int:
     """A stable signed 63-bit id of a series key (the same in every process and database)."""
     h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()

@@ -48,6 +48,10 @@ FILE_METRICS: dict[str, tuple[str, ...]] = {
     "io.pressure": ("pressure.stall_time",),
 }
 
+# Files whose samples depend on another file (working set = memory.current − inactive_file):
+# always converted, never served from the unchanged-text cache.
+_DEPENDENT = frozenset({"memory.current", "memory.stat"})
+
 # Reasons counted in CgroupReading.skipped.
 MALFORMED = "malformed_file"
 READ_ERROR = "read_error"
@@ -87,17 +91,21 @@ class CgroupReading:
 
 
 class _Cgroup:
-    """Open descriptors of one cgroup's files; fd -1 means 'open per read' (fd limit hit)."""
+    """One cgroup's files: [name, fd, last text, samples made from it] each.
+
+    fd -1 means 'open per read' (open file limit hit). The last text and its samples let an
+    unchanged file (an idle container's cpu.stat, PSI at rest) cost only its read.
+    """
 
     __slots__ = ("path", "files", "absent")
 
-    def __init__(self, path: str, files: list[tuple[str, int]], absent: frozenset[str]) -> None:
+    def __init__(self, path: str, files: list[list], absent: frozenset[str]) -> None:
         self.path = path
         self.files = files
         self.absent = absent
 
     def close(self) -> None:
-        for _, fd in self.files:
+        for _, fd, _, _ in self.files:
             if fd >= 0:
                 os.close(fd)
         self.files = []
@@ -120,11 +128,13 @@ class CgroupReader:
         *,
         files: Collection[str] | None = None,
         read_size_bytes: int = 4096,
+        reuse_unchanged: bool = True,
     ) -> None:
         """`files` limits which stat files are read (default: all of FILE_METRICS).
 
         The PSI files cost ~2.5 µs a read each (the kernel sums per-CPU state), more than the
         rest together on a hybrid node; leaving them out is the knob if the cycle is too slow.
+        `reuse_unchanged=False` parses every file every time (for measuring the worst case).
         """
         if files is not None:
             unknown = sorted(set(files) - FILE_METRICS.keys())
@@ -140,6 +150,7 @@ class CgroupReader:
         self._read_size: dict[str, int] = dict.fromkeys(FILE_METRICS, read_size_bytes)
         self._fds_exhausted = False
         self._logged: set[str] = set()
+        self._reuse_unchanged = reuse_unchanged
 
     def __enter__(self) -> CgroupReader:
         return self
@@ -189,7 +200,7 @@ class CgroupReader:
             if e.errno in _GONE_ERRNOS:
                 raise _Gone from e
             raise
-        files: list[tuple[str, int]] = []
+        files: list[list] = []
         absent: list[str] = []
         try:
             if os.fstat(dfd).st_ino != ref.cgroup_id:
@@ -214,9 +225,9 @@ class CgroupReader:
                 if fd < 0 and not os.path.exists(os.path.join(path, name)):
                     absent.append(name)
                     continue
-                files.append((name, fd))
+                files.append([name, fd, None, None])
         except BaseException:
-            for _, fd in files:
+            for _, fd, _, _ in files:
                 if fd >= 0:
                     os.close(fd)
             raise
@@ -261,7 +272,9 @@ class CgroupReader:
         read_size = self._read_size
         pread = os.pread
         current: int | None = None
-        for name, fd in cg.files:
+        reuse = self._reuse_unchanged
+        for entry in cg.files:
+            name, fd, last_text, last_samples = entry
             try:
                 if fd >= 0:
                     data = pread(fd, read_size[name], 0)
@@ -270,6 +283,9 @@ class CgroupReader:
                 else:
                     data = self._read_file(cg, name, fd)
                 text = data.decode()
+                if text == last_text and reuse:
+                    samples.extend(last_samples)  # unchanged: the same values, already built
+                    continue
             except OSError as e:
                 if e.errno in _GONE_ERRNOS:
                     raise _Gone from e
@@ -280,6 +296,7 @@ class CgroupReader:
                 skipped[MALFORMED] += 1
                 self._log_once(f"bad {name}", "%s: not text: %s", os.path.join(cg.path, name), e)
                 continue
+            start = len(samples)
             try:
                 if name == "cpu.stat":
                     st = parsers.parse_cpu_stat(text, name)
@@ -332,7 +349,11 @@ class CgroupReader:
                         append(Sample(cid, "disk.io", io.wbytes, write_attrs))
                         append(Sample(cid, "disk.operations", io.rios, read_attrs))
                         append(Sample(cid, "disk.operations", io.wios, write_attrs))
+                if name not in _DEPENDENT:
+                    entry[2] = text
+                    entry[3] = samples[start:]
             except ParseError as e:
+                del samples[start:]
                 skipped[MALFORMED] += 1
                 self._log_once(f"parse {name}", "skipping a malformed file in %s: %s", cg.path, e)
 

@@ -239,3 +239,30 @@ def test_open_file_limit_falls_back_to_reading_per_cycle():
     assert sorted(map(repr, first.samples)) == expected
     assert sorted(map(repr, second.samples)) == expected
     assert not first.skipped
+
+
+def test_unchanged_files_reuse_their_samples_changed_ones_do_not(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(TREES / "pure-v2", root)
+    d = discover(root)
+    pod = next(r for r in d.refs if r.scope is Scope.POD)
+    with CgroupReader(root) as reader, CgroupReader(root, reuse_unchanged=False) as fresh:
+        first = reader.read(d.refs)
+        cpu = Path(pod.path, "cpu.stat")
+        usage = kv(pod.path, "cpu.stat")["usage_usec"]
+        cpu.write_text(cpu.read_text().replace(f"usage_usec {usage}", f"usage_usec {usage + 1}"))
+        mem = Path(pod.path, "memory.current")
+        mem.write_text(f"{one(pod.path, 'memory.current') + 4096}\n")
+        second = reader.read(d.refs)
+        assert sorted(map(repr, second.samples)) == sorted(map(repr, fresh.read(d.refs).samples))
+    old = {(s.cgroup_id, s.metric, s.attributes): s for s in first.samples}
+    new = {(s.cgroup_id, s.metric, s.attributes): s for s in second.samples}
+    assert old.keys() == new.keys()
+    changed = {k for k in new if new[k] is not old[k]}
+    # the edited files and those derived from them (working set) were rebuilt; the rest reused
+    assert {k[1] for k in changed if k[0] == pod.cgroup_id} >= {"cpu.time", "memory.usage",
+                                                                 "memory.working_set"}
+    assert new[(pod.cgroup_id, "cpu.time", ())].value == (usage + 1) / 1e6
+    # elsewhere only what memory.current and memory.stat feed is rebuilt (working set needs both)
+    rebuilt_always = set(FILE_METRICS["memory.current"] + FILE_METRICS["memory.stat"])
+    assert {k[1] for k in changed if k[0] != pod.cgroup_id} == rebuilt_always

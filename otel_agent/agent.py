@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 NODE_ID = CgroupId(0)  # stands for the node when the cgroup root itself could not be read
 MAX_FINALS = 100_000  # bound on remembered dead cgroups while exports keep failing
+# A dead cgroup whose pod the metadata source does not know yet (API server down while the
+# pod came and went) keeps being exported with its final value for this long, so the ledger
+# can attribute it once the metadata arrives: late rather than never.
+UNRESOLVED_GRACE_SECONDS = 900.0
 
 
 def boot_time_ns(proc: Path = Path("/proc")) -> int:
@@ -107,6 +111,7 @@ class Agent:
         self._refs: dict[CgroupId, CgroupRef] = {}
         self._last: dict[CgroupId, list[Sample]] = {}
         self._finals: dict[CgroupId, tuple[CgroupRef, list[Sample]]] = {}
+        self._dead_since: dict[CgroupId, float] = {}  # monotonic time a cgroup was seen gone
         self._seen_bpf_only: dict[CgroupId, CgroupRef] = {}
         self._skipped: Counter[str] = Counter()
         self._logged_skips: set[str] = set()
@@ -274,21 +279,34 @@ class Agent:
         ok = export(self.exporter, cycle.data)
         if ok:
             self.series_exported += cycle.points
-            for cid in cycle.finals:
+            done = {cid for cid in cycle.finals | cycle.bpf_removed if self._settled(cid, cycle)}
+            for cid in done & cycle.finals:
                 self._finals.pop(cid, None)
-            self.converter.forget(cycle.finals)
-            if self.bpf is not None and cycle.bpf_removed:
+            self.converter.forget(done & cycle.finals)
+            acked = done & cycle.bpf_removed
+            if self.bpf is not None and acked:
                 try:
-                    self.bpf.ack(cycle.bpf_removed)
+                    self.bpf.ack(acked)
                 except Exception as e:
                     log.error("freeing BPF entries of removed cgroups failed: %s", e)
-                for cid in cycle.bpf_removed:
+                for cid in acked:
                     self._seen_bpf_only.pop(cid, None)
+            for cid in done:
+                self._dead_since.pop(cid, None)
         else:
             self.export_failures += 1
             log.warning("OTLP export failed (%d so far); the next export carries the totals",
                         self.export_failures)
         return ok
+
+    def _settled(self, cid: CgroupId, cycle: Cycle) -> bool:
+        """May a dead cgroup's final value stop being exported? Yes once it went out with its
+        pod's metadata, or after the grace period if the metadata never came."""
+        ref = cycle.refs.get(cid)
+        if ref is None or ref.pod_uid is None or ref.pod_uid in cycle.pods:
+            return True
+        since = self._dead_since.setdefault(cid, time.monotonic())
+        return time.monotonic() - since > UNRESOLVED_GRACE_SECONDS
 
     def run(self, stop: threading.Event) -> None:
         """Collect and export every interval until `stop` is set, then flush once more."""

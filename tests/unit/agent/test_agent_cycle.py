@@ -1,0 +1,147 @@
+"""What the agent remembers between cycles, on a copy of a fixture cgroup tree (pure v2 node
+with memory and io), with a recording exporter and a dict-backed metadata source.
+
+A container whose cgroup disappears is exported once more with its final counters; finals are
+dropped only after an export succeeded, and kept while the pod's metadata is unknown (so the
+ledger can attribute it late rather than never).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+
+from otel_agent.agent import Agent
+from otel_agent.config import AgentConfig
+from otel_agent.k8s.source import SourceStatus
+from otel_agent.model import NodeMeta, PodMeta, PodUid
+from otel_agent.otlp.flatten import flatten_sdk
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "cgroups" / "trees" / "pure-v2"
+POD = PodUid("0b6f3f1e-1111-4a5b-8c9d-000000000001")
+CTR_DIR = ("kubepods.slice/kubepods-pod0b6f3f1e_1111_4a5b_8c9d_000000000001.slice/"
+           "cri-containerd-49c94cce41278d95b3fee260adf3b954163b862ec6b39b52fa5e09c334785723.scope")
+CTR_ID = "49c94cce41278d95b3fee260adf3b954163b862ec6b39b52fa5e09c334785723"
+
+
+class DictMetadata:
+    name = "dict"
+
+    def __init__(self) -> None:
+        self.pods: dict[PodUid, PodMeta] = {}
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+    def pod(self, uid):
+        return self.pods.get(uid)
+
+    def node(self):
+        return NodeMeta("node-a")
+
+    def status(self):
+        return SourceStatus(True, "dict")
+
+
+class RecordingExporter(MetricExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[list] = []
+        self.fail = False
+
+    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+        if self.fail:
+            return MetricExportResult.FAILURE
+        self.exports.append(list(flatten_sdk(metrics_data)))  # copy: structures are reused
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+        pass
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "cg"
+    shutil.copytree(FIXTURE, root)
+    return root
+
+
+def container_cpu(points) -> list[float]:
+    return [p.value for p in points if p.name == "container.cpu.time"
+            and p.resource.get("container.id") == CTR_ID]
+
+
+def make_agent(tree: Path, meta: DictMetadata, exporter: RecordingExporter) -> Agent:
+    return Agent(AgentConfig(node_name="node-a", bpf_profile="off"), cgroup_root=tree,
+                 metadata=meta, exporter=exporter)
+
+
+def test_dead_container_exported_once_more_then_forgotten(tree: Path):
+    meta, exp = DictMetadata(), RecordingExporter()
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
+    agent = make_agent(tree, meta, exp)
+    assert agent.export(agent.collect())
+    before = container_cpu(exp.exports[-1])
+    assert len(before) == 1 and before[0] > 0
+
+    shutil.rmtree(tree / CTR_DIR)
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == before  # the final value, once more
+
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == []  # settled: gone from the export
+
+
+def test_finals_survive_failed_exports(tree: Path):
+    meta, exp = DictMetadata(), RecordingExporter()
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
+    agent = make_agent(tree, meta, exp)
+    assert agent.export(agent.collect())
+    before = container_cpu(exp.exports[-1])
+    shutil.rmtree(tree / CTR_DIR)
+    exp.fail = True
+    for _ in range(3):
+        assert not agent.export(agent.collect())
+    exp.fail = False
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == before
+    assert agent.export_failures == 3
+
+
+def test_unknown_pod_keeps_its_final_until_metadata_arrives(tree: Path):
+    meta, exp = DictMetadata(), RecordingExporter()
+    agent = make_agent(tree, meta, exp)  # the API knows nothing yet
+    assert agent.export(agent.collect())
+    shutil.rmtree(tree / CTR_DIR)
+    for _ in range(3):
+        assert agent.export(agent.collect())
+        pts = [p for p in exp.exports[-1] if p.name == "container.cpu.time"
+               and p.resource.get("container.id") == CTR_ID]
+        assert len(pts) == 1 and "k8s.namespace.name" not in pts[0].resource
+        assert pts[0].resource["k8s.pod.uid"] == POD
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")  # the API is back
+    assert agent.export(agent.collect())
+    pts = [p for p in exp.exports[-1] if p.name == "container.cpu.time"
+           and p.resource.get("container.id") == CTR_ID]
+    assert len(pts) == 1 and pts[0].resource["k8s.namespace.name"] == "shop"
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == []
+
+
+def test_metrics_the_kernel_offers_in_the_fixture_are_exported(tree: Path):
+    meta, exp = DictMetadata(), RecordingExporter()
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
+    agent = make_agent(tree, meta, exp)
+    assert agent.export(agent.collect())
+    names = {p.name for p in exp.exports[-1]}
+    assert {"container.memory.working_set", "container.memory.usage", "container.disk.io",
+            "k8s.pod.cpu.time", "otel_agent.cycle.duration"} <= names
+    skipped = {p.attributes["reason"] for p in exp.exports[-1]
+               if p.name == "otel_agent.entities.skipped"}
+    assert skipped  # the fixture has unknown layouts: counted, not guessed

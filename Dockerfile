@@ -36,6 +36,8 @@ RUN python3 -m venv --system-site-packages /opt/otel-agent \
  && rm -rf /src
 WORKDIR /
 
+# The BPF C sources BCC compiles at start (otel_agent/ebpf/config.py IMAGE_SOURCE_DIR).
+COPY bpf /usr/share/otel-agent/bpf
 COPY deploy/image/entrypoint.sh /usr/local/bin/otel-agent-entrypoint
 ENV PATH=/opt/otel-agent/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -8,6 +8,7 @@ what lets short-lived containers be billed at all.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +20,20 @@ PROFILES: dict[str, tuple[str, ...]] = {
     "comprehensive": ("lifecycle", "cpu", "network", "faults", "syscalls"),
 }
 
-# The repository's bpf/ directory; an image that installs the package elsewhere sets source_dir.
-DEFAULT_SOURCE_DIR = Path(__file__).resolve().parents[2] / "bpf"
+# Where the BPF C sources are: OTEL_AGENT_BPF_SOURCE_DIR, else the repository's bpf/ (a
+# checkout or an editable install), else where the image puts them (Dockerfile).
+IMAGE_SOURCE_DIR = Path("/usr/share/otel-agent/bpf")
+
+
+def _default_source_dir() -> Path:
+    env = os.environ.get("OTEL_AGENT_BPF_SOURCE_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2] / "bpf"
+    return repo if (repo / "common.h").exists() else IMAGE_SOURCE_DIR
+
+
+DEFAULT_SOURCE_DIR = _default_source_dir()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,3 +157,11 @@ def test_entrypoint_links_headers_for_the_running_kernel():
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"/usr/src/linux-headers-\S+-amd64\n", r.stdout), r.stdout
+
+
+def test_image_ships_the_bpf_sources_where_the_agent_looks():
+    from otel_agent.ebpf.config import IMAGE_SOURCE_DIR
+
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"COPY bpf {IMAGE_SOURCE_DIR}" in text
+    assert "!bpf/" in (ROOT / ".dockerignore").read_text()

@@ -266,3 +266,28 @@ def test_unchanged_files_reuse_their_samples_changed_ones_do_not(tmp_path):
     # elsewhere only what memory.current and memory.stat feed is rebuilt (working set needs both)
     rebuilt_always = set(FILE_METRICS["memory.current"] + FILE_METRICS["memory.stat"])
     assert {k[1] for k in changed if k[0] != pod.cgroup_id} == rebuilt_always
+
+
+def test_max_open_files_caps_kept_descriptors_not_results():
+    d = discover(TREES / "pure-v2")
+    with CgroupReader(TREES / "pure-v2") as reader:
+        expected = sorted(map(repr, reader.read(d.refs).samples))
+        assert reader.open_files > 20
+    before = _open_fds()
+    with CgroupReader(TREES / "pure-v2", max_open_files=20) as reader:
+        assert sorted(map(repr, reader.read(d.refs).samples)) == expected
+        assert sorted(map(repr, reader.read(d.refs).samples)) == expected
+        assert reader.open_files == 20 and _open_fds() == before + 20
+        reader.read(d.refs[:1])  # the rest are dropped, their descriptors closed
+        assert reader.open_files == len(reader._open[d.refs[0].cgroup_id].files)
+
+
+def test_a_cgroup_that_cannot_be_opened_is_skipped_not_fatal():
+    root = TREES / "systemd"
+    d = discover(root)
+    not_a_dir = CgroupRef(CgroupId(os.stat(root / "cpu.stat").st_ino), Scope.POD,
+                          str(root / "cpu.stat"))
+    with CgroupReader(root) as reader:
+        reading = reader.read([not_a_dir, *d.refs])
+    assert reading.skipped == {"read_error": 1}
+    assert {s.cgroup_id for s in reading.samples} == {r.cgroup_id for r in d.refs}

@@ -144,7 +144,7 @@ class CgroupReader:
         Each kept descriptor costs ~6 KiB of kernel memory (the seq_file page buffer and its
         structs, charged to the agent's memory cgroup): ~95 MiB for 16,000 files at 1000
         pods. `max_open_files` caps how many are kept; files past it are opened per read
-        (~5x the CPU), as they are when the process's open file limit is reached.
+        (~2.5x the CPU: 24 vs 9 ms at 400 cgroups), as when the open file limit is reached.
         """
         if files is not None:
             unknown = sorted(set(files) - FILE_METRICS.keys())

@@ -84,7 +84,8 @@ FILES_BY_SCOPE: dict[Scope, tuple[str, ...]] = {
 class CgroupReading:
     samples: list[Sample] = field(default_factory=list)
     # Dropped this cycle, descriptors closed: removed from disk (ENODEV, re-created under the
-    # same path) or no longer in the refs passed to read(). Their last samples are final.
+    # same path) or no longer in the refs passed to read(). No samples for them in this
+    # reading: the previous reading's are their final values.
     gone: set[CgroupId] = field(default_factory=set)
     skipped: collections.Counter[str] = field(default_factory=collections.Counter)
     absent: set[str] = field(default_factory=set)  # file names the kernel does not offer
@@ -194,6 +195,7 @@ class CgroupReader:
             cid = ref.cgroup_id
             seen.add(cid)
             cg = self._open.get(cid)
+            start = len(samples)
             try:
                 if cg is None:
                     cg = self._open_cgroup(ref)
@@ -202,6 +204,7 @@ class CgroupReader:
                     out.absent |= cg.absent
                 self._read_cgroup(ref, cg, samples, out.skipped)
             except _Gone:
+                del samples[start:]  # removed mid-read: its last complete reading stands
                 self._forget(cid)
                 out.gone.add(cid)
             except OSError as e:  # EACCES and the like: this cgroup only, retried next cycle

@@ -311,7 +311,7 @@ def sweep_stale(root: Path, prefix_glob: str = "otel-agent-demo-*") -> list[Path
             continue
         left = _remove_tree(path)
         if left:
-            raise SyntheticError(f"{path}: stale synthetic cgroups not removable: {', '.join(left)}")
+            raise SyntheticError(f"{path}: stale cgroups not removable: {', '.join(left)}")
         removed.append(path)
     return removed
 

@@ -80,7 +80,8 @@ def run(root: Path, pods: int, containers: int, repeat: int, files=None) -> dict
             reader.read(refs)
             parse_all_ms = best_cpu_ms(lambda: reader.read(refs), repeat)
     return {"cgroups": len(refs), "samples": len(first.samples), "discover_ms": discover_ms,
-            "first_read_ms": first_ms, "read_ms": read_ms, "parse_all_ms": parse_all_ms, "setup_s": setup_s}
+            "first_read_ms": first_ms, "read_ms": read_ms, "parse_all_ms": parse_all_ms,
+            "setup_s": setup_s}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Why a long-running `serve` owns three loops: the OTLP receiver (acknowledges only committed
 batches), a ledger refresher (rebuilds the node-hours new points touched, every few seconds,
-so reports are current without the receiver waiting for it) and retention (hourly). User
-errors (bad flags, pricing file, ledger URL) print one line and exit 2, never a traceback.
+so reports are current without the receiver waiting for it) and retention (hourly). With
+`--cost-otlp-endpoint` a fourth pushes month-to-date cost back out as OTLP (cost/otlp_out.py),
+so the Grafana that charts usage charts money too, without reading our ledger. User errors (bad
+flags, pricing file, ledger URL) print one line and exit 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--retention-hourly-days", type=int, default=90)
     s.add_argument("--retention-daily-days", type=int, default=800)
     s.add_argument("--retention-monthly-days", type=int, default=None, help="default: forever")
+    s.add_argument("--cost-otlp-endpoint", default=None, metavar="URL",
+                   help="also push month-to-date cost per tenant as OTLP/gRPC metrics to this "
+                        "endpoint (host:port or http://host:port; https:// uses TLS)")
+    s.add_argument("--cost-otlp-interval-seconds", type=float, default=60.0,
+                   help="how often to push cost (default 60)")
+    s.add_argument("--cost-otlp-by", default="namespace", metavar="KEY",
+                   help="tenant attribute of the pushed cost: namespace, workload, pod, "
+                        "label:<key>, ... (default namespace)")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("report", help="render allocations from the ledger (see its --help)", add_help=False)
     return p
@@ -90,6 +100,31 @@ def _read_token(path: str | None) -> str | None:
     return token
 
 
+def _pusher_args(args: argparse.Namespace) -> dict | None:
+    """Validate the --cost-otlp-* flags up front (a user error, not a traceback later)."""
+    endpoint = getattr(args, "cost_otlp_endpoint", None)
+    if not endpoint:
+        return None
+    from otel_agent.cost.allocation import parse_aggregate
+    from otel_agent.cost.errors import QueryError
+
+    interval = args.cost_otlp_interval_seconds
+    if not interval > 0:
+        raise ConfigError(f"--cost-otlp-interval-seconds {interval}: must be positive")
+    try:
+        aggregate = parse_aggregate(args.cost_otlp_by)
+    except QueryError as e:
+        raise ConfigError(f"--cost-otlp-by: {e}") from e
+    insecure = not endpoint.startswith("https://")
+    hostport = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--cost-otlp-endpoint {endpoint!r}: expected host:port or "
+                          f"http(s)://host:port")
+    return {"endpoint": hostport, "insecure": insecure, "interval_s": float(interval),
+            "aggregate": aggregate}
+
+
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
     from otel_agent.cost.pricing import default_pricing, load_pricing
@@ -107,6 +142,7 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     tls = Tls(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     retention = Retention(points_days=args.retention_points_days, hourly_days=args.retention_hourly_days,
                           daily_days=args.retention_daily_days, monthly_days=args.retention_monthly_days)
+    pusher_args = _pusher_args(args)
     store = Store(args.ledger, pricing=pricing, retention=retention)
     receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
                         max_message_bytes=args.max_message_bytes,
@@ -118,6 +154,12 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
             raise ConfigError("--http-listen: the report HTTP API is not installed in this build")
         http_api = importlib.import_module("otel_agent.cost.http_api")
         api = http_api.serve(store, pricing, args.http_listen, token)
+    pusher = None
+    if pusher_args is not None:
+        from otel_agent.cost.otlp_out import start_pusher
+        pusher = start_pusher(store, **pusher_args)
+        log.info("pushing cost by %s as OTLP to %s every %g s", pusher_args["aggregate"],
+                 pusher_args["endpoint"], pusher_args["interval_s"])
     stop = stop or threading.Event()
 
     def _on_signal(signum, _frame) -> None:  # noqa: ANN001
@@ -146,6 +188,8 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
                 log.warning("ledger refresh failed, will retry: %s", e)
     finally:
         receiver.stop()
+        if pusher is not None:
+            pusher.stop()
         if api is not None:
             api.stop()
         try:

@@ -112,6 +112,10 @@ class Agent:
         self._last: dict[CgroupId, list[Sample]] = {}
         self._finals: dict[CgroupId, tuple[CgroupRef, list[Sample]]] = {}
         self._dead_since: dict[CgroupId, float] = {}  # monotonic time a cgroup was seen gone
+        # BPF pod roll-up: values of acknowledged (freed) dead containers, per pod series.
+        self._bpf_pod_base: dict[tuple, float] = {}
+        self._bpf_pod_hist_base: dict[tuple, list] = {}
+        self._bpf_final_of: dict[CgroupId, tuple[CgroupId, list]] = {}
         self._seen_bpf_only: dict[CgroupId, CgroupRef] = {}
         self._skipped: Counter[str] = Counter()
         self._logged_skips: set[str] = set()
@@ -220,6 +224,8 @@ class Agent:
             self._skip({"bpf_read_failed": 1})
             log.error("reading BPF maps failed: %s", e)
             return [], set()
+        for cid, (ref, _) in self._finals.items():  # gone from disk, still counted in maps
+            refs.setdefault(cid, ref)
         for cid, path in r.paths.items():
             if cid in refs:
                 continue
@@ -230,7 +236,11 @@ class Agent:
                     continue
                 self._seen_bpf_only[cid] = ref
             refs[cid] = ref
-        on_cpu = {s.cgroup_id: s.value for s in r.samples if s.metric == "bpf.cpu.on_cpu_time"}
+        own = [s for s in r.samples if s.cgroup_id in refs]
+        hists = [h for h in r.histograms if h.cgroup_id in refs]
+        own, hists = self._roll_up_to_pods(refs, own, hists, set(r.removed))
+
+        on_cpu = {s.cgroup_id: s.value for s in own if s.metric == "bpf.cpu.on_cpu_time"}
         # A cgroup that was born and died between two file reads has no cpu.time of its own:
         # its BPF on-CPU time (within 1% of cpu.stat, tested) stands in. A final file reading
         # is stale by however long the cgroup lived after it: take the larger of the two.
@@ -246,13 +256,102 @@ class Agent:
                 ])
             elif cid not in fresh and cid in self._seen_bpf_only:
                 samples.append(Sample(cid, "cpu.time", value))
-        samples.extend(s for s in r.samples if s.cgroup_id in refs)
-        for s in r.health:
-            samples.append(s)
+        samples.extend(own)
+        samples.extend(r.health)
         for cid in list(self._seen_bpf_only):
             if cid in r.removed and cid not in r.paths:
                 self._seen_bpf_only.pop(cid, None)
-        return [h for h in r.histograms if h.cgroup_id in refs], set(r.removed)
+        return hists, set(r.removed)
+
+    def _roll_up_to_pods(self, refs: dict[CgroupId, CgroupRef], own: list[Sample],
+                         hists: list[HistogramSample], removed: set[CgroupId]
+                         ) -> tuple[list[Sample], list[HistogramSample]]:
+        """Pod-level BPF series are the sum of the pod's containers.
+
+        BPF counts in the cgroup a task runs in, the container's, while the pod cgroup's own
+        files include its containers (and its dead ones). To keep a pod's BPF counters
+        cumulative after a dead container's map entries are freed, its last values are
+        folded into a per-pod base when it is acknowledged (see export()).
+        """
+        pod_of_uid = {ref.pod_uid: cid for cid, ref in refs.items()
+                      if ref.scope is Scope.POD and ref.pod_uid}
+        sums: dict[tuple, float] = dict(
+            (k, v) for k, v in self._bpf_pod_base.items() if k[0] in refs)
+        hsum: dict[tuple, list] = {}
+        out: list[Sample] = []
+        last: dict[CgroupId, list] = {}
+        for s in own:
+            ref = refs[s.cgroup_id]
+            if ref.scope is Scope.CONTAINER:
+                out.append(s)
+                last.setdefault(s.cgroup_id, []).append(s)
+                pod = pod_of_uid.get(ref.pod_uid)
+                if pod is not None:
+                    key = (pod, s.metric, s.attributes)
+                    sums[key] = sums.get(key, 0.0) + s.value
+            elif ref.scope is Scope.POD:
+                key = (s.cgroup_id, s.metric, s.attributes)
+                sums[key] = sums.get(key, 0.0) + s.value
+            else:
+                out.append(s)
+        out.extend(Sample(k[0], k[1], v, k[2]) for k, v in sums.items())
+        hout: list[HistogramSample] = []
+        for h in hists:
+            ref = refs[h.cgroup_id]
+            target = h.cgroup_id if ref.scope is Scope.POD else pod_of_uid.get(ref.pod_uid)
+            if ref.scope is Scope.CONTAINER:
+                hout.append(h)
+                last.setdefault(h.cgroup_id, []).append(h)
+            elif ref.scope is not Scope.POD:
+                hout.append(h)
+            if target is None:
+                continue
+            key = (target, h.metric, h.attributes, h.explicit_bounds)
+            acc = hsum.get(key)
+            if acc is None:
+                hsum[key] = [list(h.bucket_counts), h.sum, h.count]
+            else:
+                acc[0] = [a + b for a, b in zip(acc[0], h.bucket_counts)]
+                acc[1] += h.sum
+                acc[2] += h.count
+        for key, base in self._bpf_pod_hist_base.items():
+            if key[0] in refs:
+                acc = hsum.setdefault(key, [[0] * len(base[0]), 0.0, 0])
+                acc[0] = [a + b for a, b in zip(acc[0], base[0])]
+                acc[1] += base[1]
+                acc[2] += base[2]
+        hout.extend(HistogramSample(k[0], k[1], k[3], tuple(v[0]), v[1], v[2], k[2])
+                    for k, v in hsum.items())
+        # Remember removed containers' last values and their pod, for the base at ack time.
+        for cid in removed:
+            ref = refs.get(cid)
+            if ref is not None and ref.scope is Scope.CONTAINER and cid in last:
+                pod = pod_of_uid.get(ref.pod_uid)
+                if pod is not None:
+                    self._bpf_final_of[cid] = (pod, last[cid])
+        return out, hout
+
+    def _fold_into_pod_base(self, acked: set[CgroupId]) -> None:
+        for cid in acked:
+            entry = self._bpf_final_of.pop(cid, None)
+            if entry is None:
+                continue
+            pod, items = entry
+            for it in items:
+                if isinstance(it, HistogramSample):
+                    key = (pod, it.metric, it.attributes, it.explicit_bounds)
+                    base = self._bpf_pod_hist_base.setdefault(key, [[0] * len(it.bucket_counts), 0.0, 0])
+                    base[0] = [a + b for a, b in zip(base[0], it.bucket_counts)]
+                    base[1] += it.sum
+                    base[2] += it.count
+                else:
+                    key = (pod, it.metric, it.attributes)
+                    self._bpf_pod_base[key] = self._bpf_pod_base.get(key, 0.0) + it.value
+        # A pod that is itself gone and settled needs no base any more.
+        for cid in acked:
+            for store in (self._bpf_pod_base, self._bpf_pod_hist_base):
+                for key in [k for k in store if k[0] == cid]:
+                    del store[key]
 
     def _skip(self, counts: dict[str, int] | Counter[str]) -> None:
         for reason, n in counts.items():
@@ -285,6 +384,7 @@ class Agent:
             self.converter.forget(done & cycle.finals)
             acked = done & cycle.bpf_removed
             if self.bpf is not None and acked:
+                self._fold_into_pod_base(acked)
                 try:
                     self.bpf.ack(acked)
                 except Exception as e:

@@ -145,3 +145,54 @@ def test_metrics_the_kernel_offers_in_the_fixture_are_exported(tree: Path):
     skipped = {p.attributes["reason"] for p in exp.exports[-1]
                if p.name == "otel_agent.entities.skipped"}
     assert skipped  # the fixture has unknown layouts: counted, not guessed
+
+
+class FakeBpf:
+    """Stands in for BpfCollector: the agent only needs read()/ack()."""
+
+    start_time_unix_nano = 1
+
+    def __init__(self) -> None:
+        self.values: dict[int, float] = {}
+        self.removed: set[int] = set()
+        self.acked: set[int] = set()
+
+    def read(self):
+        from otel_agent.ebpf import BpfReading
+        from otel_agent.model import Sample
+
+        attrs = (("network.io.direction", "transmit"), ("otel_agent.network.class", "internet"))
+        samples = [Sample(cid, "bpf.network.io", v, attrs) for cid, v in self.values.items()]
+        return BpfReading(samples=samples, histograms=[], paths={}, removed=set(self.removed),
+                          health=[])
+
+    def ack(self, ids):
+        self.acked |= set(ids)
+        for cid in ids:
+            self.values.pop(cid, None)
+            self.removed.discard(cid)
+
+
+def test_pod_bpf_series_sum_their_containers_and_stay_cumulative_after_a_container_dies(tree: Path):
+    meta, exp = DictMetadata(), RecordingExporter()
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
+    bpf = FakeBpf()
+    agent = Agent(AgentConfig(node_name="node-a"), cgroup_root=tree, metadata=meta,
+                  exporter=exp, bpf=bpf)
+    ctr_id = (tree / CTR_DIR).stat().st_ino
+    bpf.values[ctr_id] = 1000.0
+
+    def pod_net():
+        return [p.value for p in exp.exports[-1] if p.name == "k8s.pod.network.io"
+                and p.resource.get("k8s.pod.uid") == POD]
+
+    assert agent.export(agent.collect())
+    assert pod_net() == [1000.0]
+    bpf.values[ctr_id] = 1500.0
+    shutil.rmtree(tree / CTR_DIR)  # the container dies; the kernel reports its removal
+    bpf.removed.add(ctr_id)
+    assert agent.export(agent.collect())
+    assert pod_net() == [1500.0]
+    assert ctr_id in bpf.acked  # its entries are freed in the kernel map...
+    assert agent.export(agent.collect())
+    assert pod_net() == [1500.0]  # ...and the pod's counter does not go backwards

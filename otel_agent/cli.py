@@ -191,6 +191,8 @@ def cmd_run(cfg: AgentConfig) -> int:
                               cycles=lambda: agent.cycles,
                               stale_after_seconds=3 * cfg.interval_seconds
                               + (cfg.export_timeout_seconds or 10.0))
+    if health is not None:
+        log.info("health endpoint on port %d: /healthz, /readyz", health.port)
     log.info("otel-agent %s: every %.3g s, cgroups under %s, metadata from %s, eBPF %s",
              __version__, cfg.interval_seconds, agent.cgroup_root, agent.metadata.name,
              cfg.bpf_profile if agent.bpf is not None else "off")

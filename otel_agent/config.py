@@ -114,7 +114,7 @@ def _listen(v: Any) -> str | None:
     if s.lower() in ("", "off", "none"):
         return None
     host, sep, port = s.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError("must be HOST:PORT (e.g. 0.0.0.0:8089) or off")
     return s
 

@@ -72,9 +72,11 @@ def checks(cfg: AgentConfig, *, mountinfo: Path = Path("/proc/self/mountinfo"),
                              f"{pods} pods, {ctrs} containers" if kp else
                              "no kubepods.slice or kubepods under the cgroup root: set "
                              "OTEL_AGENT_KUBEPODS if kubelet runs with --cgroup-root"))
-            if d.skipped:
-                out.append(Check("unknown cgroup layouts", "WARN",
-                                 ", ".join(f"{k}: {v}" for k, v in d.skipped.items())))
+            other = {k: v for k, v in d.skipped.items() if k != "no_kubepods"}
+            if other:
+                out.append(Check("skipped cgroups", "WARN",
+                                 ", ".join(f"{k}: {v}" for k, v in other.items())
+                                 + " (unknown layouts are counted, never guessed)"))
         except Exception as e:
             out.append(Check("kubelet cgroups", "FAIL", str(e)))
 
@@ -106,11 +108,12 @@ def _bpf_checks(cfg: AgentConfig, root: Path | None) -> list[Check]:
         return [Check("eBPF", "FAIL", str(e))]
     out = []
     for c in results:
-        name = getattr(c, "name", "eBPF")
+        name = getattr(c, "name", "")
+        for prefix in ("eBPF ", "bpf "):
+            name = name.removeprefix(prefix)
         ok = getattr(c, "ok", False)
         status = getattr(c, "status", None) or ("OK" if ok else "FAIL")
-        out.append(Check(f"eBPF {name}" if not name.startswith("eBPF") else name, status,
-                         getattr(c, "detail", "")))
+        out.append(Check(f"eBPF {name}".strip(), status, getattr(c, "detail", "")))
     return out
 
 

@@ -83,6 +83,45 @@ def one_size(pods: int, cycles: int) -> dict:
             "rss_mib": rss}
 
 
+def agent_process_memory(pods: int = 100, exports: int = 8) -> dict:
+    """The real `otel-agent run` process with the `standard` eBPF profile on `pods` pods:
+    steady RSS after `exports` exports, and its peak (VmHWM: BCC's compile)."""
+    import signal
+
+    from otel_agent.cgroups.mount import find_cgroup2_mount
+    from otel_agent.otlp.sink import OtlpSink
+    from otel_agent.synthetic import SyntheticNode, unique_prefix
+
+    root = find_cgroup2_mount()
+    with SyntheticNode(root, unique_prefix("otel-agent-bench")) as synth, OtlpSink() as sink:
+        for i in range(pods):
+            synth.add_pod(f"ns-{i % 10}", f"pod-{i}", containers=("app", "sidecar", "init"))
+        env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+                   OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_METRIC_EXPORT_INTERVAL="1000")
+        t0 = time.monotonic()
+        agent = subprocess.Popen([sys.executable, "-m", "otel_agent", "run", "--metadata", "cgroup",
+                                  "--kubepods", synth.kubepods, "--bpf-profile", "standard",
+                                  "--health-listen", "off"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert sink.wait_for(1, 120), "agent exported nothing"
+            first_s = time.monotonic() - t0
+            assert sink.wait_for(exports, 120)
+            status = Path(f"/proc/{agent.pid}/status").read_text()
+            cpu_ticks = sum(int(x) for x in Path(f"/proc/{agent.pid}/stat").read_text()
+                            .rsplit(")", 1)[1].split()[11:13])
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=60)
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+          if line.startswith(("VmRSS", "VmHWM", "RssAnon", "RssFile"))}
+    bpf_on = "attached cpu" in err or "attached lifecycle" in err
+    return {"pods": pods, "bpf": bpf_on, "first_export_s": first_s,
+            "rss_mib": kb["VmRSS"] / 1024, "peak_mib": kb["VmHWM"] / 1024,
+            "anon_mib": kb["RssAnon"] / 1024, "file_mib": kb["RssFile"] / 1024,
+            "cpu_s": cpu_ticks / os.sysconf("SC_CLK_TCK")}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int)
@@ -96,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'pods':>6} {'cgroups':>8} {'points':>7} {'cycle ms':>9} {'cpu ms':>7} "
           f"{'target':>7} {'export ms':>10} {'RSS MiB':>8}")
     for n in (10, 100, 1000):
-        out = subprocess.run([sys.executable, "-m", "bench.agent", "--pods", str(n),
+        out = subprocess.run([sys.executable, "-m", "bench.agent", "--pods", str(n),  # noqa
                               "--cycles", str(a.cycles)], capture_output=True, text=True,
                              check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
@@ -106,5 +145,18 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['export_ms_median']:>10.1f} {r['rss_mib']:>8.0f}")
 
 
+
+
+def main_memory() -> None:
+    m = agent_process_memory()
+    print(f"\nagent process, {m['pods']} pods x 3 containers, eBPF standard "
+          f"{'attached' if m['bpf'] else 'NOT attached'}: first export after "
+          f"{m['first_export_s']:.1f} s; after 8 exports RSS {m['rss_mib']:.0f} MiB "
+          f"({m['anon_mib']:.0f} anon + {m['file_mib']:.0f} file-backed), peak {m['peak_mib']:.0f} MiB, "
+          f"CPU {m['cpu_s']:.1f} s in total")
+
+
 if __name__ == "__main__":
     main()
+    if len(sys.argv) == 1:
+        main_memory()

@@ -1,0 +1,31 @@
+"""`make bench`: every benchmark, figures printed with what they are measured against.
+
+Not timed tests: the machine is shared and noisy, so targets are judged here, by people, on
+figures taken in one run (ratios within a run), and the README quotes them.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench: needs root (real cgroups, BPF)", file=sys.stderr)
+        return 2
+    import bench.agent
+    import bench.cost
+    import bench.ebpf
+
+    print("== agent: collection cycle and memory ==")
+    bench.agent.main([])
+    bench.agent.main_memory()
+    print("\n== eBPF: cost per event, ping-pong slowdown, start-up ==")
+    bench.ebpf.main()
+    print("\n== cost processor: ingest and reports ==")
+    bench.cost.main()
+    return 0
+
+
+sys.exit(main())

@@ -24,8 +24,14 @@ from otel_agent.errors import ParseError
 # Fast paths: one regex proves the whole text well-formed, then plain splitting does the rest.
 # Anything the regex refuses goes through the line-by-line parser, which names the problem.
 # (The reader parses ~1,600 files a cycle at 100 pods; this halves its parsing time.)
-_FLAT_OK = re.compile(r"(?:[^\s=]+ \d+\n)*", re.ASCII)
-_PSI_LINE = r"avg10=\d+\.\d+ avg60=\d+\.\d+ avg300=\d+\.\d+ total=(\d+)\n"
+# Numbers of up to 19 digits are always below 2**64; longer ones take the slow path, which
+# checks the u64 range.
+# Keys are printable ASCII: str.split() also splits at \x1c-\x1f, \x85 and \xa0, which a
+# regex \s does not match, and would shift every key against its value.
+_FLAT_OK = re.compile(r"(?:[!-<>-~]+ \d{1,19}\n)*", re.ASCII)
+_PSI_LINE = r"avg10=\d+\.\d+ avg60=\d+\.\d+ avg300=\d+\.\d+ total=(\d{1,19})\n"
+_U64_MAX = 2**64 - 1
+_SHOW = 80  # characters of a bad line quoted in an error: a 10 MB line must not become the message
 _PSI_OK = re.compile(rf"some {_PSI_LINE}(?:full {_PSI_LINE})?", re.ASCII)
 
 
@@ -57,21 +63,33 @@ class Pressure(NamedTuple):
     full_total_usec: int | None = None  # cpu.pressure has no 'full' line before 5.13
 
 
+def _show(s: str) -> str:
+    """repr of a bad token or line, clipped: a garbage file must not make a huge message."""
+    return repr(s) if len(s) <= _SHOW else f"{s[:_SHOW]!r}... ({len(s)} characters)"
+
+
+def _clip(s: str) -> str:
+    return s if len(s) <= _SHOW else f"{s[:_SHOW]}..."
+
+
 def _lines(text: str, source: str) -> list[str]:
     if text and not text.endswith("\n"):
-        raise ParseError(f"{source}: truncated: last line {text.rsplit(chr(10), 1)[-1]!r} "
+        raise ParseError(f"{source}: truncated: last line {_show(text[-_SHOW - 1:].rsplit(chr(10), 1)[-1])} "
                          "has no newline")
     return text.splitlines()
 
 
 def _int(token: str, source: str, lineno: int, what: str) -> int:
-    try:
-        value = int(token)
-    except ValueError as e:
-        raise ParseError(f"{source}:{lineno}: {what}: not an integer: {token!r}") from e
-    if value < 0:
-        raise ParseError(f"{source}:{lineno}: {what}: negative: {token!r}")
-    return value
+    what = _clip(what)
+    # The kernel writes plain ASCII digits. int() would also take '+5', '1_000' and non-ASCII
+    # digits, and raise ValueError (not ParseError) past 4300 digits: check the text first.
+    if token.startswith("-") and token[1:].isascii() and token[1:].isdigit():
+        raise ParseError(f"{source}:{lineno}: {what}: negative: {_show(token)}")
+    if not (token.isascii() and token.isdigit()):
+        raise ParseError(f"{source}:{lineno}: {what}: not an integer: {_show(token)}")
+    if len(token) > 20 or int(token) > _U64_MAX:
+        raise ParseError(f"{source}:{lineno}: {what}: beyond 64 bits: {_show(token)}")
+    return int(token)
 
 
 def parse_flat_keyed(text: str, source: str) -> dict[str, int]:
@@ -83,7 +101,7 @@ def parse_flat_keyed(text: str, source: str) -> dict[str, int]:
     for lineno, line in enumerate(_lines(text, source), 1):
         fields = line.split()
         if len(fields) != 2:
-            raise ParseError(f"{source}:{lineno}: expected 'key value', got {line!r}")
+            raise ParseError(f"{source}:{lineno}: expected 'key value', got {_show(line)}")
         out[fields[0]] = _int(fields[1], source, lineno, fields[0])
     return out
 
@@ -143,20 +161,20 @@ def parse_io_stat(text: str, source: str = "io.stat") -> dict[str, IoStat]:
         device = fields[0]
         major, sep, minor = device.partition(":")
         if not (sep and major.isdigit() and minor.isdigit()):
-            raise ParseError(f"{source}:{lineno}: expected a MAJ:MIN device first, got {device!r}")
+            raise ParseError(f"{source}:{lineno}: expected a MAJ:MIN device first, got {_show(device)}")
         values: dict[str, int] = {}
         for token in fields[1:]:
             key, eq, raw = token.partition("=")
             if not eq:
-                raise ParseError(f"{source}:{lineno}: expected key=value, got {token!r}")
+                raise ParseError(f"{source}:{lineno}: expected key=value, got {_show(token)}")
             if key in _IO_REQUIRED or key in ("dbytes", "dios"):
                 values[key] = _int(raw, source, lineno, key)
             # other keys (iocost's cost.*, ...) are not ours to validate
         missing = [k for k in _IO_REQUIRED if k not in values]
         if missing:
-            raise ParseError(f"{source}:{lineno}: device {device}: missing {', '.join(missing)}")
+            raise ParseError(f"{source}:{lineno}: device {_clip(device)}: missing {', '.join(missing)}")
         if device in out:
-            raise ParseError(f"{source}:{lineno}: device {device} listed twice")
+            raise ParseError(f"{source}:{lineno}: device {_clip(device)} listed twice")
         out[device] = IoStat(values["rbytes"], values["wbytes"], values["rios"], values["wios"],
                              values.get("dbytes"), values.get("dios"))
     return out
@@ -172,13 +190,13 @@ def parse_pressure(text: str, source: str) -> Pressure:
     for lineno, line in enumerate(_lines(text, source), 1):
         fields = line.split()
         if not fields or fields[0] not in ("some", "full"):
-            raise ParseError(f"{source}:{lineno}: expected a 'some' or 'full' line, got {line!r}")
+            raise ParseError(f"{source}:{lineno}: expected a 'some' or 'full' line, got {_show(line)}")
         total = None
         for token in fields[1:]:
             if token.startswith("total="):
                 total = _int(token[6:], source, lineno, f"{fields[0]} total")
         if total is None:
-            raise ParseError(f"{source}:{lineno}: '{fields[0]}' line has no total=: {line!r}")
+            raise ParseError(f"{source}:{lineno}: '{fields[0]}' line has no total=: {_show(line)}")
         totals[fields[0]] = total
     if "some" not in totals:
         raise ParseError(f"{source}: no 'some' line")

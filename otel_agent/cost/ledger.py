@@ -31,7 +31,8 @@ and model: containers + pods + unallocated + overhead + idle == node, exactly.
 Two models are materialised side by side, so reports never recompute from points: `usage`
 (what was consumed, priced at the rates) and `ror` (max(request, usage) per container, as
 OpenCost). Network egress (direction transmit) is billed per GiB by traffic class to whoever
-sent it and is outside the node's compute cost.
+sent it and is outside the node's compute cost; as for CPU, a pod-level row carries only what
+the pod sent beyond its containers' series.
 """
 
 from __future__ import annotations
@@ -207,7 +208,16 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                            sum(per[cap_q]["node"].values()) / 3600 if per[cap_q]["node"] else None,
                            sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
                            pods, container_names))
+    # The agent sends a pod's network both per container and as the pod's total (the sum of
+    # its containers, plus dead ones): like CPU, the pod-level row is only what its containers
+    # do not account for, or every byte would be billed twice.
+    by_pod_containers: dict[tuple[str, str], float] = defaultdict(float)
+    for (pod_uid, ckey, cls), nbytes in net.items():
+        if ckey:
+            by_pod_containers[(pod_uid, cls)] += nbytes
     for (pod_uid, ckey, cls), nbytes in sorted(net.items()):
+        if not ckey:
+            nbytes -= by_pod_containers.get((pod_uid, cls), 0.0)
         if nbytes <= 0:
             continue
         info = pods[pod_uid]

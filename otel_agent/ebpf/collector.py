@@ -85,7 +85,7 @@ class BpfCollector:
         self.status: dict[str, FamilyStatus] = {}
         self._bpf: Any = None
         self._root_fd: int | None = None
-        self._net_fns: list[tuple[Any, int]] = []
+        self._net_fns: list[tuple[Any, int, int | None]] = []
         self._readers: dict[str, MapReader] = {}
         self._attached: list[str] = []
         self._cum = Cumulative()
@@ -187,8 +187,12 @@ class BpfCollector:
             self._root_fd = os.open(self.cfg.cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
             for name, attach_type in NET_PROGRAMS:
                 fn = b.load_func(name, BPF.CGROUP_SKB)
-                BPF.attach_func(fn, self._root_fd, attach_type, BPF_F_ALLOW_MULTI)
-                self._net_fns.append((fn, attach_type))
+                # A link detaches when the agent dies (even SIGKILLed); a plain attach would
+                # stay on the root cgroup for good (see system.link_cgroup_prog).
+                link = system.link_cgroup_prog(fn.fd, self._root_fd, attach_type)
+                if link is None:
+                    BPF.attach_func(fn, self._root_fd, attach_type, BPF_F_ALLOW_MULTI)
+                self._net_fns.append((fn, attach_type, link))
             return
         for tp, fn_name in TRACEPOINTS[fam]:
             b.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
@@ -198,9 +202,12 @@ class BpfCollector:
         if fam == "network":
             from bcc import BPF
 
-            for fn, attach_type in self._net_fns:
+            for fn, attach_type, link in self._net_fns:
                 try:
-                    BPF.detach_func(fn, self._root_fd, attach_type)
+                    if link is not None:
+                        os.close(link)  # the last reference: the kernel detaches
+                    else:
+                        BPF.detach_func(fn, self._root_fd, attach_type)
                 except Exception as e:  # already gone: nothing left to undo
                     log.debug("detach %s: %s", fn.name, e)
             self._net_fns.clear()

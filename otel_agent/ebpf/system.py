@@ -106,3 +106,35 @@ def v2_hierarchy_id(proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
 def cgroup_id(path: Path) -> int:
     """The cgroup id is the inode number of the v2 directory (DESIGN rule 1)."""
     return os.stat(path).st_ino
+
+
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
+_BPF_LINK_CREATE = 28
+
+
+def link_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> int | None:
+    """Attach a cgroup program through a BPF link (5.7+) and return the link's fd.
+
+    A link lives as long as its fd: when the agent dies, even by SIGKILL, the kernel detaches
+    the program. BPF_PROG_ATTACH (what BCC's attach_func does) stays attached to the cgroup
+    after the process is gone, so every crash or OOM kill would leave one more pair of
+    cgroup_skb programs running on every packet of the node, and their maps pinned in kernel
+    memory. Returns None where links are not supported (the caller falls back).
+    """
+    import ctypes
+    import errno
+    import struct
+
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint8 * 64)()  # union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags
+    struct.pack_into("IIII", attr, 0, prog_fd, cgroup_fd, attach_type, 0)
+    fd = libc.syscall(nr, _BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd >= 0:
+        return fd
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 524):  # no cgroup links here
+        return None
+    raise OSError(err, f"BPF_LINK_CREATE: {os.strerror(err)}")

@@ -282,3 +282,64 @@ def agent_process(tmp: Path, *, kubepods: str, endpoint: str, interval_ms: int =
     return Process([sys.executable, "-m", "otel_agent", "run", "--kubepods", kubepods,
                     "--health-listen", "off", "--node-name", "node-a", "--bpf-profile", bpf_profile,
                     *metadata], tmp / log_name, env=env)
+
+
+def ledger_network_bytes(db: Path, direction_rows: str = "network:%") -> dict[str, float]:
+    """Per pod uid: bytes sent that the ledger bills (every traffic class, container + pod rows)."""
+    out: dict[str, float] = defaultdict(float)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as c:
+        for uid, qty in c.execute("SELECT pod_uid, usage_qty FROM ledger_hourly WHERE resource LIKE ?",
+                                  (direction_rows,)):
+            out[uid] += qty
+    return dict(out)
+
+
+def series_starts(db: Path, pod_uid: str, metric_like: str) -> dict[int, int]:
+    """start_ns → number of stored points, for one pod's series whose metric matches."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as c:
+        return dict(c.execute(
+            "SELECT p.start_ns, count(*) FROM points p JOIN series s ON p.series_id = s.series_id "
+            "WHERE s.pod_uid = ? AND s.metric LIKE ? GROUP BY p.start_ns", (pod_uid, metric_like)).fetchall())
+
+
+# --- BPF programs attached to a cgroup (what a killed agent may leave behind) -------------
+
+_BPF_PROG_QUERY = 16
+_CGROUP_SKB_TYPES = (0, 1)  # BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS
+
+
+def cgroup_prog_ids(cgroup: Path) -> set[int]:
+    """Ids of the cgroup_skb programs attached to `cgroup` (BPF_PROG_QUERY, both directions)."""
+    import ctypes
+    import platform
+    import struct
+
+    nr = {"x86_64": 321, "aarch64": 280}[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    out: set[int] = set()
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for attach_type in _CGROUP_SKB_TYPES:
+            ids = (ctypes.c_uint32 * 256)()
+            attr = (ctypes.c_uint8 * 128)()
+            struct.pack_into("IIIIQI", attr, 0, fd, attach_type, 0, 0, ctypes.addressof(ids), 256)
+            if libc.syscall(nr, _BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+                raise OSError(ctypes.get_errno(), f"BPF_PROG_QUERY on {cgroup}")
+            out.update(ids[:struct.unpack_from("I", attr, 24)[0]])
+    finally:
+        os.close(fd)
+    return out
+
+
+def prog_ids_held(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds fds of (from /proc/PID/fdinfo)."""
+    out: set[int] = set()
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            text = Path(f"/proc/{pid}/fdinfo/{name}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                out.add(int(line.split()[1]))
+    return out

@@ -5,7 +5,9 @@ The rules, in the order they are applied (README "Cost processor"):
 Usage in the hour
   * A cumulative counter's delta is value − previous value of the same (series, start time);
     the first point of a start time counts from zero at that start time (a container that lived
-    three seconds between two exports is billed); a value below its predecessor without a new
+    three seconds between two exports is billed), except for the whole-node counters (node,
+    all pods), which start at boot: their first point after a start before the hour is a
+    baseline; a value below its predecessor without a new
     start time is a reset and counts from zero (Prometheus' rule); a delta is never negative.
     A delta is billed in the hour its interval ends in; with exports every 10-60 s at most one
     interval per series straddles an hour boundary.
@@ -47,6 +49,9 @@ from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, U
 from otel_agent.cost.pricing import Pricing, Rates, money_micros
 
 MAX_GAP_S = 300
+# Whole-node counters (the machine, all pods) measure no tenant: their first point after a
+# start time older than the hour is a baseline, never usage (see series_quantities).
+BASELINE_SCOPES = ("node", "kubepods")
 MAX_GAP_NS = MAX_GAP_S * NANOS_PER_SECOND
 GIB = 2**30
 
@@ -128,6 +133,11 @@ def series_quantities(series: Mapping[int, SeriesInfo],
             continue
         assert temporality == CUMULATIVE
         prev: float | None = None
+        if series[sid].scope in BASELINE_SCOPES and start < h0_ns:
+            # A node's counters start at boot: with no earlier point, the first one is a
+            # baseline, or the first hour after deploying the agent would bill every CPU-second
+            # since boot as this hour's overhead.
+            prev = pts[0][1]
         for t, v in pts:
             if h0_ns <= t < h1_ns:
                 # first point of its start time, or a reset: counts from zero

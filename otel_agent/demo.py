@@ -1,38 +1,57 @@
-"""`make demo`: the whole path on one machine, in about a minute.
+"""`make demo`: the whole story on one machine, in about a minute: kernel → agent → Collector →
+cost processor → a chargeback ledger that adds up, checked against the kernel.
 
-Synthetic tenants run in real kubelet-layout cgroups (systemd driver, containerd scopes)
-under a demo-only prefix: a CPU-heavy service, a network-heavy pair and a burst of
-short-lived jobs that each live well under one export interval. The real agent runs as a
-separate process (`otel-agent run`, static metadata, eBPF when the kernel allows), pushes OTLP
-over gRPC, and we print what arrived next to what the kernel itself counted. Everything the
-demo creates is removed at the end, and leftovers of a crashed earlier run are swept first.
+Why each piece is the real one: the point is to show that money billed to a tenant is what the
+kernel counted for it, so nothing in the path is simulated. Tenants are real processes in real
+kubelet-layout cgroups (otel_agent/synthetic.py) in three namespaces: a CPU-heavy web service,
+a network-heavy uploader sending to an ingest pod over loopback TCP, and a CronJob's burst of
+short-lived jobs that each live well under one export interval. The agent (`otel-agent run`,
+static metadata, eBPF when the kernel allows) pushes OTLP/gRPC to rotel, a Rust OpenTelemetry
+collector from PyPI, which forwards it to the cost processor (`otel-agent cost serve`, SQLite
+ledger, shipped pricing); without rotel the agent pushes to the cost processor directly.
+
+Then the report, through the real report CLI: the chargeback table per namespace, the ledger's
+reconciliation (allocated + overhead + idle = node), the per-pod billed CPU next to the pod
+cgroup's own cpu.stat, the uploader's billed egress next to what its socket sent (tcp_info),
+and a self-contained HTML report. The demo exits 1 if the pipeline lost data: a pod billed
+more than 5% away from cpu.stat, a short-lived job missing, or a ledger that does not balance.
+
+The cgroups and processes it creates are removed at the end (leftovers of a crashed run are
+swept first); the ledger, logs and report stay in a temp directory it prints, so the reader can
+run `otel-agent cost report` on them. The helpers that start the cost processor and rotel are
+also used by tests/e2e/pipeline.
 """
 
 from __future__ import annotations
 
 import os
 
-# The demo forks workloads while its OTLP receiver's gRPC threads run; gRPC's fork handlers are
-# for children that use gRPC, which ours do not.
+# The demo forks workloads while gRPC channels may exist; gRPC's fork handlers are for
+# children that use gRPC, which ours do not.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import argparse  # noqa: E402
+import json
+import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from otel_agent.cgroups.mount import find_cgroup2_mount
+from otel_agent.errors import OtelAgentError
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
-from otel_agent.model import ContainerMeta, NodeMeta, PodMeta, QosClass
-from otel_agent.otlp.sink import OtlpSink
-from otel_agent.render import format_table, usage_rows
+from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
 from otel_agent.synthetic import SynthPod, SyntheticNode, sweep_stale, unique_prefix
 
 DEMO_PREFIX = "otel-agent-demo"
+BILLING_TOLERANCE = 0.05  # a pod billed further than this from its cpu.stat is data lost
 
 BURN = "import time\nend=time.process_time()+{s}\nwhile time.process_time()<end: pass\n"
 # A duty-cycled burner: about `share` of one core for `s` seconds of wall time.
@@ -41,12 +60,154 @@ DUTY = ("import time\nend=time.monotonic()+{s}\n"
         "    t=time.monotonic()+0.01*{share}\n"
         "    while time.monotonic()<t: pass\n"
         "    time.sleep(0.01*(1-{share}))\n")
-RECV = ("import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+# Receiver: prints its port, reads to EOF, closes (the sender waits for that close).
+RECV = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
         "s.bind(('127.0.0.1',0));s.listen(1);print(s.getsockname()[1],flush=True)\n"
-        "c,_=s.accept()\nwhile c.recv(1<<16): pass\n")
-SEND = ("import socket,time\nc=socket.create_connection(('127.0.0.1',{port}))\nbuf=b'x'*65536\n"
-        "end=time.monotonic()+{s}\nwhile time.monotonic()<end:\n"
-        "    c.sendall(buf*8); time.sleep(0.02)\nc.close()\n")
+        "c,_=s.accept()\nwhile c.recv(1<<16): pass\nc.close()\n")
+# Sender: `rate` bytes/s for `s` seconds, then the kernel's own count of what the socket put
+# on the wire (tcp_info: payload incl. retransmissions at offset 200, segments at 136) as JSON.
+SEND = ("import socket,time,json\nc=socket.create_connection(('127.0.0.1',{port}))\n"
+        "buf=b'x'*65536\nn=0\nend=time.monotonic()+{s}\n"
+        "while time.monotonic()<end:\n"
+        "    c.sendall(buf); n+=len(buf); time.sleep(65536/{rate})\n"
+        "c.shutdown(socket.SHUT_WR)\nc.recv(1)\n"
+        "i=c.getsockopt(socket.IPPROTO_TCP,socket.TCP_INFO,256)\n"
+        "print(json.dumps({{'sent':n,'bytes_sent':int.from_bytes(i[200:208],'little'),"
+        "'segs_out':int.from_bytes(i[136:140],'little')}}),flush=True)\n")
+# Largest IP + TCP header one skb carries (IPv6 40 + TCP with full options 60): the egress
+# cgroup_skb sees at most the payload plus this per segment.
+MAX_HEADER_BYTES = 100
+
+
+# --- the pipeline's processes (shared with tests/e2e/pipeline) ----------------------------
+
+
+def rotel_binary() -> Path | None:
+    """rotel-agent from the `rotel` wheel (a test extra), or None when it is not installed."""
+    try:
+        import rotel
+    except ImportError:
+        return None
+    p = Path(rotel.__file__).parent / "rotel-agent"
+    return p if p.is_file() and os.access(p, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_cost_processor(workdir: Path, *extra: str,
+                         timeout_seconds: float = 60) -> tuple[subprocess.Popen, int, str]:
+    """`otel-agent cost serve` on a free loopback port with a SQLite ledger in `workdir`.
+    Returns the process, its OTLP/gRPC port (read from its log) and the ledger URL."""
+    ledger = f"sqlite:///{workdir / 'ledger.db'}"
+    log_path = workdir / "cost.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "otel_agent.cost.cli", "serve", "--listen", "127.0.0.1:0",
+         "--ledger", ledger, "--refresh-seconds", "1", *extra],
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        m = re.search(r"OTLP/gRPC on port (\d+)", log_path.read_text(errors="replace"))
+        if m:
+            return proc, int(m.group(1)), ledger
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    stop_process(proc)
+    raise OtelAgentError(f"the cost processor did not start; {log_path}:\n"
+                         + log_path.read_text(errors="replace")[-2000:])
+
+
+def start_rotel(binary: Path, port: int, upstream_port: int, log_path: Path) -> subprocess.Popen:
+    """rotel: OTLP/gRPC in on `port`, out over OTLP/gRPC to the cost processor."""
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
+         "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
+         "--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{upstream_port}",
+         "--otlp-exporter-protocol", "grpc", "--batch-timeout", "100ms"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ROTEL_LOG_LEVEL": "info"})
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # listening once a connect succeeds
+        if proc.poll() is not None:
+            raise OtelAgentError(f"rotel exited with {proc.returncode}; see {log_path}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_process(proc)
+    raise OtelAgentError(f"rotel did not listen on port {port} within 30 s; see {log_path}")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def ledger_newest_ns(ledger_url: str) -> int:
+    """Newest point time stored in a SQLite ledger (0 when none yet): has an export arrived?"""
+    path = ledger_url[len("sqlite:///"):]
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as c:
+            return int(c.execute("SELECT coalesce(max(time_ns), 0) FROM points").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # not created yet, or busy
+
+
+def wait_for_ledger(ledger_url: str, newer_than_ns: int, timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if ledger_newest_ns(ledger_url) > newer_than_ns:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def agent_command(static: Path, kubepods: str, node_name: str, bpf_profile: str) -> list[str]:
+    return [sys.executable, "-m", "otel_agent", "run", "--metadata", "static",
+            "--static-metadata", str(static), "--kubepods", kubepods,
+            "--bpf-profile", bpf_profile, "--health-listen", "off",
+            "--node-name", node_name, "--pod-labels", "app,team"]
+
+
+def agent_env(endpoint: str, interval_ms: int, cluster: str, **extra: str) -> dict[str, str]:
+    return dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_METRIC_EXPORT_INTERVAL=str(interval_ms),
+                OTEL_RESOURCE_ATTRIBUTES=f"k8s.cluster.name={cluster}", **extra)
+
+
+def cpu_usage_seconds(path: Path) -> float | None:
+    """The cgroup's own count (cpu.stat usage_usec), None once the cgroup is gone."""
+    try:
+        for line in (path / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        return None
+    return None
+
+
+def hour_window(start: datetime, end: datetime) -> str:
+    """An RFC 3339 pair on hour boundaries covering [start, end]: the ledger is hourly."""
+    lo = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    hi = end.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return f"{lo:%Y-%m-%dT%H:%M:%SZ},{hi:%Y-%m-%dT%H:%M:%SZ}"
+
+
+# --- the demo's tenants ---------------------------------------------------------------------
 
 
 def _pod_meta(p: SynthPod, node: str, owner: tuple[str, str], labels: dict[str, str],
@@ -59,7 +220,9 @@ def _pod_meta(p: SynthPod, node: str, owner: tuple[str, str], labels: dict[str, 
     )
 
 
-def _node_meta() -> NodeMeta:
+def _node_meta(with_memory: bool) -> NodeMeta:
+    """This machine as a node. Memory capacity only when memory is measured here: otherwise
+    the whole node's memory would show as idle money nobody could have used."""
     cores = os.cpu_count() or 1
     mem = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -69,34 +232,36 @@ def _node_meta() -> NodeMeta:
                     labels={"node.kubernetes.io/instance-type": "m5.large",
                             "topology.kubernetes.io/zone": "eu-west-1a"},
                     cpu_capacity_cores=float(cores), cpu_allocatable_cores=cores * 0.9,
-                    memory_capacity_bytes=mem, memory_allocatable_bytes=int(mem * 0.9))
+                    memory_capacity_bytes=mem if with_memory else None,
+                    memory_allocatable_bytes=int(mem * 0.9) if with_memory else None)
 
 
-def _cpu_usage_seconds(path: Path) -> float | None:
-    try:
-        for line in (path / "cpu.stat").read_text().splitlines():
-            if line.startswith("usage_usec "):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        return None
-    return None
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
 
 
-def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str) -> int:
+def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
+        use_rotel: bool = True) -> int:
     if os.geteuid() != 0:
         print("demo: needs root (it creates cgroups and, for eBPF, loads BPF programs)",
               file=sys.stderr)
         return 2
+    t_begin = time.monotonic()
     root = find_cgroup2_mount()
     for stale in sweep_stale(root, f"{DEMO_PREFIX}-*"):
-        print(f"demo: removed leftovers of an earlier run: {stale}")
+        _say(f"demo: removed leftovers of an earlier run: {stale}")
     workdir = Path(tempfile.mkdtemp(prefix="otel-agent-demo-"))
     static = workdir / "pods.yaml"
-    node = _node_meta()
     metas: list[PodMeta] = []
-    truth: dict[str, float] = {}  # pod name -> cpu seconds the kernel counted
+    truth: dict[str, float] = {}  # namespace/pod -> CPU seconds the pod cgroup's cpu.stat counted
+    jobs_made: list[str] = []
+    procs: list[subprocess.Popen] = []  # agent, rotel, cost processor: stopped in reverse
+    started = datetime.now(timezone.utc)
+    net: dict = {}
 
-    with SyntheticNode(root, unique_prefix(DEMO_PREFIX)) as synth, OtlpSink() as sink:
+    with SyntheticNode(root, unique_prefix(DEMO_PREFIX)) as synth:
+        with_memory = (synth.kubepods_path / "memory.current").exists()
+        node = _node_meta(with_memory)
         web = synth.add_pod("shop", "web-7d9f8-x2k4p", containers=("web", "sidecar"))
         ingest = synth.add_pod("media", "ingest-0", containers=("ingest",))
         upload = synth.add_pod("media", "uploader-5c6b7-q9wz1", containers=("uploader",))
@@ -110,37 +275,52 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str) 
             metas.append(_pod_meta(p, node.name, owner, labels, req, 128 << 20))
         write_static(static, node, metas)
 
-        env = dict(os.environ,
-                   OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                   OTEL_METRIC_EXPORT_INTERVAL=str(interval_ms),
-                   OTEL_RESOURCE_ATTRIBUTES="k8s.cluster.name=demo")
-        agent_cmd = [sys.executable, "-m", "otel_agent", "run", "--metadata", "static",
-                     "--static-metadata", str(static), "--kubepods", synth.kubepods,
-                     "--bpf-profile", bpf_profile, "--health-listen", "off",
-                     "--node-name", node.name, "--pod-labels", "app,team"]
-        print(f"demo: agent: {' '.join(agent_cmd[2:])}")
-        print(f"demo: pods under {synth.path}; OTLP receiver at {sink.endpoint}")
-        agent_log = open(workdir / "agent.log", "w")
-        agent = subprocess.Popen(agent_cmd, env=env, stdout=agent_log, stderr=subprocess.STDOUT)
         try:
-            if not sink.wait_for(1, 60):
-                print("demo: the agent exported nothing within 60 s; its log:", file=sys.stderr)
-                print((workdir / "agent.log").read_text(), file=sys.stderr)
+            cost, cost_port, ledger = start_cost_processor(workdir)
+            procs.append(cost)
+            hop = f"cost processor (port {cost_port})"
+            endpoint = f"http://127.0.0.1:{cost_port}"
+            binary = rotel_binary() if use_rotel else None
+            if binary is not None:
+                rotel_port = free_port()
+                procs.append(start_rotel(binary, rotel_port, cost_port, workdir / "rotel.log"))
+                endpoint = f"http://127.0.0.1:{rotel_port}"
+                hop = f"rotel (port {rotel_port}) → {hop}"
+            elif use_rotel:
+                _say("demo: rotel is not installed (pip install rotel): the agent pushes to the "
+                     "cost processor directly")
+            _say(f"demo: pipeline: agent → OTLP/gRPC → {hop} → SQLite ledger {ledger}")
+            _say(f"demo: pods under {synth.path}; export every {interval_ms / 1000:g} s")
+            agent_log = open(workdir / "agent.log", "ab")
+            agent = subprocess.Popen(
+                agent_command(static, synth.kubepods, node.name, bpf_profile),
+                env=agent_env(endpoint, interval_ms, "demo"),
+                stdout=agent_log, stderr=subprocess.STDOUT)
+            agent_log.close()
+            procs.append(agent)
+            if not wait_for_ledger(ledger, 0, 60):
+                _say("demo: nothing reached the ledger within 60 s; the agent's log:")
+                _say((workdir / "agent.log").read_text(errors="replace")[-3000:])
                 return 1
-            procs = [
+            _say(f"demo: first export in the ledger after {time.monotonic() - t_begin:.0f} s; "
+                 f"tenants run for {duration_seconds:g} s")
+
+            work = [
                 synth.spawn(web.container("web"), [sys.executable, "-c",
-                                                   DUTY.format(s=duration_seconds, share=0.6)]),
+                                                   DUTY.format(s=duration_seconds, share=0.5)]),
                 synth.spawn(web.container("sidecar"), [sys.executable, "-c",
                                                        DUTY.format(s=duration_seconds, share=0.05)]),
             ]
             rx = synth.spawn(ingest.container("ingest"), [sys.executable, "-c", RECV],
                              stdout=subprocess.PIPE, text=True)
             port = int(rx.stdout.readline())
-            procs.append(synth.spawn(upload.container("uploader"), [
-                sys.executable, "-c", SEND.format(port=port, s=duration_seconds * 0.8)]))
-            procs.append(rx)
+            tx = synth.spawn(upload.container("uploader"), [
+                sys.executable, "-c", SEND.format(port=port, s=duration_seconds * 0.8,
+                                                  rate=8 << 20)],
+                stdout=subprocess.PIPE, text=True)
 
-            # A burst of short-lived jobs, each created and gone within one export interval.
+            # A CronJob's burst: each Job is created, burns 0.3 CPU-s and is gone well within
+            # one export interval, so only the agent's memory of dead cgroups can bill it.
             t_end = time.monotonic() + duration_seconds
             gap = max(duration_seconds / max(jobs, 1), 0.5)
             minute = int(time.time() // 60)  # CronJob names its Jobs <cronjob>-<scheduled minute>
@@ -153,60 +333,123 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str) 
                 burner = synth.spawn(job.container("report"),
                                      [sys.executable, "-c", BURN.format(s=0.3)])
                 burner.wait()
-                truth[job.name] = _cpu_usage_seconds(job.path) or 0.0
+                truth[f"batch/{job.name}"] = cpu_usage_seconds(job.path) or 0.0
+                jobs_made.append(f"batch/{job.name}")
                 synth.remove_pod(job)
                 time.sleep(max(0.0, min(gap - 0.4, t_end - time.monotonic())))
-            for p in procs:
+            for p in work:
                 p.wait(timeout=duration_seconds + 30)
+            out, _ = tx.communicate(timeout=duration_seconds + 30)
+            rx.wait(timeout=30)
+            net = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
             for p in (web, ingest, upload):
-                truth[p.name] = _cpu_usage_seconds(p.path) or 0.0
-            # Two more exports carry the final totals.
-            n = len(sink.requests)
-            sink.wait_for(n + 2, 3 * interval_ms / 1000 + 10)
-        finally:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-            agent_log.close()
+                truth[f"{p.namespace}/{p.name}"] = cpu_usage_seconds(p.path) or 0.0
 
-        points = sink.points()
-        rows = usage_rows(points)
-        print()
-        print(format_table(rows))
-        print()
-        print("Exported vs the kernel's own cpu.stat, per pod:")
-        exported = {u.pod: u.cpu_seconds for u in rows if not u.container}
-        worst = 0.0
-        for name, kernel in sorted(truth.items()):
-            got = exported.get(name)
-            if got is None:
-                print(f"  {name:<34} kernel {kernel:8.3f} s   exported: MISSING")
-                worst = float("inf")
-                continue
-            err = abs(got - kernel) / kernel * 100 if kernel else 0.0
-            worst = max(worst, err)
-            print(f"  {name:<34} kernel {kernel:8.3f} s   exported {got:8.3f} s   ({err:.2f}% off)")
-        log = (workdir / "agent.log").read_text()
-        bpf_on = "eBPF off" not in log and "eBPF unavailable" not in log
-        print()
-        print(f"{len(sink.requests)} OTLP requests received; eBPF "
-              f"{'on (' + bpf_profile + ')' if bpf_on else 'off: see ' + str(workdir / 'agent.log')}; "
-              f"short-lived jobs billed: {sum(1 for n in truth if n.startswith('nightly') and n in exported)}/{jobs}")
-        print(f"worst pod CPU error vs cpu.stat: {worst:.2f}%")
-    return 0 if worst < 5 else 1
+            # SIGTERM: the agent's last export carries the final totals; wait until they are
+            # in the ledger (through rotel), then stop the cost processor (its final refresh).
+            t_stop_ns = time.time_ns()
+            stop_process(agent)
+            if not wait_for_ledger(ledger, t_stop_ns, 30):
+                _say("demo: the agent's final export did not reach the ledger within 30 s")
+                return 1
+        finally:
+            for p in reversed(procs):
+                stop_process(p)
+    finished = datetime.now(timezone.utc)
+    agent_text = (workdir / "agent.log").read_text(errors="replace")
+    return _report(workdir, ledger, hour_window(started, finished), truth, jobs_made, net,
+                   agent_text, with_memory, t_begin)
+
+
+def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jobs: list[str],
+            net: dict, agent_log: str, with_memory: bool, t_begin: float) -> int:
+    from otel_agent.cost.allocation import allocations, reconcile
+    from otel_agent.cost.pricing import default_pricing
+    from otel_agent.cost.report_cli import main as report_main
+    from otel_agent.cost.store import Store
+    from otel_agent.cost.types import Model
+    from otel_agent.cost.window import parse_window
+
+    args = ["--ledger", ledger, "--window", window, "--model", "chargeback", "--share-idle", "none"]
+    _say()
+    _say("Chargeback by namespace (otel-agent cost report --by namespace --model chargeback "
+         "--share-idle none):")
+    _say("  idle and overhead stay as their own rows: this node's idle cores over the demo's "
+         "minutes (plus the 5 min a capacity reading holds) would otherwise dwarf the tenants;")
+    _say("  overhead is the non-allocatable 10% plus everything else this machine ran.")
+    rc = report_main([*args, "--by", "namespace", "--format", "table"])
+    html = workdir / "report.html"
+    rc = rc or report_main([*args, "--by", "workload", "--format", "html", "--output", str(html)])
+    if rc:
+        _say(f"demo: the report CLI failed ({rc})")
+        return 1
+
+    store = Store(ledger, pricing=default_pricing())
+    try:
+        w = parse_window(window, datetime.now(timezone.utc))
+        per_pod = {a.name: a for a in allocations(store, w, aggregate="pod", model=Model.USAGE,
+                                                  refresh=False)[0]}
+        balanced = all(r.balanced for r in reconcile(store, w, refresh=False))
+    finally:
+        store.close()
+
+    _say()
+    _say("Billed CPU vs the kernel's own cpu.stat, per pod:")
+    worst, missing = 0.0, []
+    for name, kernel in sorted(truth.items()):
+        a = per_pod.get(name)
+        if a is None or a.cpu_core_hours <= 0:
+            _say(f"  {name:<44} kernel {kernel:8.3f} s   billed: MISSING")
+            missing.append(name)
+            continue
+        billed = a.cpu_core_hours * 3600
+        err = abs(billed - kernel) / kernel if kernel else 0.0
+        worst = max(worst, err)
+        _say(f"  {name:<44} kernel {kernel:8.3f} s   billed {billed:8.3f} s   ({err * 100:.2f}% off)")
+    bpf_net = bool(re.search(r"eBPF profile \S+: attached .*network", agent_log))
+    up = per_pod.get("media/uploader-5c6b7-q9wz1")
+    if net and up is not None:
+        lo, hi = net["bytes_sent"], net["bytes_sent"] + MAX_HEADER_BYTES * net["segs_out"]
+        ok = lo <= up.network_bytes <= hi
+        _say(f"  media/uploader egress: socket sent {net['bytes_sent']:,} B in {net['segs_out']:,} "
+             f"segments, billed {up.network_bytes:,.0f} B "
+             + ("(payload + headers: as the kernel counted)" if ok else
+                f"(outside [{lo:,}, {hi:,}])" if bpf_net else "(eBPF network not attached)"))
+    if not with_memory:
+        _say("  memory: not measured on this node (the memory controller is bound to cgroup v1):"
+             " no memory series were sent, so no memory is billed; absent, not zero.")
+    billed_jobs = sum(1 for j in jobs if j not in missing)
+    _say()
+    _say(f"short-lived jobs billed: {billed_jobs}/{len(jobs)}; worst pod CPU error vs cpu.stat: "
+         f"{worst * 100:.2f}%; ledger reconciled per node and hour: {'yes' if balanced else 'NO'}")
+    _say(f"HTML report (by workload): {html}")
+    _say(f"ledger, logs and report kept in {workdir}; try:")
+    _say(f"  otel-agent cost report --ledger {ledger} --window {window} --by label:team")
+    _say(f"demo: {time.monotonic() - t_begin:.0f} s")
+    lost = missing or worst > BILLING_TOLERANCE or not balanced
+    if lost:
+        _say("demo: FAILED: the pipeline lost or misbilled data (see above)")
+    return 1 if lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m otel_agent.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--duration-seconds", type=float, default=30.0)
-    ap.add_argument("--interval-ms", type=int, default=3000)
+    ap = argparse.ArgumentParser(prog="python -m otel_agent.demo",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--duration-seconds", type=float, default=45.0)
+    ap.add_argument("--interval-ms", type=int, default=5000)
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--bpf-profile", default="standard",
                     choices=("off", "minimal", "standard", "comprehensive"))
+    ap.add_argument("--no-rotel", action="store_true",
+                    help="push straight to the cost processor, without the Collector hop")
     a = ap.parse_args(argv)
-    return run(a.duration_seconds, a.interval_ms, a.jobs, a.bpf_profile)
+    try:
+        return run(a.duration_seconds, a.interval_ms, a.jobs, a.bpf_profile, not a.no_rotel)
+    except OtelAgentError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,6 +21,38 @@ WORKLOAD = Path(__file__).with_name("workload.py")
 _counter = itertools.count()
 
 
+def steal_ticks() -> list[int]:
+    """Per-CPU steal time from /proc/stat, in USER_HZ ticks: time the hypervisor ran something
+    else while this guest's vCPU had a task current."""
+    out = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            out.append(int(f[8]))
+    return out
+
+
+class StolenTime:
+    """Upper bound of the CPU time the hypervisor stole on this machine between start and now.
+
+    With paravirt steal accounting (KVM/Firecracker guests) the kernel leaves stolen time out
+    of every task's sum_exec_runtime, hence out of rusage and cpu.stat; the sched_switch
+    program sees wall-clock time between switches and bills it to the task that was current.
+    So eBPF may exceed the kernel's CPU time by at most the steal of the interval. /proc/stat
+    counts it in whole ticks (truncated): a CPU whose counter moved by n ticks stole less than
+    n + 1; one whose counter did not move stole no whole tick, and is allowed nothing, so on an
+    unloaded host the bound is zero and the assertion as strict as without it.
+    """
+
+    def __init__(self) -> None:
+        self._start = steal_ticks()
+
+    def seconds(self) -> float:
+        hz = os.sysconf("SC_CLK_TCK")
+        moved = [b - a for a, b in zip(self._start, steal_ticks())]
+        return sum(n + 1 for n in moved if n > 0) / hz
+
+
 def cpu_usage_seconds(cg: Path) -> float:
     for line in (cg / "cpu.stat").read_text().splitlines():
         k, v = line.split()

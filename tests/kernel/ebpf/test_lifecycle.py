@@ -12,13 +12,14 @@ import pytest
 
 from otel_agent.cgroups.layout import classify
 from otel_agent.model import Scope
-from tests.kernel.ebpf.cgtools import V2_ROOT, value, wait_json, wait_rusage
+from tests.kernel.ebpf.cgtools import V2_ROOT, StolenTime, value, wait_json, wait_rusage
 
 pytestmark = pytest.mark.kernel
 
 
 def test_containers_born_and_dead_between_two_reads_are_billed_then_freed(collector, cgroups):
     collector.read()
+    stolen = StolenTime()
     uid, pod = cgroups.pod()
     made = []  # (cgroup id, rel path, container id, CPU seconds of its process)
     for batch in range(5):  # 20 containers, 4 alive at a time, ~0.3 s of CPU each
@@ -31,6 +32,7 @@ def test_containers_born_and_dead_between_two_reads_are_billed_then_freed(collec
             ctr.rmdir()
             made.append((cgid, cgroups.rel(ctr), cid, cpu))
     r = collector.read()
+    steal = stolen.seconds()
 
     kubepods = cgroups.rel(cgroups.kubepods)
     for cgid, rel, cid, cpu in made:
@@ -39,7 +41,8 @@ def test_containers_born_and_dead_between_two_reads_are_billed_then_freed(collec
         c = classify(r.paths[cgid], kubepods=kubepods)
         assert c is not None and c.scope is Scope.CONTAINER and c.pod_uid == uid and c.container_id == cid
         ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
-        assert abs(ebpf - cpu) <= 0.05 * cpu, (cid[:12], ebpf, cpu)
+        # rusage leaves out time the hypervisor stole; eBPF, timing switches, includes it.
+        assert cpu - 0.05 * cpu <= ebpf <= cpu + 0.05 * cpu + steal, (cid[:12], ebpf, cpu, steal)
 
     ids = {m[0] for m in made}
     collector.ack(r.removed)

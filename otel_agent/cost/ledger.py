@@ -6,8 +6,8 @@ Usage in the hour
   * A cumulative counter's delta is value − previous value of the same (series, start time);
     the first point of a start time counts from zero at that start time (a container that lived
     three seconds between two exports is billed), except for the whole-node counters (node,
-    all pods), which start at boot: their first point after a start before the hour is a
-    baseline; a value below its predecessor without a new
+    all pods), which start at boot: a first point more than MAX_GAP_S after its start
+    is a baseline (usage before any capacity reading is not priced against it); a value below its predecessor without a new
     start time is a reset and counts from zero (Prometheus' rule); a delta is never negative.
     A delta is billed in the hour its interval ends in; with exports every 10-60 s at most one
     interval per series straddles an hour boundary.
@@ -49,8 +49,8 @@ from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, U
 from otel_agent.cost.pricing import Pricing, Rates, money_micros
 
 MAX_GAP_S = 300
-# Whole-node counters (the machine, all pods) measure no tenant: their first point after a
-# start time older than the hour is a baseline, never usage (see series_quantities).
+# Whole-node counters (the machine, all pods) measure no tenant: a first point more than
+# MAX_GAP after its start time is a baseline, never usage (see series_quantities).
 BASELINE_SCOPES = ("node", "kubepods")
 MAX_GAP_NS = MAX_GAP_S * NANOS_PER_SECOND
 GIB = 2**30
@@ -133,10 +133,11 @@ def series_quantities(series: Mapping[int, SeriesInfo],
             continue
         assert temporality == CUMULATIVE
         prev: float | None = None
-        if series[sid].scope in BASELINE_SCOPES and start < h0_ns:
-            # A node's counters start at boot: with no earlier point, the first one is a
-            # baseline, or the first hour after deploying the agent would bill every CPU-second
-            # since boot as this hour's overhead.
+        if series[sid].scope in BASELINE_SCOPES and pts[0][0] - start > MAX_GAP_NS:
+            # A node's counters start at boot, often long before the agent's first capacity
+            # reading: a first point further than MAX_GAP from its start is a baseline, or the
+            # first hour would bill every CPU-second since boot as overhead with no capacity
+            # to set it against.
             prev = pts[0][1]
         for t, v in pts:
             if h0_ns <= t < h1_ns:

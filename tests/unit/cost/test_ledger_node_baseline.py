@@ -45,3 +45,23 @@ def test_first_node_point_is_a_baseline_and_a_jobs_first_point_is_billed(tmp_pat
         assert unbalanced(store) == []
     finally:
         store.close()
+
+
+def test_a_node_booted_within_the_hour_still_starts_from_its_first_reading(tmp_path):
+    # Booted 10 minutes into the hour, agent's first export 30 minutes later: the 30 minutes
+    # before any capacity reading are not billed as overhead against 6 minutes of capacity.
+    boot = T0 + 600 * S
+    store = Store(f"sqlite:///{tmp_path}/l.db", pricing=pricing())
+    try:
+        for t_s, cpu in ((2400, 1800 * 1.5), (2460, 1800 * 1.5 + 30.0)):
+            t = T0 + t_s * S
+            store.write(decode(request(
+                Res(node_attrs()).sum("k8s.node.cpu.time", [(boot, t, cpu)], unit="s")
+                                 .gauge("otel_agent.node.cpu.capacity", [(t, 2.0)])),
+                now_ns=T0 + H))
+        t = totals(store)
+        assert t[("overhead", "", "", "cpu")] == pytest.approx(30.0 / 3600)
+        assert t[("idle", "", "", "cpu")] == pytest.approx((2.0 * 360 - 30.0) / 3600)
+        assert unbalanced(store) == []
+    finally:
+        store.close()

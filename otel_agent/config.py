@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from otel_agent import safe_yaml
 from otel_agent.errors import ConfigError
 
 BPF_PROFILES = ("off", "minimal", "standard", "comprehensive")
@@ -110,6 +111,8 @@ def _cidrs(v: Any) -> tuple[str, ...]:
 
 
 def _listen(v: Any) -> str | None:
+    if v is False:  # YAML 1.1 reads a bare `off` as false
+        return None
     s = str(v).strip()
     if s.lower() in ("", "off", "none"):
         return None
@@ -196,8 +199,10 @@ def load(
         for key, raw in _read_file(file).items():
             if key not in _SETTINGS:
                 raise ConfigError(
-                    f"{file}: unknown setting {key!r}; known settings: {', '.join(SETTINGS)}"
+                    f"{file}: unknown setting {safe_yaml.one_line(repr(key))}; known settings: "
+                    f"{', '.join(SETTINGS)}"
                 )
+            _check_shape(key, raw, f"{file}: {key}")
             values[key] = _parse(key, raw, f"{file}: {key}", _SETTINGS[key][1])
 
     for key, (var, parser) in _SETTINGS.items():
@@ -219,24 +224,54 @@ def load(
     return cfg
 
 
+_LIST_SETTINGS = ("pod_labels", "pod_cidrs", "cluster_cidrs")
+_SCALAR = (str, int, float, bool)
+
+
+def _check_shape(key: str, raw: Any, origin: str) -> None:
+    """A file value has the YAML shape of its setting: str() of a list or mapping must not
+    become an endpoint or a label name, nor `true` an interval of 1 s."""
+    def kind(v: Any) -> str:
+        return "a mapping" if isinstance(v, Mapping) else "a list" if isinstance(v, list) else type(v).__name__
+    if key in _LIST_SETTINGS:
+        items = raw if isinstance(raw, list) else [raw]
+        bad = [v for v in items if not isinstance(v, _SCALAR)]
+        if bad:
+            raise ConfigError(f"{origin}: list items must be strings, got {kind(bad[0])}")
+    elif key == "resource_attributes":
+        if isinstance(raw, Mapping):
+            bad = [v for v in list(raw) + list(raw.values()) if not isinstance(v, _SCALAR)]
+            if bad:
+                raise ConfigError(f"{origin}: keys and values must be strings, got {kind(bad[0])}")
+        elif not isinstance(raw, str):
+            raise ConfigError(f"{origin}: must be a mapping or key=value,... text, got {kind(raw)}")
+    elif raw is not None and not isinstance(raw, _SCALAR):
+        raise ConfigError(f"{origin}: must be a single value, got {kind(raw)}")
+    elif isinstance(raw, bool) and key in ("interval_seconds", "export_timeout_seconds", "bpf_map_entries"):
+        raise ConfigError(f"{origin}: must be a number, got {raw}")
+
+
 def _parse(key: str, raw: Any, origin: str, parser: Callable[[Any], Any]) -> Any:
     try:
         return parser(raw)
     except ValueError as e:
-        raise ConfigError(f"{origin}: {raw!r} {e}") from e
+        raise ConfigError(f"{origin}: {safe_yaml.one_line(repr(raw))} {e}") from e
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"config file {path}: cannot read it ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start}): {e.reason}") from e
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from e
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]  # one line
+        raise ConfigError(f"config file {path}{where}: not valid YAML ({problem})") from e
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from otel_agent import safe_yaml
 from otel_agent.cost.errors import PricingError
 
 RATE_KEYS = ("cpu_core_hour", "memory_gib_hour", "gpu_hour", "storage_gib_hour")
@@ -113,6 +114,8 @@ def load_pricing(path: str | Path) -> Pricing:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise PricingError(f"{p}: cannot read pricing file: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise PricingError(f"{p}: not UTF-8 text (byte {e.start}): {e.reason}") from e
     return parse_pricing(text, str(p))
 
 
@@ -128,12 +131,12 @@ def default_pricing_path() -> str:
 
 def parse_pricing(text: str, source: str) -> Pricing:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = safe_yaml.compose(text)
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else 0
         raise PricingError(f"{source}:{line}: not valid YAML: {e.problem}") from e
     except yaml.YAMLError as e:
-        raise PricingError(f"{source}: not valid YAML: {e}") from e
+        raise PricingError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from e
     v = _Validator(source)
     if root is None:
         raise PricingError(f"{source}:1: empty pricing file; needs currency and rates")
@@ -183,7 +186,8 @@ class _Validator:
 
     def fail(self, node: yaml.Node, fieldname: str, what: str) -> None:
         line = node.start_mark.line + 1
-        raise PricingError(f"{self.source}:{line}: {fieldname}: {what}")
+        raise PricingError(f"{self.source}:{line}: {safe_yaml.one_line(fieldname)}: "
+                           f"{safe_yaml.one_line(what, 300)}")
 
     def mapping(self, node: yaml.Node, where: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
@@ -210,7 +214,8 @@ class _Validator:
 
     def boolean(self, node: yaml.Node, fieldname: str) -> bool:
         if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:bool":
-            self.fail(node, fieldname, f"must be true or false, got {getattr(node, 'value', node)!r}")
+            got = repr(node.value)[:40] if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+            self.fail(node, fieldname, f"must be true or false, got {got}")
         return node.value.lower() in ("true", "yes", "on")
 
     def number(self, node: yaml.Node, fieldname: str) -> Decimal:

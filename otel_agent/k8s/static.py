@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from otel_agent import safe_yaml
 from otel_agent.errors import ConfigError
 from otel_agent.k8s.convert import (
     WORKLOAD_ATTRIBUTES,
@@ -184,9 +185,11 @@ def _pod(value: Any, field: str, node_name: str | None, keep_labels: Sequence[st
 def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[str] = ("*",)) -> tuple[NodeMeta | None, dict[PodUid, PodMeta]]:
     """Parse and validate the static format; ConfigError names `source` and the field path."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from e
+        doc = safe_yaml.load(text)
+    except yaml.YAMLError as e:  # one line: the problem and where, not PyYAML's snippet
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', None) or str(e).splitlines()[0]}") from e
     keep = tuple(pod_labels)
     try:
         if doc is not None and not isinstance(doc, Mapping):
@@ -204,8 +207,8 @@ def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[st
                 raise _Invalid(f"pods[{i}].uid", f"{pod.uid!r} repeats pods[{where[pod.uid]}].uid")
             pods[pod.uid] = pod
             where[pod.uid] = i
-    except _Invalid as e:
-        raise ConfigError(f"{source}: {e}") from e
+    except _Invalid as e:  # field paths and values come from the file: one bounded line
+        raise ConfigError(f"{source}: {safe_yaml.one_line(str(e), 400)}") from e
     return node, pods
 
 

@@ -257,7 +257,10 @@ def _http_server(receiver: Receiver, listen: str, tls: Tls | None) -> ThreadingH
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
+                length = -1
+            if length < 0:  # read(-1) would wait for the client to close: a hung handler
                 self._reply(411, b"Content-Length required\n", "text/plain")
+                self.close_connection = True
                 return
             if length > receiver.max_message_bytes:
                 self._reply(413, b"message larger than the receiver's limit\n", "text/plain")
@@ -265,12 +268,10 @@ def _http_server(receiver: Receiver, listen: str, tls: Tls | None) -> ThreadingH
                 return
             body = self.rfile.read(length)
             if self.headers.get("Content-Encoding") == "gzip":
-                import gzip
-
-                try:
-                    body = gzip.decompress(body)
-                except OSError as e:
-                    self._error(grpc.StatusCode.INVALID_ARGUMENT, f"bad gzip body: {e}")
+                body = _gunzip(body, receiver.max_message_bytes)
+                if body is None:
+                    self._error(grpc.StatusCode.INVALID_ARGUMENT,
+                                "bad gzip body, or larger than the receiver's limit once unzipped")
                     return
             try:
                 resp = receiver.ingestor.export(body)
@@ -296,6 +297,22 @@ def _http_server(receiver: Receiver, listen: str, tls: Tls | None) -> ThreadingH
             ctx.verify_mode = ssl.CERT_REQUIRED
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
     return server
+
+
+def _gunzip(body: bytes, limit: int) -> bytes | None:
+    """The unzipped body, or None if it is not gzip or unzips beyond `limit` (a gzip bomb:
+    16 MB of zeros compress to 16 KB). gzip.decompress raises EOFError and zlib.error, not
+    only OSError, and has no limit."""
+    import zlib
+
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    if len(out) > limit or not d.eof or d.unused_data:
+        return None
+    return out
 
 
 def _read(path: str | None, flag: str) -> bytes:

@@ -145,7 +145,8 @@ class BpfCollector:
 
         text = "\n".join((cfg.source_dir / f).read_text() for f in ("common.h", *(SOURCES[f] for f in chosen)))
         cflags = [f"-DMAX_CGROUPS={cfg.map_max_entries}", f"-DMAX_TASKS={cfg.task_max_entries}",
-                  f"-DMAX_CIDRS={cfg.cidr_max_entries}", f"-DV2_HIERARCHY={system.v2_hierarchy_id()}"]
+                  f"-DMAX_CIDRS={cfg.cidr_max_entries}", f"-DV2_HIERARCHY={system.v2_hierarchy_id()}",
+                  f"-DMAX_CPUS={system.possible_cpus()}"]
         try:
             self._bpf = bcc.BPF(text=text, cflags=cflags)
         except Exception as e:

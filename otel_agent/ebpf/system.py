@@ -138,3 +138,12 @@ def link_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> int | No
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 524):  # no cgroup links here
         return None
     raise OSError(err, f"BPF_LINK_CREATE: {os.strerror(err)}")
+
+
+def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
+    """Number of CPU ids the kernel may ever use ("0-3,8-11" -> 12): the size of per-CPU
+    arrays indexed by bpf_get_smp_processor_id(), hot-plugged CPUs included."""
+    top = 0
+    for part in path.read_text().strip().split(","):
+        top = max(top, int(part.split("-")[-1]))
+    return top + 1

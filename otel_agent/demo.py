@@ -295,7 +295,10 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
             agent_log = open(workdir / "agent.log", "ab")
             agent = subprocess.Popen(
                 agent_command(static, synth.kubepods, node.name, bpf_profile),
-                env=agent_env(endpoint, interval_ms, "demo"),
+                # Loopback never leaves a real node and is free by default; here it stands in
+                # for traffic to another node, so it is priced as cluster-private.
+                env=agent_env(endpoint, interval_ms, "demo",
+                              OTEL_AGENT_CLUSTER_CIDRS="127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"),
                 stdout=agent_log, stderr=subprocess.STDOUT)
             agent_log.close()
             procs.append(agent)

@@ -180,7 +180,8 @@ class BpfCollector:
             from bcc import BPF
 
             trie = b["peer_classes"]
-            for (plen, addr), cls in trie_entries(self.cfg.pod_cidrs, self.cfg.cluster_cidrs).items():
+            for (plen, addr), cls in trie_entries(self.cfg.pod_cidrs, self.cfg.cluster_cidrs,
+                                                     self.cfg.loopback_is_local).items():
                 k = trie.Key()
                 k.prefixlen = plen
                 k.addr = type(k.addr)(*addr)

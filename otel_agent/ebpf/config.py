@@ -42,6 +42,7 @@ class BpfConfig:
     cgroup_root: Path = Path("/sys/fs/cgroup/unified")
     pod_cidrs: tuple[str, ...] = ()
     cluster_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    loopback_is_local: bool = True  # 127.0.0.0/8 and ::1 are pod-network unless listed
     map_max_entries: int = 10240  # every per-cgroup map (and the path / removal maps)
     task_max_entries: int = 32768  # per-task maps (run-queue wake-up times, syscall entry)
     cidr_max_entries: int = 1024

@@ -16,7 +16,9 @@ def collector():
     from otel_agent.ebpf import BpfCollector, BpfConfig
 
     col = BpfCollector(BpfConfig(profile="comprehensive", cgroup_root=V2_ROOT,
-                                 pod_cidrs=POD_CIDRS, cluster_cidrs=CLUSTER_CIDRS))
+                                 pod_cidrs=POD_CIDRS, cluster_cidrs=CLUSTER_CIDRS,
+                                 # loopback stands in for all three classes here
+                                 loopback_is_local=False))
     status = col.start()
     assert all(s.attached for s in status.values()), status
     try:

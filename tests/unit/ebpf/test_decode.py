@@ -103,3 +103,12 @@ def test_v2_hierarchy_is_the_line_without_controllers(tmp_path):
     assert v2_hierarchy_id(f) == 0
     f.write_text("12:cpu:/\n3::/a\n")
     assert v2_hierarchy_id(f) == 3
+
+
+def test_loopback_is_pod_network_unless_a_list_names_it():
+    from otel_agent.ebpf.classes import classify
+
+    assert classify("127.0.0.1", (), ()) == "pod-network"
+    assert classify("::1", (), ("10.0.0.0/8",)) == "pod-network"
+    assert classify("127.0.0.9", (), ("127.0.0.0/8",)) == "cluster-private"
+    assert classify("127.0.0.9", (), (), loopback_is_local=False) == "internet"

@@ -317,8 +317,9 @@ svg{width:100%;height:auto;display:block}
 .swatch{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:-1px;
  border:1px solid rgba(0,0,0,.25);-webkit-print-color-adjust:exact;print-color-adjust:exact}
 .legend .num{color:#666;margin-left:4px}
-table{border-collapse:collapse;width:100%;font-size:.85rem}
-th,td{padding:4px 8px;border-bottom:1px solid #e4e4e4;text-align:left;white-space:nowrap}
+table{border-collapse:collapse;width:100%;font-size:.8rem}
+th,td{padding:4px 5px;border-bottom:1px solid #e4e4e4;text-align:left;white-space:nowrap}
+th{white-space:normal}
 thead th{border-bottom:2px solid #444;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.special th{font-style:italic;color:#555}

@@ -4,13 +4,29 @@ The rules, in the order they are applied (README "Cost processor"):
 
 Usage in the hour
   * A cumulative counter's delta is value − previous value of the same (series, start time);
-    the first point of a start time counts from zero at that start time (a container that lived
-    three seconds between two exports is billed), except for the whole-node counters (node,
-    all pods), which start at boot: a first point more than MAX_GAP_S after its start
-    is a baseline (usage before any capacity reading is not priced against it); a value below its predecessor without a new
-    start time is a reset and counts from zero (Prometheus' rule); a delta is never negative.
-    A delta is billed in the hour its interval ends in; with exports every 10-60 s at most one
-    interval per series straddles an hour boundary.
+    a value below its predecessor without a new start time is a reset and counts from zero
+    (Prometheus' rule); a delta is never negative. A delta is billed in the hour its interval
+    ends in; with exports every 10-60 s at most one interval per series straddles an hour
+    boundary.
+  * The first point of a (series, start time) counts from zero at that start time, so a
+    container that lived three seconds between two exports is billed, and so is a pod created
+    while the agent was down (its whole usage happened on this node, after its start). Two
+    exceptions make that first value a *baseline* (not billed; later deltas count from it),
+    because it holds usage from before the ledger watched the node, which no capacity reading
+    covers and which would otherwise land, days of it, in the first hour:
+      - a whole-node counter (node, all pods) whose first point is more than MAX_GAP_S after
+        its start (it starts at boot; it measures no tenant);
+      - a pod or container counter whose start is more than MAX_GAP_S before its first point
+        AND whose first point came in the node's first export to this ledger (within
+        FIRST_EXPORT_SLACK_S of the node's first point ever stored): the pods that already
+        ran when the agent was installed or the ledger was created. Their usage before that
+        is not billed to anyone. A series first seen in any later export counts from zero;
+        a brand-new node (booted less than MAX_GAP_S before its first point) counts from zero
+        throughout. A pod created just after the node's first export is not a baseline: the
+        slack is far below any export interval (the agent stamps a whole cycle with one time).
+    The node's first point is kept per node (store.node_first_t), the minimum over every point
+    ever stored for it, so the rule depends on the set of points only: order, duplicates and
+    retention change nothing.
   * A delta-temporality point's value is billed in the hour of its time.
   * A gauge (memory, requests, capacity) holds from its time until the next point of its series,
     for at most MAX_GAP_S; integrating gives byte-hours and core-hours. Past the gap the value is
@@ -52,7 +68,14 @@ MAX_GAP_S = 300
 # Whole-node counters (the machine, all pods) measure no tenant: a first point more than
 # MAX_GAP after its start time is a baseline, never usage (see series_quantities).
 BASELINE_SCOPES = ("node", "kubepods")
+# Pod and container counters are a baseline only when they came in the node's first export.
+TENANT_SCOPES = ("container", "pod")
 MAX_GAP_NS = MAX_GAP_S * NANOS_PER_SECOND
+# One export carries one time for every point (the agent stamps a whole collection cycle);
+# the slack allows senders that stamp each resource as they read it, and stays well below any
+# export interval, so a pod created between the first and the second export is still billed.
+FIRST_EXPORT_SLACK_S = 0.5
+FIRST_EXPORT_SLACK_NS = int(FIRST_EXPORT_SLACK_S * NANOS_PER_SECOND)
 GIB = 2**30
 
 KIND_CONTAINER, KIND_POD, KIND_UNALLOCATED = "container", "pod", "unallocated"
@@ -108,13 +131,24 @@ class _PodInfo:
     meta: str = ""
 
 
+def is_baseline(scope: str, start_ns: int, first_ns: int, node_first_ns: int | None) -> bool:
+    """Whether the first point (at first_ns) of a counter (series, start) is a baseline."""
+    if first_ns - start_ns <= MAX_GAP_NS:
+        return False  # the counter began (about) when we first saw it: all of it is billed
+    if scope in BASELINE_SCOPES:
+        return True
+    return (scope in TENANT_SCOPES and node_first_ns is not None
+            and first_ns - node_first_ns <= FIRST_EXPORT_SLACK_NS)
+
+
 def series_quantities(series: Mapping[int, SeriesInfo],
                       points: Iterable[tuple[int, int, int, float]],
-                      h0_ns: int, h1_ns: int) -> dict[int, float]:
+                      h0_ns: int, h1_ns: int, node_first_ns: int | None = None) -> dict[int, float]:
     """Per series, its amount in [h0, h1): counter units (s, By) or gauge unit × seconds.
 
     `points` must hold every point of the series in [h0 − MAX_GAP, h1) and, for counters, the
-    last point before h0 of each (series, start) that has a point in the hour.
+    last point before h0 of each (series, start) that has a point in the hour. `node_first_ns`
+    is the time of the node's first point ever stored (None: not known, no pod baselines).
     """
     by_key: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
     for sid, start, t, v in points:
@@ -133,11 +167,11 @@ def series_quantities(series: Mapping[int, SeriesInfo],
             continue
         assert temporality == CUMULATIVE
         prev: float | None = None
-        if series[sid].scope in BASELINE_SCOPES and pts[0][0] - start > MAX_GAP_NS:
-            # A node's counters start at boot, often long before the agent's first capacity
-            # reading: a first point further than MAX_GAP from its start is a baseline, or the
-            # first hour would bill every CPU-second since boot as overhead with no capacity
-            # to set it against.
+        # pts[0] is the key's first point ever when it lies in the hour (the caller supplies
+        # the predecessor otherwise); before the hour it is only a predecessor either way.
+        if is_baseline(series[sid].scope, start, pts[0][0], node_first_ns):
+            # Usage before the ledger watched the node (see the module docstring): a node's
+            # counters since boot, a pre-existing pod's since its creation.
             prev = pts[0][1]
         for t, v in pts:
             if h0_ns <= t < h1_ns:
@@ -159,10 +193,11 @@ def series_quantities(series: Mapping[int, SeriesInfo],
 
 
 def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int, SeriesInfo],
-                    points: Iterable[tuple[int, int, int, float]], pricing: Pricing) -> list[LedgerRow]:
+                    points: Iterable[tuple[int, int, int, float]], pricing: Pricing,
+                    node_first_ns: int | None = None) -> list[LedgerRow]:
     h0 = hour_s * NANOS_PER_SECOND
     h1 = h0 + 3600 * NANOS_PER_SECOND
-    amounts = series_quantities(series, points, h0, h1)
+    amounts = series_quantities(series, points, h0, h1, node_first_ns)
 
     node_attrs: dict[str, str] = {}
     node_seen = -1

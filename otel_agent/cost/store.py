@@ -12,6 +12,10 @@ Why this shape:
     Rebuilding instead of adding is what makes duplicates, late and out-of-order batches change
     nothing. Dirty marks carry a version, so a mark set while its hour was being rebuilt is not
     lost.
+  * Each node's first point ever stored is kept beside the points (`node_first`, a minimum,
+    so the order batches arrive in does not matter, and retention does not move it): a pod
+    counter that came in the node's first export is a baseline (otel_agent.cost.ledger). When
+    a batch lowers it, the hours around the old and the new first point are rebuilt.
   * Daily and monthly roll-ups are re-aggregated from the hourly rows of the days and months a
     refresh touched, so a monthly report reads ~1/720 of the rows (bench/cost.py).
 
@@ -36,7 +40,7 @@ from sqlalchemy.engine import Engine
 
 from otel_agent.cost.errors import LedgerUrlError, StoreUnavailable
 from otel_agent.cost.ingest import CUMULATIVE, NANOS_PER_SECOND, Batch, hour_of, node_key
-from otel_agent.cost.ledger import MAX_GAP_NS, SeriesInfo, build_node_hour
+from otel_agent.cost.ledger import FIRST_EXPORT_SLACK_NS, MAX_GAP_NS, SeriesInfo, build_node_hour
 from otel_agent.cost.pricing import Pricing
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,12 @@ dirty_t = sa.Table(
     sa.Column("cluster", sa.String(255), nullable=False),
     sa.Column("node", sa.String(255), nullable=False),
     sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+node_first_t = sa.Table(  # per node, the time of its first point ever stored (a minimum)
+    "node_first", metadata,
+    sa.Column("node_key", sa.String(512), primary_key=True),
+    sa.Column("first_ns", sa.BigInteger, nullable=False),
 )
 
 pods_t = sa.Table(  # labels for label:<key> aggregation, latest-seen wins
@@ -202,6 +212,7 @@ class Store:
         self.engine = make_engine(url)
         try:
             metadata.create_all(self.engine)
+            self._backfill_node_first()
         except sa.exc.SQLAlchemyError as e:
             raise LedgerUrlError(f"ledger {_safe(url)}: cannot open or create tables: "
                                  f"{_reason(e)}") from e
@@ -211,6 +222,8 @@ class Store:
         self._newest: dict[tuple[int, int], int] = {}
         # series_id → (seen_ns, meta) as stored; metadata is rewritten only when it changes
         self._series_meta: dict[int, tuple[int, str]] = {}
+        # node_key → first_ns as last read or written; the stored value is never above it
+        self._node_first: dict[str, int] = {}
         self._upsert_series = self._build_series_upsert()
         self._insert_points = _insert(self.engine, points_t).on_conflict_do_nothing(
             index_elements=["series_id", "start_ns", "time_ns"])
@@ -228,6 +241,18 @@ class Store:
             set_={"meta": ins.excluded.meta, "seen_ns": ins.excluded.seen_ns,
                   "namespace": ins.excluded.namespace},
             where=newer)
+
+    def _backfill_node_first(self) -> None:
+        """A ledger created before node_first existed: its nodes' first points, once."""
+        with self.engine.begin() as c:
+            if c.execute(sa.select(node_first_t.c.node_key).limit(1)).first() is not None:
+                return
+            if c.execute(sa.select(points_t.c.node_key).limit(1)).first() is None:
+                return
+            c.execute(sa.insert(node_first_t).from_select(
+                ["node_key", "first_ns"],
+                sa.select(points_t.c.node_key, sa.func.min(points_t.c.time_ns))
+                .group_by(points_t.c.node_key)))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -262,11 +287,14 @@ class Store:
         dirty: set[tuple[str, int]] = set()
         batch_min: dict[tuple[int, int], int] = {}
         batch_max: dict[tuple[int, int], int] = {}
+        node_min: dict[str, int] = {}
         point_rows = []
         for sid, start, t, v, nk in batch.points:
             point_rows.append({"series_id": sid, "start_ns": start, "time_ns": t, "value": v,
                                "node_key": nk})
             dirty.add((nk, hour_of(t)))
+            if t < node_min.get(nk, t + 1):
+                node_min[nk] = t
             if sid in gauges:
                 dirty.add((nk, hour_of(t + MAX_GAP_NS)))
             elif sid in cumulative:
@@ -279,8 +307,14 @@ class Store:
         # delta: find those successors and rebuild their hours too.
         late = {k: t for k, t in batch_min.items() if k not in newest or t <= newest[k]}
         node_of = {s.series_id: node_key(s.cluster, s.node) for s in batch.series.values()}
+        with self._state_lock:
+            earlier = {nk: t for nk, t in node_min.items()
+                       if nk not in self._node_first or t < self._node_first[nk]}
+        firsts: dict[str, int] = {}
         try:
             with self.engine.begin() as conn:
+                if earlier:
+                    firsts = self._lower_node_first(conn, earlier, dirty)
                 if series_rows:
                     conn.execute(self._upsert_series, series_rows)
                 conn.execute(self._insert_points, point_rows)
@@ -297,6 +331,34 @@ class Store:
             for k, t in batch_max.items():
                 if t > self._newest.get(k, -1):
                     self._newest[k] = t
+            for nk, t in firsts.items():
+                self._node_first[nk] = min(t, self._node_first.get(nk, t))
+
+    def _lower_node_first(self, conn, earlier: dict[str, int],
+                          dirty: set[tuple[str, int]]) -> dict[str, int]:
+        """Lower each node's stored first point to the batch's earliest where that is earlier,
+        and mark dirty the hours whose pod baselines that can change: around the old first
+        point (they lose it) and the new one (they gain it). Returns the first points now.
+
+        The row is created if missing, then locked (FOR UPDATE on PostgreSQL; SQLite's writer
+        lock is already held) before it is read, so concurrent writers lowering the same node
+        see each other's value and every intermediate first point gets its hours marked."""
+        out: dict[str, int] = {}
+        ins = _insert(self.engine, node_first_t).on_conflict_do_nothing(index_elements=["node_key"])
+        for nk in sorted(earlier):  # one lock order across writers: no deadlock
+            t = earlier[nk]
+            conn.execute(ins, {"node_key": nk, "first_ns": t})
+            stored = conn.execute(sa.select(node_first_t.c.first_ns)
+                                  .where(node_first_t.c.node_key == nk)
+                                  .with_for_update()).scalar_one()
+            if t < stored:
+                conn.execute(sa.update(node_first_t).where(node_first_t.c.node_key == nk)
+                             .values(first_ns=t))
+                for x in (stored, t):
+                    dirty.add((nk, hour_of(x)))
+                    dirty.add((nk, hour_of(x + FIRST_EXPORT_SLACK_NS)))
+            out[nk] = min(t, stored)
+        return out
 
     def _successor_hours(self, conn, late: dict[tuple[int, int], int], batch: Batch,
                          node_of: dict[int, str]) -> set[tuple[str, int]]:
@@ -357,11 +419,14 @@ class Store:
                                                   r.pod_uid, r.container_key, r.net_class,
                                                   r.direction, r.meta, r.seen_ns)
                           for r in c.execute(sa.select(series_t).where(series_t.c.node_key == nk))}
+                node_first = c.execute(sa.select(node_first_t.c.first_ns)
+                                       .where(node_first_t.c.node_key == nk)).scalar_one_or_none()
                 rows = []
                 for m in marks:
                     pts = self._hour_points(c, nk, m.hour, series)
                     rows.extend(build_node_hour(hour_s=m.hour, cluster=cluster, node=node,
-                                                series=series, points=pts, pricing=self.pricing))
+                                                series=series, points=pts, pricing=self.pricing,
+                                                node_first_ns=node_first))
             hours = [m.hour for m in marks]
             days = sorted({h - h % 86400 for h in hours})
             months = sorted({_month_start(h) for h in hours})

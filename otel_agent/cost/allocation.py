@@ -16,7 +16,8 @@ Models (README "Allocation models" has them on one worked example):
 
 Sharing (`share_idle`) of __idle__ and __overhead__: `none` keeps them as rows;
 `proportional` spreads them over the tenants in proportion to their cost; `even` splits them
-equally between the tenants. With `idle_by_node` the pools are per node and go to the tenants
+equally between the tenants. Shared rows are gone from the result (only a pool with nobody to
+share it with stays, on __idle__). With `idle_by_node` the pools are per node and go to the tenants
 on that node; otherwise one cluster-wide pool per step. __unallocated__ (usage no pod was seen
 for) is never shared: it stays visible. Money is shared in integer micro-units by largest
 remainder, so sharing never creates or loses a micro-unit.
@@ -24,6 +25,10 @@ remainder, so sharing never creates or loses a micro-unit.
 Rows of a step come from the coarsest roll-up whose periods tile the step: a step on calendar
 month boundaries reads ledger_monthly, on day boundaries ledger_daily, else ledger_hourly (an
 hour belongs to a step when the hour starts inside it).
+
+The currency is the ledger's: each row carries the one its node-hour was priced in, so a report
+opened with other (or default) pricing still labels the money right. A window whose money is in
+more than one currency (the pricing's currency changed) is refused, not added up.
 """
 
 from __future__ import annotations
@@ -100,12 +105,18 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
         store.refresh()
     labels = store.pod_labels() if (aggregate.startswith("label:") or
                                      any(c.field.startswith("label[") for c in clauses)) else {}
-    out = []
+    loaded = []
+    currencies: set[str] = set()
     for w in steps(window, step):
-        fine = _load(store, w, model, labels)
-        out.append(_allocate(fine, w, store.pricing.currency, keyfn, aggregate, model,
-                             share_idle, idle_by_node, clauses))
-    return out
+        loaded.append((w, _load(store, w, model, labels, currencies)))
+    if len(currencies) > 1 and model != Model.USAGE:
+        raise QueryError(f"the ledger holds money in {' and '.join(sorted(currencies))} within "
+                         f"{window.start.isoformat()} - {window.end.isoformat()} (the pricing's "
+                         "currency changed): report the periods before and after the change "
+                         "separately")
+    currency = next(iter(currencies)) if len(currencies) == 1 else store.pricing.currency
+    return [_allocate(fine, w, currency, keyfn, aggregate, model, share_idle, idle_by_node,
+                      clauses) for w, fine in loaded]
 
 
 def _table_for(w: Window) -> sa.Table:
@@ -120,13 +131,15 @@ def _table_for(w: Window) -> sa.Table:
     return LEDGER_TABLES["hour"]
 
 
-def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str]]) -> list[_Fine]:
+def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str]],
+          currencies: set[str]) -> list[_Fine]:
+    """The window's rows per tenant and special row; adds the rows' currencies to `currencies`."""
     t = _table_for(w)
     ror = model == Model.REQUEST_OR_USAGE
     qty = t.c.ror_qty if ror else t.c.usage_qty
     cost = t.c.cost_ror_micros if ror else t.c.cost_usage_micros
     group = [t.c.cluster, t.c.node, t.c.namespace, t.c.workload_kind, t.c.workload, t.c.pod_uid,
-             t.c.pod, t.c.container, t.c.kind, t.c.resource]
+             t.c.pod, t.c.container, t.c.kind, t.c.resource, t.c.currency]
     q = (sa.select(*group, sa.func.sum(qty), sa.func.sum(cost))
          .where(t.c.period_start >= int(w.start.timestamp()),
                 t.c.period_start < int(w.end.timestamp()), t.c.kind != KIND_NODE)
@@ -135,7 +148,8 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
     with store.engine.connect() as c:
         rows = c.execute(q).all()
     money = model != Model.USAGE
-    for cluster, node, ns, wk, wl, uid, pod, container, kind, resource, qsum, csum in rows:
+    for cluster, node, ns, wk, wl, uid, pod, container, kind, resource, cur, qsum, csum in rows:
+        currencies.add(cur)
         key = (cluster, node, uid, container, kind)
         f = fine.get(key)
         if f is None:
@@ -248,27 +262,24 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
 
 def _share(tenants: list[_Fine], special: list[_Fine], keyfn: Callable[[_Fine], str],
            share: SharePolicy, by_node: bool) -> list[_Fine]:
-    """Move idle and overhead money onto tenants; returns the special rows left over."""
+    """Move idle and overhead money onto tenants; returns the special rows left over:
+    __unallocated__ (never shared) and the idle and overhead rows of a pool that had no tenant
+    to go to, unchanged. A shared row is dropped: its money is in the tenants' sharedCost."""
     left: list[_Fine] = []
     pools: dict[str, int] = defaultdict(int)
+    parked: dict[str, list[_Fine]] = defaultdict(list)
     for f in special:
         if f.kind in (KIND_IDLE, KIND_OVERHEAD):
-            pools[f.node if by_node else ""] += f.own_micros
-            # quantities stay visible on a row with no money
-            f.cpu_micros = f.ram_micros = f.net_micros = 0
-            if f.cpu_qty or f.ram_qty:
-                left.append(f)
+            scope = f.node if by_node else ""
+            pools[scope] += f.own_micros
+            parked[scope].append(f)
         else:
             left.append(f)
     for scope, pool in pools.items():
         members = [t for t in tenants if not by_node or t.node == scope]
-        if not members or pool == 0:
-            # nobody to share with: the money stays on an idle row
-            holder = next((f for f in special if f.kind == KIND_IDLE and (not by_node or f.node == scope)), None)
-            if holder is not None:
-                holder.shared_micros += pool
-                if holder not in left:
-                    left.append(holder)
+        if not members:
+            # nobody to share with: the money stays where it was, visible
+            left.extend(f for f in parked[scope] if f.own_micros)
             continue
         if share == SharePolicy.PROPORTIONAL:
             weights = [max(0, t.own_micros) for t in members]
@@ -278,7 +289,6 @@ def _share(tenants: list[_Fine], special: list[_Fine], keyfn: Callable[[_Fine], 
             by_group: dict[str, list[int]] = defaultdict(list)
             for i, t in enumerate(members):
                 by_group[keyfn(t)].append(i)
-            weights = [0] * len(members)
             per_group = _split_int(pool, [1] * len(by_group))
             for (g, idx), amount in zip(sorted(by_group.items()), per_group):
                 inner = _split_int(amount, [max(1, members[i].own_micros) for i in idx])

@@ -88,11 +88,13 @@ def test_agent_sigkill_restart_loses_only_what_the_kernel_lost(synth, ledger, tm
                              interval_ms=1000, bpf_profile="standard", log_name=name,
                              metadata=("--metadata", "static", "--static-metadata", str(static))).start()
 
-    burners = [synth.spawn(p.containers[0], duty_burner(3.0, sleep_seconds=0.35)) for p in (a, b)]
     agent = start_agent("agent-1.log")
     agent2 = None
     try:
         n = _wait_points(cost, 0, agent)
+        # Work starts after the ledger's first export of this node: what ran before it is a
+        # baseline by the ledger's rules (usage from before it watched), not billed.
+        burners = [synth.spawn(p.containers[0], duty_burner(3.0, sleep_seconds=0.35)) for p in (a, b)]
         sent_before = 1_000_000
         send(sent_before)
         _wait_points(cost, n + 50, agent)

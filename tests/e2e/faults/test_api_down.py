@@ -67,6 +67,8 @@ def _run(synth, ledger, tmp_path, *, outage_seconds: float, compact: bool):
                               metadata=("--metadata", "kubernetes"),
                               env_extra={"KUBECONFIG": str(kubeconfig), "NODE_NAME": "node-a"}).start()
         try:
+            _wait(lambda: cost.points() > 0, 60, "the first export in the ledger", agent)
+            # after the node's first export: earlier usage would be a baseline, not billed
             known_burner = synth.spawn(known.container("web"), duty_burner(1.0))
             _wait(lambda: _ledger_namespace(cost.db, known.uid) == "shop", 60, "the known pod billed", agent)
 

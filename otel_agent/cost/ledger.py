@@ -24,6 +24,9 @@ Usage in the hour
         a brand-new node (booted less than MAX_GAP_S before its first point) counts from zero
         throughout. A pod created just after the node's first export is not a baseline: the
         slack is far below any export interval (the agent stamps a whole cycle with one time).
+        The price of that: a pre-existing pod whose first point misses the node's first export
+        (one request of a split first export lost for good) is billed its history in the hour
+        it first arrives, as before this rule.
     The node's first point is kept per node (store.node_first_t), the minimum over every point
     ever stored for it, so the rule depends on the set of points only: order, duplicates and
     retention change nothing.

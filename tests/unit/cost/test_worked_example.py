@@ -208,13 +208,8 @@ def _readme_figures() -> dict[tuple[str, str], object]:
     return out
 
 
-# README.md's worked example is off by rounding: money is rounded half-even per row and
-# __idle__ takes the remainder, so chargeback team-a is 0.047416 (not 0.047417), __idle__
-# 0.031610 (not 0.031611), proportional team-a 0.082978 (not 0.082980), and the even pool is
-# 0.047416, split 0.023708 / 0.023708. Reported to the README's owner. Correcting the README
-# makes this test fail until the set is emptied; from then on it fails on any drift.
-README_KNOWN_WRONG = {("chargeback", "team-a"), ("chargeback", IDLE), ("proportional", "team-a"),
-                      ("even", "pool"), ("even", "shares")}
+# Cells of README.md's table known to differ from the ledger (none: keep it that way).
+README_KNOWN_WRONG: set = set()
 
 
 def test_the_readme_states_the_ledgers_figures(store):

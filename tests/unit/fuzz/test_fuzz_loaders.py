@@ -67,8 +67,12 @@ def _child(kind: str, path: str, q) -> None:  # noqa: ANN001
 
 
 def outcome_bounded(kind: str, path: Path, seconds: float = 10.0) -> str:
-    """outcome() in a child process with a time and memory limit: a hang fails, not blocks."""
-    ctx = multiprocessing.get_context("fork")
+    """outcome() in a child process with a time and memory limit: a hang fails, not blocks.
+
+    A fresh interpreter (spawn), not a fork: by the time the whole suite gets here the test
+    process has BCC's LLVM mapped and gRPC threads running, so a forked child starts with far
+    more than the 1 GiB address-space limit and with locks other threads held."""
+    ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(kind, str(path), q))
     p.start()

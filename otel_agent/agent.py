@@ -75,10 +75,7 @@ class Cycle:
     finals: set[CgroupId] = field(default_factory=set)
     bpf_removed: set[CgroupId] = field(default_factory=set)
     refs: dict[CgroupId, CgroupRef] = field(default_factory=dict)
-    samples: list[Sample] = field(default_factory=list)
-    histograms: list[HistogramSample] = field(default_factory=list)
     pods: dict[PodUid, PodMeta] = field(default_factory=dict)
-    node: NodeMeta | None = None
 
 
 class Agent:
@@ -209,7 +206,7 @@ class Agent:
         node = self.metadata.node()
         samples.extend(_spec_samples(all_refs.values(), pods, node, node_ref.cgroup_id))
 
-        self.last_duration_seconds = time.perf_counter() - t0
+        # The agent's own health; cycle.duration is the last completed cycle's.
         samples.extend(self._self_samples(node_ref.cgroup_id))
         snap = Snapshot(now_ns, all_refs, samples, histograms, pods, node)
         data = self.converter.convert(snap)
@@ -217,8 +214,7 @@ class Agent:
         self.last_duration_seconds = duration
         self.cycles += 1
         self.heartbeat = time.monotonic()
-        return Cycle(data, duration, count_points(data), finals, bpf_removed, all_refs, samples,
-                     histograms, pods, node)
+        return Cycle(data, duration, count_points(data), finals, bpf_removed, all_refs, pods)
 
     def _merge_bpf(self, refs: dict[CgroupId, CgroupRef], samples: list[Sample],
                    fresh: dict[CgroupId, list[Sample]]) -> tuple[list[HistogramSample], set[CgroupId]]:

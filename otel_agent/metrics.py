@@ -207,7 +207,8 @@ _TABLE: tuple[MetricDef, ...] = (
     # --- the agent's own health (node resource) --------------------------------------------
     MetricDef(
         "self.cycle.duration", {N: f"{PREFIX}.cycle.duration"},
-        "s", "Wall time of the last collection cycle (read + convert).", Instrument.GAUGE, "agent",
+        "s", "Wall time of the last completed collection cycle (read + convert).", Instrument.GAUGE,
+        "agent",
     ),
     MetricDef(
         "self.series.exported", {N: f"{PREFIX}.series.exported"},

@@ -65,7 +65,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping
 
 from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
-from otel_agent.cost.pricing import Pricing, Rates, money_micros
+from otel_agent.cost.pricing import Pricing, money_micros
 
 MAX_GAP_S = 300
 # Whole-node counters (the machine, all pods) measure no tenant: a first point more than

@@ -11,13 +11,11 @@ skips that map for the cycle; BPF being unusable at all is a SourceError from st
 
 from __future__ import annotations
 
-import ctypes as ct
 import logging
 import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from otel_agent.ebpf import system

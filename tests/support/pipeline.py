@@ -26,15 +26,8 @@ from typing import Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 
-PRICING_YAML = """\
-currency: USD
-rates:
-  cpu_core_hour: 0.031611
-  memory_gib_hour: 0.004237
-  gpu_hour: 0.95
-  storage_gib_hour: 0.0000548
-  network_gib: {pod-network: 0, cluster-private: 0.01, internet: 0.12}
-"""
+# The README's pricing example, shared with the cost tests.
+from tests.unit.cost.ledger_helpers import PRICING_YAML  # noqa: E402
 
 
 def free_port() -> int:

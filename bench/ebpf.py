@@ -3,8 +3,10 @@
 * cost per event of each program, from the kernel's own accounting (kernel.bpf_stats_enabled:
   run_time_ns / run_cnt in the program's fdinfo);
 * a context-switch-heavy workload (pipe ping-pong between two processes pinned to one CPU) in
-  three configurations: detached, empty programs on sched_switch/wakeup/wakeup_new (the floor
-  no tracepoint agent can go under) and the `standard` profile;
+  four configurations: detached, empty programs on sched_switch/wakeup/wakeup_new (the floor
+  DESIGN sets the target against), the same empty programs as raw tracepoints (the lower floor:
+  the kernel builds no perf record for them, and the CPU family is attached that way), and the
+  `standard` profile;
 * BCC start-up: time and peak RSS to compile and attach `standard`, steady RSS after.
 
 The ping-pong comparison is built for a shared, noisy machine (other people's tests on the same
@@ -15,14 +17,14 @@ two vCPUs; a single measurement of each configuration put the floor anywhere bet
   round costs a few attach syscalls, not a BCC compile;
 * the configurations are interleaved in up to ROUNDS rounds (at least MIN_ROUNDS; fewer only
   when the machine is so loaded that more would overrun ROUNDS_BUDGET_S), the order rotating
-  every round (ABC, BCA, CAB, ...), so slow drifts of machine load and any order effect hit all
-  three alike;
+  every round (ABCD, BCDA, ...), so slow drifts of machine load and any order effect hit all
+  four alike;
 * each measurement is ROUND_TRIPS round trips after WARMUP unmeasured ones, timed inside the
   ping-pong program (no fork/exec in the figure): CPU time (getrusage, user+sys, both
   processes), which time-slices lost to other tasks do not inflate, and wall time beside it;
 * slowdowns are paired within a round (config / detached of the same round), summarised as
   median and interquartile range over rounds; the ratio standard/floor is the ratio of the
-  median added times, with a bootstrap interval over rounds. If the floor's interval reaches
+  median added times, with a bootstrap interval over rounds, against each floor. If the floor's interval reaches
   zero the ratio is not defined, and the added ns per round trip are the figures to quote.
 
 Run as root: `python -m bench` (all benchmarks) or `python -c "import bench.ebpf as b; b.main()"`.
@@ -128,7 +130,19 @@ int empty_wakeup_new(struct tracepoint__sched__sched_wakeup_new *args) { return 
 _EMPTY_TPS = (("sched:sched_switch", "empty_switch"), ("sched:sched_wakeup", "empty_wakeup"),
               ("sched:sched_wakeup_new", "empty_wakeup_new"))
 
-CONFIGS = ("detached", "floor", "standard")
+_EMPTY_RAW = """
+int empty_raw_switch(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int empty_raw_wakeup(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int empty_raw_wakeup_new(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+"""
+_EMPTY_RAW_TPS = (("sched_switch", "empty_raw_switch"), ("sched_wakeup", "empty_raw_wakeup"),
+                  ("sched_wakeup_new", "empty_raw_wakeup_new"))
+
+# "floor": empty programs on the three scheduler tracepoints, the floor DESIGN defines and the
+# target is set against. "raw floor": the same empty programs attached as raw tracepoints, as
+# the CPU family is: no perf record is built, so it is the lower floor of the two.
+CONFIGS = ("detached", "floor", "raw floor", "standard")
+FLOORS = ("floor", "raw floor")
 
 
 def _build_pingpong(tmp: Path) -> Path:
@@ -237,7 +251,7 @@ def _report(cpu: int, res: dict[str, list[tuple[float, float, float]]], elapsed:
     n = len(res["detached"])
     print(f"ebpf: pipe ping-pong, two processes pinned to CPU {cpu} (nice -10), {ROUND_TRIPS} round trips "
           f"a measurement in {CHUNKS} slices (+{WARMUP} warm-up), {n} rounds interleaving "
-          f"detached/floor/standard, {elapsed:.0f} s; median (IQR) over rounds")
+          f"{'/'.join(CONFIGS)}, {elapsed:.0f} s; median (IQR) over rounds")
     print("  us per round trip   CPU, best slice      CPU, whole run       wall, whole run")
     for k in CONFIGS:
         cols = []
@@ -245,24 +259,25 @@ def _report(cpu: int, res: dict[str, list[tuple[float, float, float]]], elapsed:
             q1, med, q3 = _quartiles([r[i] for r in res[k]])
             cols.append(f"{med:5.2f} ({q1:.2f}..{q3:.2f})")
         print(f"  {k:18s}  " + "   ".join(cols))
-    # Paired within each round: the same minute of machine load for all three.
+    # Paired within each round: the same minute of machine load for all configurations.
     for label, i in (("CPU time, best slice", 2), ("CPU time, whole run", 1), ("wall time, whole run", 0)):
         d = [r[i] for r in res["detached"]]
-        f = [r[i] for r in res["floor"]]
         s = [r[i] for r in res["standard"]]
-        fl = [(f[j] - d[j]) * 1000 for j in range(n)]  # ns added per round trip
-        st = [(s[j] - d[j]) * 1000 for j in range(n)]
-        fs = [f[j] / d[j] - 1 for j in range(n)]
+        st = [(s[j] - d[j]) * 1000 for j in range(n)]  # ns added per round trip
         ss = [s[j] / d[j] - 1 for j in range(n)]
         if i == 2:
             print(f"  {label}, paired by round (the figure to quote):")
-            print(f"    floor    slowdown {_fmt(fs, 100, '%')}, added {_fmt(fl, 1, ' ns', 0)}")
-            print(f"    standard slowdown {_fmt(ss, 100, '%')}, added {_fmt(st, 1, ' ns', 0)}")
-            print(f"    standard - floor  {_fmt([st[j] - fl[j] for j in range(n)], 1, ' ns', 0)} a round trip")
-            print(f"    {_ratio_line(fl, st)}")
+            print(f"    standard   slowdown {_fmt(ss, 100, '%')}, added {_fmt(st, 1, ' ns', 0)}")
         else:
-            print(f"  {label}: floor {_fmt(fs, 100, '%')}, standard {_fmt(ss, 100, '%')}")
-            print(f"    {_ratio_line(fl, st)}")
+            print(f"  {label}: standard {_fmt(ss, 100, '%')}")
+        for floor in FLOORS:
+            f = [r[i] for r in res[floor]]
+            fl = [(f[j] - d[j]) * 1000 for j in range(n)]
+            fs = [f[j] / d[j] - 1 for j in range(n)]
+            if i == 2:
+                print(f"    {floor:10s} slowdown {_fmt(fs, 100, '%')}, added {_fmt(fl, 1, ' ns', 0)}; "
+                      f"standard - {floor} {_fmt([st[j] - fl[j] for j in range(n)], 1, ' ns', 0)}")
+            print(f"    vs {floor}: {_ratio_line(fl, st)}")
 
 
 def main() -> None:
@@ -281,6 +296,9 @@ def main() -> None:
         empty = BPF(text=_EMPTY)
         for _, fn in _EMPTY_TPS:
             empty.load_func(fn.encode(), BPF.TRACEPOINT)
+        empty_raw = BPF(text=_EMPTY_RAW)
+        for _, fn in _EMPTY_RAW_TPS:
+            empty_raw.load_func(fn.encode(), BPF.RAW_TRACEPOINT)
         col = BpfCollector(BpfConfig(profile="standard"))
         col.start()
         fams = list(col._attached)
@@ -289,6 +307,9 @@ def main() -> None:
             if k == "floor":
                 for tp, fn in _EMPTY_TPS:
                     empty.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+            elif k == "raw floor":
+                for tp, fn in _EMPTY_RAW_TPS:
+                    empty_raw.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
             elif k == "standard":
                 for fam in fams:
                     col._attach(fam)
@@ -297,6 +318,9 @@ def main() -> None:
             if k == "floor":
                 for tp, _ in _EMPTY_TPS:
                     empty.detach_tracepoint(tp=tp.encode())
+            elif k == "raw floor":
+                for tp, _ in _EMPTY_RAW_TPS:
+                    empty_raw.detach_raw_tracepoint(tp=tp.encode())
             elif k == "standard":
                 for fam in fams:
                     col._detach(fam)
@@ -310,7 +334,7 @@ def main() -> None:
             for rnd in range(ROUNDS):
                 if rnd >= MIN_ROUNDS and time.monotonic() - t0 > ROUNDS_BUDGET_S * rnd / (rnd + 1):
                     break  # one more round would overrun the budget
-                order = CONFIGS[rnd % 3:] + CONFIGS[:rnd % 3]
+                order = CONFIGS[rnd % len(CONFIGS):] + CONFIGS[:rnd % len(CONFIGS)]
                 for k in order:
                     attach(k)
                     try:
@@ -319,7 +343,7 @@ def main() -> None:
                         detach(k)
             elapsed = time.monotonic() - t0
             # Per-event cost in separate runs: bpf_stats adds its own clock reads.
-            for k, bpf in (("floor", empty), ("standard", col._bpf)):
+            for k, bpf in (("floor", empty), ("raw floor", empty_raw), ("standard", col._bpf)):
                 attach(k)
                 try:
                     stats_path.write_text("1")
@@ -336,6 +360,7 @@ def main() -> None:
         finally:
             stats_path.write_text(old_stats)
             empty.cleanup()
+            empty_raw.cleanup()
             col.stop()
 
     _report(cpu, res, elapsed)
@@ -344,11 +369,11 @@ def main() -> None:
         if n:
             print(f"  {k:28s} {t / n:7.0f} ns  ({n} events)")
     trips = ROUND_TRIPS + WARMUP
-    fl = sum(t for k, (t, _) in per_event.items() if k.startswith("empty_")) / trips
+    fl = sum(t for k, (t, _) in per_event.items() if k.startswith("empty_raw_")) / trips
     st = sum(t for k, (t, _) in per_event.items() if not k.startswith("empty_")) / trips
     print(f"  program time per round trip (all programs, kernel's count): standard {st:.0f} ns, "
-          f"empty {fl:.0f} ns, ratio {st / fl:.2f}x; excludes the tracepoint dispatch cost the "
-          f"ping-pong floor includes")
+          f"empty {fl:.0f} ns (the accounting's own clock reads), ratio {st / fl:.2f}x; excludes "
+          f"the tracepoint dispatch cost the ping-pong floors include")
     s = _startup()
     mb = 1 << 20
     print(f"ebpf: start-up of `standard`: import bcc {s['import_s']:.2f} s (RSS {s['rss_after_import'] / mb:.0f} MB), "

@@ -1,32 +1,46 @@
 /* CPU family: on-CPU time and run-queue delay per cgroup, from scheduler tracepoints only.
  *
+ * Attached as raw tracepoints: the program gets the tracepoint's own arguments (TP_PROTO) and
+ * the kernel skips building the perf trace record (both task names copied, ~40 ns an event
+ * here), which is most of what a scheduler tracepoint costs. Task arguments are task_struct
+ * addresses, used only as opaque keys: no field of any kernel struct is read (DESIGN rule 6).
+ *
  * On-CPU time: at every sched_switch the CPU's time since its previous switch belongs to the
  * task being switched out. The current task in sched_switch is still prev, so
- * bpf_get_current_cgroup_id() is prev's cgroup: exact, and no task_struct read (DESIGN rule 6).
+ * bpf_get_current_cgroup_id() is prev's cgroup: exact.
  *
  * Run-queue delay ("Whose wait is it?"): a wait that ends at a switch belongs to next, whose
  * cgroup the current-task helper cannot give. We learn each task's cgroup when it is switched
- * out (current == prev), at sched_wakeup_new (the child is in the parent's cgroup, and the
- * parent is current), and at cgroup:cgroup_attach_task when it moves. A wait starts at a
- * wake-up, or at the switch that preempted a still-runnable task: that task goes back on the
- * run queue with no wake-up event.
+ * out (current == prev) and at sched_wakeup_new (the child is in the parent's cgroup, and the
+ * parent is current); cgroup_attach_task marks it to be learnt again. A wait starts at a
+ * wake-up, or at the switch that took a still-runnable task off the CPU (preempted, yielded,
+ * or woken before it got to sleep): it goes back on the run queue with no wake-up event.
  *
  * Cost (bench/ebpf.py): sched_switch is the hottest event of the node, so the common switch
  * touches only this CPU's slot and the two tasks' entries it cannot do without:
  * - bpf_get_current_cgroup_id() walks task -> css_set -> cgroup -> kernfs node and measured
- *   ~90 ns here, a third of the program. A task's cgroup is learnt once with it (at a switch-out,
- *   or cgroup_attach_task) and remembered in its entry; the cgroup of the task switched in is
- *   kept in this CPU's slot, and used at its switch-out unless any task changed cgroup since
- *   (a global generation, bumped at every cgroup_attach_task).
+ *   ~90 ns here. A task's cgroup is learnt once with it (at a switch-out) and remembered in its
+ *   entry; the cgroup of the task switched in is kept in this CPU's slot, and used at its
+ *   switch-out unless any task changed cgroup since (a global generation, bumped at every
+ *   cgroup_attach_task).
  * - On-CPU time is added up in this CPU's slot while consecutive tasks belong to one cgroup,
  *   and written to cpu_time when the cgroup changes, the CPU goes idle, or FLUSH_NS has built
  *   up. So what is held back at any moment belongs to the cgroup running on that CPU now and
  *   is at most FLUSH_NS; a task's last slice is in the map once the next task (of another
- *   cgroup, or idle) is switched in, as before.
- * - The switched-out task's entry is written only when it was preempted (its wait starts
+ *   cgroup, or idle) is switched in.
+ * - Per-task state lives in a set-associative table in a plain array (two tasks a 64-byte
+ *   set, the set chosen by a multiplicative hash of the task's address), not a BPF hash map:
+ *   an array lookup is inlined by the verifier (~1 ns), a hash lookup measured ~55 ns, and the
+ *   switch and the wake-up each need one. A third task hashing to a full set takes one of the
+ *   two ways over (counted as a failed update of "tasks"); the task that lost it has its
+ *   cgroup learnt again at its next switch-out, and a wait it was in is not counted. An entry
+ *   is claimed with its key written last and readers check the key again after reading, so a
+ *   wait is never charged from another task's entry except in a race of a few instructions
+ *   between two colliding tasks.
+ * - The switched-out task's entry is written only when it stays runnable (its wait starts
  *   now) or its cgroup is not known yet. A running task's entry always says "not waiting":
- *   switch-in clears it, and a wake-up of a task that is current on its CPU (it was woken
- *   before it got to sleep) starts no wait, so a sleeping switch-out has nothing to reset.
+ *   switch-in clears it, and a wake-up of a task that is current on its CPU starts no wait, so
+ *   a sleeping switch-out has nothing to reset.
  */
 
 #ifndef FLUSH_NS
@@ -35,12 +49,28 @@
 #ifndef MAX_CPUS
 #define MAX_CPUS 256
 #endif
+#ifndef TASK_SETS
+#define TASK_SETS 32768  /* a power of two: the loader rounds MAX_TASKS / 2 up */
+#endif
+#ifndef TASK_SET_BITS
+#define TASK_SET_BITS 15  /* log2(TASK_SETS) */
+#endif
+/* sched_switch has had prev_state as its fourth argument since 5.18; before, the preemption
+ * flag alone says whether prev stays runnable (a yield then looks like a sleep). */
+#ifndef SWITCH_HAS_PREV_STATE
+#define SWITCH_HAS_PREV_STATE 1
+#endif
 
 struct task_info {
+    u64 task;        /* key: the task_struct's address; 0 = a free way */
     u64 cgroup_id;   /* last cgroup the task was seen in; 0 = not known yet */
     u64 enqueued_ns; /* start of the current run-queue wait; 0 = not waiting (always, while running) */
     u32 cpu;         /* CPU it was last switched in on */
-    u32 exact;       /* cgroup_id came from the kernel (switch-out, attach), not guessed at fork */
+    u32 exact;       /* cgroup_id came from the kernel at a switch-out, not guessed at fork */
+};
+
+struct task_set {
+    struct task_info way[2];  /* 64 bytes: one cache line */
 };
 
 /* One slot per CPU, in a plain array indexed by CPU id so that a wake-up on another CPU can
@@ -51,9 +81,9 @@ struct cpu_slot {
     u64 pend_ns;      /* on-CPU ns of pend_cgroup not yet in cpu_time */
     u64 cur_cgroup;   /* exact cgroup of the task switched in last; 0 = ask the kernel */
     u64 cur_gen;      /* cg_gen when cur_cgroup was taken */
-    u32 cur_pid;      /* task switched in last (0 = idle) */
-    u32 pad0;
-    u64 pad1[2];
+    u64 cur_task;     /* task switched in last */
+    u64 idle_task;    /* this CPU's idle task, once seen (pid 0 at a switch-out); 0 = not yet */
+    u64 pad;
 };
 
 BPF_ARRAY(cpu_slots, struct cpu_slot, MAX_CPUS);
@@ -61,9 +91,10 @@ BPF_ARRAY(cpu_slots, struct cpu_slot, MAX_CPUS);
 BPF_ARRAY(cg_gen, u64, 1);
 /* On-CPU ns per cgroup: per-CPU values summed by the reader. */
 BPF_TABLE("lru_percpu_hash", u64, u64, cpu_time, MAX_CGROUPS);
-/* Per task, updated in place. A plain hash, not LRU: measured here, the LRU lookup on every
- * switch and wake-up costs more than deleting each task's entry once when it exits. */
-BPF_HASH(tasks, u32, struct task_info, MAX_TASKS);
+/* Per-task state (see "Cost" above), and how many ways are taken: +1 at a claim of a free way,
+ * -1 at exit, on whichever CPU; the reader sums the per-CPU values. */
+BPF_ARRAY(tasks, struct task_set, TASK_SETS);
+BPF_PERCPU_ARRAY(tasks_used, s64, 1);
 /* Run-queue delay histogram per cgroup. Shared (not per-CPU) to keep memory at
  * MAX_CGROUPS * 264 bytes whatever the core count; atomic adds, written once per wait. */
 BPF_TABLE("lru_hash", u64, struct hist, runq, MAX_CGROUPS);
@@ -110,32 +141,70 @@ static __always_inline u64 cgroup_generation(void)
     return g ? *g : 0;
 }
 
-/* A wake-up: the wait starts now, unless the task is already waiting (preempted, or woken
- * twice: keep the earlier start, as the kernel's run_delay does) or is still current on its
- * CPU (woken between setting its sleep state and switching out: it never left the CPU). */
-static __always_inline void mark_enqueued(u32 pid, u64 now)
+static __always_inline void tasks_used_add(s64 d)
 {
-    struct task_info *t = tasks.lookup(&pid);
-    if (t) {
-        if (t->enqueued_ns == 0) {
-            u32 c = t->cpu;
-            struct cpu_slot *s = cpu_slots.lookup(&c);
-            if (!s || s->cur_pid != pid)
-                t->enqueued_ns = now;
-        }
-        return;
-    }
-    struct task_info fresh = {.cgroup_id = 0, .enqueued_ns = now, .cpu = MAX_CPUS, .exact = 0};
-    if (tasks.update(&pid, &fresh) != 0)
-        count_failure(FAIL_TASKS);
+    u32 zero = 0;
+    s64 *n = tasks_used.lookup(&zero);
+    if (n)
+        *n += d;  /* per-CPU slot */
 }
 
-int cpu_sched_switch(struct tracepoint__sched__sched_switch *args)
+static __always_inline struct task_set *task_set_of(u64 task)
 {
+    u32 i = (u32)((task * 0x9E3779B97F4A7C15ULL) >> (64 - TASK_SET_BITS)) & (TASK_SETS - 1);
+    return tasks.lookup(&i);
+}
+
+static __always_inline struct task_info *task_find(struct task_set *set, u64 task)
+{
+    if (set->way[0].task == task)
+        return &set->way[0];
+    if (set->way[1].task == task)
+        return &set->way[1];
+    return 0;
+}
+
+/* Take a way for task (which has none): a free one, else the one not in a wait (a wait in
+ * progress is data; a remembered cgroup can be learnt again), else way 1. */
+static __always_inline void task_claim(struct task_set *set, u64 task, u64 cgid, u64 enqueued,
+                                       u32 cpu, u32 exact)
+{
+    struct task_info *t;
+    if (set->way[0].task == 0) {
+        t = &set->way[0];
+        tasks_used_add(1);
+    } else if (set->way[1].task == 0) {
+        t = &set->way[1];
+        tasks_used_add(1);
+    } else {
+        t = set->way[1].enqueued_ns == 0 || set->way[0].enqueued_ns != 0 ? &set->way[1] : &set->way[0];
+        count_failure(FAIL_TASKS);
+    }
+    /* Key cleared first and written last (volatile: in this order), so that a reader of the
+     * previous owner sees its key change and drops what it read. */
+    *(volatile u64 *)&t->task = 0;
+    *(volatile u64 *)&t->cgroup_id = cgid;
+    *(volatile u64 *)&t->enqueued_ns = enqueued;
+    *(volatile u32 *)&t->cpu = cpu;
+    *(volatile u32 *)&t->exact = exact;
+    *(volatile u64 *)&t->task = task;
+}
+
+int cpu_sched_switch(struct bpf_raw_tracepoint_args *ctx)
+{
+    /* TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
+     *          unsigned int prev_state) */
+    u64 prev = ctx->args[1];
+    u64 next = ctx->args[2];
+#if SWITCH_HAS_PREV_STATE
+    /* Still runnable: preempted, or its state is TASK_RUNNING (a yield, or woken before it
+     * got to sleep; the kernel sets the state back to running when a signal is pending). */
+    int runnable = ctx->args[0] != 0 || (u32)ctx->args[3] == 0;
+#else
+    int runnable = ctx->args[0] != 0;
+#endif
     u64 now = bpf_ktime_get_ns();
     u32 cpu = bpf_get_smp_processor_id();
-    u32 prev_pid = args->prev_pid;
-    u32 next_pid = args->next_pid;
 
     struct cpu_slot *s = cpu_slots.lookup(&cpu);
     if (!s)
@@ -144,10 +213,20 @@ int cpu_sched_switch(struct tracepoint__sched__sched_switch *args)
     s->last_ns = now;
     u64 gen = cgroup_generation();
 
-    /* pid 0 is this CPU's idle task: idle time is nobody's CPU time. */
-    if (prev_pid != 0) {
+    /* The idle task's time is nobody's CPU time. It is told by its address once it has been
+     * seen switched out as pid 0; until then, by asking for the current pid. */
+    int prev_idle;
+    if (s->idle_task != 0) {
+        prev_idle = prev == s->idle_task;
+    } else {
+        prev_idle = (u32)bpf_get_current_pid_tgid() == 0;
+        if (prev_idle)
+            s->idle_task = prev;
+    }
+
+    if (!prev_idle) {
         u64 cgid = 0;
-        if (prev_pid == s->cur_pid && s->cur_gen == gen)
+        if (prev == s->cur_task && s->cur_gen == gen)
             cgid = s->cur_cgroup;
         int known = cgid != 0;
         if (!known)
@@ -159,45 +238,47 @@ int cpu_sched_switch(struct tracepoint__sched__sched_switch *args)
             }
             s->pend_ns += now - since;
         }
-
-        /* A preempted task stays runnable: its wait starts now. On this kernel the preemption
-         * flag sits above the state bits (0x100), so test only the low byte. Any other state is
-         * a sleep: its wait starts at the wake-up, and its entry already says "not waiting". */
-        long state = args->prev_state;
-        int preempted = (state & 0xff) == 0;
-        if (preempted || !known) {
-            struct task_info *t = tasks.lookup(&prev_pid);
-            if (t) {
-                t->cgroup_id = cgid;
-                t->exact = 1;
-                t->enqueued_ns = preempted ? now : 0;
-            } else {
-                struct task_info fresh = {.cgroup_id = cgid, .enqueued_ns = preempted ? now : 0,
-                                          .cpu = cpu, .exact = 1};
-                if (tasks.update(&prev_pid, &fresh) != 0)
-                    count_failure(FAIL_TASKS);
+        /* A task that sleeps starts its wait at its wake-up; its entry already says "not
+         * waiting", and its cgroup is remembered unless unknown. */
+        if (runnable || !known) {
+            struct task_set *set = task_set_of(prev);
+            if (set) {
+                struct task_info *t = task_find(set, prev);
+                if (t) {
+                    t->cgroup_id = cgid;
+                    t->exact = 1;
+                    t->enqueued_ns = runnable ? now : 0;
+                } else {
+                    task_claim(set, prev, cgid, runnable ? now : 0, cpu, 1);
+                }
             }
         }
     }
 
     u64 next_cgroup = 0;
-    if (next_pid != 0) {
-        struct task_info *n = tasks.lookup(&next_pid);
+    if (next != s->idle_task) {
+        struct task_set *set = task_set_of(next);
+        struct task_info *n = set ? task_find(set, next) : 0;
         if (n) {
-            n->cpu = cpu;
-            if (n->exact)
-                next_cgroup = n->cgroup_id;
-            if (n->enqueued_ns != 0) {
-                u64 waited = now - n->enqueued_ns;
-                n->enqueued_ns = 0;
-                /* Only a task seen before has a known cgroup; a task asleep since before
-                 * attach is learnt at its first switch-out and counted from its next wait on. */
-                if (n->cgroup_id != 0 && (s64)waited > 0)
-                    add_wait(n->cgroup_id, waited);
+            u64 cgid = n->cgroup_id;
+            u64 enq = n->enqueued_ns;
+            u32 exact = n->exact;
+            if (*(volatile u64 *)&n->task == next) {  /* not taken over while we read */
+                n->cpu = cpu;
+                if (exact)
+                    next_cgroup = cgid;
+                if (enq != 0) {
+                    n->enqueued_ns = 0;
+                    u64 waited = now - enq;
+                    /* Only a task seen before has a known cgroup; a task asleep since before
+                     * attach is learnt at its first switch-out and counted from its next wait. */
+                    if (cgid != 0 && (s64)waited > 0)
+                        add_wait(cgid, waited);
+                }
             }
         }
     }
-    s->cur_pid = next_pid;
+    s->cur_task = next;
     s->cur_cgroup = next_cgroup;
     s->cur_gen = gen;
     /* Keep adding up only while the next task is known to be of the same cgroup. */
@@ -206,36 +287,66 @@ int cpu_sched_switch(struct tracepoint__sched__sched_switch *args)
     return 0;
 }
 
-int cpu_sched_wakeup(struct tracepoint__sched__sched_wakeup *args)
+int cpu_sched_wakeup(struct bpf_raw_tracepoint_args *ctx)
 {
-    /* The waker is current here, not the wakee: keep the wakee's known cgroup. */
-    mark_enqueued(args->pid, bpf_ktime_get_ns());
-    return 0;
-}
-
-int cpu_sched_wakeup_new(struct tracepoint__sched__sched_wakeup_new *args)
-{
-    /* A new task starts in its parent's cgroup, and the parent is current (fork), except with
-     * CLONE_INTO_CGROUP, which cgroup_attach_task does not report: a guess (exact = 0) until
-     * its first switch-out asks the kernel. A fresh entry also replaces whatever a reused pid
-     * left behind (an exit the program missed). */
-    u32 pid = args->pid;
-    struct task_info fresh = {.cgroup_id = bpf_get_current_cgroup_id(),
-                              .enqueued_ns = bpf_ktime_get_ns(), .cpu = MAX_CPUS, .exact = 0};
-    if (tasks.update(&pid, &fresh) != 0)
-        count_failure(FAIL_TASKS);
-    return 0;
-}
-
-int cpu_cgroup_attach_task(struct tracepoint__cgroup__cgroup_attach_task *args)
-{
-    if (args->dst_root != V2_HIERARCHY)
-        return 0;  /* a v1 hierarchy of a hybrid mount: not the id the helpers return */
-    u32 pid = args->pid;
-    struct task_info *t = tasks.lookup(&pid);
+    /* TP_PROTO(struct task_struct *p). The waker is current here, not the wakee: keep the
+     * wakee's known cgroup. The wait starts now, unless the task is already waiting
+     * (preempted, or woken twice: keep the earlier start, as the kernel's run_delay does) or
+     * is still current on its CPU (woken before it switched out: it never left the CPU). */
+    u64 p = ctx->args[0];
+    struct task_set *set = task_set_of(p);
+    if (!set)
+        return 0;
+    struct task_info *t = task_find(set, p);
     if (t) {
-        t->cgroup_id = args->dst_id;
-        t->exact = 1;
+        if (t->enqueued_ns == 0) {
+            u32 c = t->cpu;
+            struct cpu_slot *s = cpu_slots.lookup(&c);
+            if (!s || s->cur_task != p)
+                t->enqueued_ns = bpf_ktime_get_ns();
+        }
+        return 0;
+    }
+    task_claim(set, p, 0, bpf_ktime_get_ns(), MAX_CPUS, 0);
+    return 0;
+}
+
+int cpu_sched_wakeup_new(struct bpf_raw_tracepoint_args *ctx)
+{
+    /* TP_PROTO(struct task_struct *p). A new task starts in its parent's cgroup, and the
+     * parent is current (fork), except with CLONE_INTO_CGROUP: a guess (exact = 0) until its
+     * first switch-out asks the kernel. An entry found under its address belonged to a task
+     * whose exit the program missed: replaced. */
+    u64 p = ctx->args[0];
+    struct task_set *set = task_set_of(p);
+    if (!set)
+        return 0;
+    u64 cgid = bpf_get_current_cgroup_id();
+    u64 now = bpf_ktime_get_ns();
+    struct task_info *t = task_find(set, p);
+    if (t) {
+        t->cgroup_id = cgid;
+        t->enqueued_ns = now;
+        t->cpu = MAX_CPUS;
+        t->exact = 0;
+        return 0;
+    }
+    task_claim(set, p, cgid, now, MAX_CPUS, 0);
+    return 0;
+}
+
+int cpu_cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
+{
+    /* TP_PROTO(struct cgroup *dst_cgrp, const char *path, struct task_struct *task,
+     * bool threadgroup). The destination's id would take a read of struct cgroup: instead the
+     * task's cgroup is learnt again at its next switch-out. This fires for the v1 hierarchies
+     * of a hybrid mount too; a needless re-learn costs one helper call. */
+    u64 p = ctx->args[2];
+    struct task_set *set = task_set_of(p);
+    if (set) {
+        struct task_info *t = task_find(set, p);
+        if (t)
+            t->exact = 0;
     }
     /* The task may be running on some CPU with its old cgroup cached there: make every CPU
      * ask the kernel at its next switch-out. Moves are rare next to switches. */
@@ -246,10 +357,18 @@ int cpu_cgroup_attach_task(struct tracepoint__cgroup__cgroup_attach_task *args)
     return 0;
 }
 
-int cpu_sched_process_exit(struct tracepoint__sched__sched_process_exit *args)
+int cpu_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    /* Fires for every exiting thread, in its own context: its entry is never needed again. */
-    u32 pid = args->pid;
-    tasks.delete(&pid);
+    /* TP_PROTO(struct task_struct *p, ...): every exiting thread, in its own context. Its way
+     * is free again. */
+    u64 p = ctx->args[0];
+    struct task_set *set = task_set_of(p);
+    if (!set)
+        return 0;
+    struct task_info *t = task_find(set, p);
+    if (t) {
+        *(volatile u64 *)&t->task = 0;
+        tasks_used_add(-1);
+    }
     return 0;
 }

@@ -3,7 +3,8 @@
  * raw_syscalls:sys_enter/sys_exit fire in the calling thread, so the current cgroup is the
  * caller's. The entry time is kept per thread (a thread may migrate CPUs inside a syscall, so
  * not per-CPU), updated in place; LRU so exited threads age out. A syscall that never returns
- * (exit, execve) leaves a stale time that the thread's next sys_enter overwrites.
+ * (exit, execve) leaves a stale time that the thread's next sys_enter overwrites. Attached as
+ * raw tracepoints: no perf record is built on every system call, and no argument is needed.
  */
 
 struct sys_stats {
@@ -14,7 +15,7 @@ struct sys_stats {
 BPF_TABLE("lru_hash", u32, u64, sys_threads, MAX_TASKS);
 BPF_TABLE("lru_hash", u64, struct sys_stats, sys_stats, MAX_CGROUPS);
 
-int syscalls_sys_enter(struct tracepoint__raw_syscalls__sys_enter *args)
+int syscalls_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
@@ -28,7 +29,7 @@ int syscalls_sys_enter(struct tracepoint__raw_syscalls__sys_enter *args)
     return 0;
 }
 
-int syscalls_sys_exit(struct tracepoint__raw_syscalls__sys_exit *args)
+int syscalls_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 *t = sys_threads.lookup(&tid);

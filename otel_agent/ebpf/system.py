@@ -94,6 +94,14 @@ def find_headers(release: str | None = None) -> str | None:
     return None
 
 
+def kernel_at_least(major: int, minor: int, release: str | None = None) -> bool:
+    """Whether the running kernel is major.minor or later ("6.18.0-foo" -> (6, 18))."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
 def v2_hierarchy_id(proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
     """The hierarchy id cgroup:* tracepoints give cgroup v2: the line with no controllers."""
     for line in proc_cgroup.read_text().splitlines():

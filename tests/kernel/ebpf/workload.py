@@ -32,6 +32,22 @@ def main() -> None:
         while time.monotonic() < end:
             burn(0.002)
             time.sleep(0.001)
+    elif mode == "touch":  # write one byte into each of N fresh anonymous pages: N faults
+        import mmap
+        import resource
+
+        n = int(args[0])
+        m = mmap.mmap(-1, n * mmap.PAGESIZE)
+        for i in range(n):
+            m[i * mmap.PAGESIZE] = 1
+        m.close()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        out["faults_total"] = ru.ru_minflt + ru.ru_majflt  # the kernel's count, kernel-mode faults too
+    elif mode == "syscalls":  # N getppid() system calls (never cached by libc)
+        import os
+
+        for _ in range(int(args[0])):
+            os.getppid()
     elif mode == "recv":  # accept K connections on the given listening ports, count bytes
         k = int(args[0])
         socks = []

@@ -28,6 +28,11 @@
  *   up. So what is held back at any moment belongs to the cgroup running on that CPU now and
  *   is at most FLUSH_NS; a task's last slice is in the map once the next task (of another
  *   cgroup, or idle) is switched in.
+ * - Run-queue waits are held back the same way: a wait ends when its task is switched in, so
+ *   while that task's cgroup keeps the CPU its waits add up in a small histogram in the CPU's
+ *   slot (no map lookup, no atomic), and go to runq (one lookup, one atomic add per bucket
+ *   used) when a task of another cgroup is switched in, the CPU goes idle, or the oldest has
+ *   been held FLUSH_NS. A cgroup's last waits are in runq once its last task has left the CPU.
  * - Per-task state lives in a set-associative table in a plain array (two tasks a 64-byte
  *   set, the set chosen by a multiplicative hash of the task's address), not a BPF hash map:
  *   an array lookup is inlined by the verifier (~1 ns), a hash lookup measured ~55 ns, and the
@@ -74,7 +79,7 @@ struct task_set {
 };
 
 /* One slot per CPU, in a plain array indexed by CPU id so that a wake-up on another CPU can
- * see which task this CPU runs. 64 bytes: one cache line, written only by its own CPU. */
+ * see which task this CPU runs (first cache line). Written only by its own CPU. */
 struct cpu_slot {
     u64 last_ns;      /* time of this CPU's last switch */
     u64 pend_cgroup;  /* cgroup whose on-CPU time is being added up here */
@@ -84,6 +89,13 @@ struct cpu_slot {
     u64 cur_task;     /* task switched in last */
     u64 idle_task;    /* this CPU's idle task, once seen (pid 0 at a switch-out); 0 = not yet */
     u64 pad;
+    /* Run-queue waits of wait_cgroup ended on this CPU and not yet in runq: a histogram held
+     * back the way pend_ns is (see "Cost" above). */
+    u64 wait_cgroup;
+    u64 wait_first_ns;  /* when the oldest of them ended */
+    u64 wait_sum_ns;
+    u64 wait_n;
+    u32 wait_slots[HIST_SLOTS];
 };
 
 BPF_ARRAY(cpu_slots, struct cpu_slot, MAX_CPUS);
@@ -118,20 +130,49 @@ static __always_inline void flush_on_cpu(struct cpu_slot *s)
     }
 }
 
-static __always_inline void add_wait(u64 cgid, u64 delta)
+/* The waits held in this CPU's slot go to the cgroup's histogram in runq. */
+static __always_inline void flush_waits(struct cpu_slot *s)
 {
+    u64 cgid = s->wait_cgroup;
     struct hist *h = runq.lookup(&cgid);
     if (!h) {
         struct hist zero = {};
         /* BPF_NOEXIST: another CPU may have inserted it meanwhile; then we use its entry. */
         runq.insert(&cgid, &zero);
         h = runq.lookup(&cgid);
-        if (!h) {
+        if (!h)
             count_failure(FAIL_RUNQ);
-            return;
+    }
+#pragma unroll
+    for (int i = 0; i < HIST_SLOTS; i++) {
+        u32 c = s->wait_slots[i];
+        if (c != 0) {
+            if (h)
+                __sync_fetch_and_add(&h->slots[i], c);
+            s->wait_slots[i] = 0;
         }
     }
-    hist_add(h, delta);
+    if (h)
+        __sync_fetch_and_add(&h->sum_ns, s->wait_sum_ns);
+    s->wait_sum_ns = 0;
+    s->wait_n = 0;
+}
+
+/* A wait of cgid that ended now: held in this CPU's slot with the others of the same cgroup. */
+static __always_inline void add_wait(struct cpu_slot *s, u64 cgid, u64 delta, u64 now)
+{
+    if (s->wait_n != 0 && s->wait_cgroup != cgid)
+        flush_waits(s);
+    if (s->wait_n == 0) {
+        s->wait_cgroup = cgid;
+        s->wait_first_ns = now;
+    }
+    u64 slot = bpf_log2l(delta >> 10);
+    if (slot >= HIST_SLOTS)
+        slot = HIST_SLOTS - 1;
+    s->wait_slots[slot]++;
+    s->wait_sum_ns += delta;
+    s->wait_n++;
 }
 
 static __always_inline u64 cgroup_generation(void)
@@ -273,7 +314,7 @@ int cpu_sched_switch(struct bpf_raw_tracepoint_args *ctx)
                     /* Only a task seen before has a known cgroup; a task asleep since before
                      * attach is learnt at its first switch-out and counted from its next wait. */
                     if (cgid != 0 && (s64)waited > 0)
-                        add_wait(cgid, waited);
+                        add_wait(s, cgid, waited, now);
                 }
             }
         }
@@ -284,6 +325,8 @@ int cpu_sched_switch(struct bpf_raw_tracepoint_args *ctx)
     /* Keep adding up only while the next task is known to be of the same cgroup. */
     if (next_cgroup != s->pend_cgroup || s->pend_ns >= FLUSH_NS)
         flush_on_cpu(s);
+    if (s->wait_n != 0 && (next_cgroup != s->wait_cgroup || now - s->wait_first_ns >= FLUSH_NS))
+        flush_waits(s);
     return 0;
 }
 

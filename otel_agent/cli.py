@@ -139,7 +139,8 @@ def _bpf(cfg: AgentConfig, cgroup_root: Path) -> Any | None:
 
         col = BpfCollector(BpfConfig(profile=cfg.bpf_profile, cgroup_root=cgroup_root,
                                      pod_cidrs=cfg.pod_cidrs, cluster_cidrs=cfg.cluster_cidrs,
-                                     map_max_entries=cfg.bpf_map_entries))
+                                     map_max_entries=cfg.bpf_map_entries,
+                                     task_max_entries=cfg.bpf_task_entries))
         status = col.start()
         attached = [f for f, st in status.items() if st.attached]
         for fam, st in status.items():

@@ -40,6 +40,7 @@ class AgentConfig:
     kubepods: str | None = None  # kubelet's pod cgroups, relative to the cgroup root
     bpf_profile: str = "standard"
     bpf_map_entries: int = 10240
+    bpf_task_entries: int = 32768
     pod_cidrs: tuple[str, ...] = ()
     cluster_cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
     health_listen: str | None = "0.0.0.0:8089"
@@ -167,6 +168,7 @@ _SETTINGS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "kubepods": ("OTEL_AGENT_KUBEPODS", _text),
     "bpf_profile": ("OTEL_AGENT_BPF_PROFILE", _choice(BPF_PROFILES)),
     "bpf_map_entries": ("OTEL_AGENT_BPF_MAP_ENTRIES", _positive_int),
+    "bpf_task_entries": ("OTEL_AGENT_BPF_TASK_ENTRIES", _positive_int),
     "pod_cidrs": ("OTEL_AGENT_POD_CIDRS", _cidrs),
     "cluster_cidrs": ("OTEL_AGENT_CLUSTER_CIDRS", _cidrs),
     "health_listen": ("OTEL_AGENT_HEALTH_LISTEN", _listen),
@@ -247,7 +249,8 @@ def _check_shape(key: str, raw: Any, origin: str) -> None:
             raise ConfigError(f"{origin}: must be a mapping or key=value,... text, got {kind(raw)}")
     elif raw is not None and not isinstance(raw, _SCALAR):
         raise ConfigError(f"{origin}: must be a single value, got {kind(raw)}")
-    elif isinstance(raw, bool) and key in ("interval_seconds", "export_timeout_seconds", "bpf_map_entries"):
+    elif isinstance(raw, bool) and key in ("interval_seconds", "export_timeout_seconds", "bpf_map_entries",
+                                                "bpf_task_entries"):
         raise ConfigError(f"{origin}: must be a number, got {raw}")
 
 

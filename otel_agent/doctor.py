@@ -103,7 +103,8 @@ def _bpf_checks(cfg: AgentConfig, root: Path | None) -> list[Check]:
     try:
         results = probe(BpfConfig(profile=cfg.bpf_profile, cgroup_root=root or Path("/sys/fs/cgroup"),
                                   pod_cidrs=cfg.pod_cidrs, cluster_cidrs=cfg.cluster_cidrs,
-                                  map_max_entries=cfg.bpf_map_entries))
+                                  map_max_entries=cfg.bpf_map_entries,
+                                  task_max_entries=cfg.bpf_task_entries))
     except Exception as e:
         return [Check("eBPF", "FAIL", str(e))]
     out = []

@@ -44,7 +44,7 @@ class BpfConfig:
     cluster_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     loopback_is_local: bool = True  # 127.0.0.0/8 and ::1 are pod-network unless listed
     map_max_entries: int = 10240  # every per-cgroup map (and the path / removal maps)
-    task_max_entries: int = 32768  # per-task maps (run-queue wake-up times, syscall entry)
+    task_max_entries: int = 32768  # per-task state (cpu's table of tasks, syscall entry times)
     cidr_max_entries: int = 1024
     capacity_warning_ratio: float = 0.9
     source_dir: Path = DEFAULT_SOURCE_DIR
@@ -67,6 +67,15 @@ class BpfConfig:
                 ipaddress.ip_network(c, strict=False)
             except ValueError as e:
                 raise ConfigError(f"{c!r} is not a CIDR such as 10.244.0.0/16") from e
+
+    @staticmethod
+    def setting_for(map_name: str) -> str:
+        """The setting that sizes a map, for messages that say what to raise."""
+        if map_name in ("tasks", "sys_threads"):
+            return "bpf_task_entries (OTEL_AGENT_BPF_TASK_ENTRIES)"
+        if map_name == "peer_classes":
+            return "the CIDR lists"
+        return "bpf_map_entries (OTEL_AGENT_BPF_MAP_ENTRIES)"
 
     def enabled_families(self) -> tuple[str, ...]:
         if self.families:

@@ -67,5 +67,5 @@ def probe(cfg: BpfConfig, collector: object | None = None) -> list[Check]:
             checks.append(Check(
                 f"bpf map {h.name}", not full and not lost,
                 f"{h.entries}/{h.capacity} entries, {h.update_failures} failed inserts, {h.evictions} evictions"
-                + (": near capacity, raise map_max_entries" if full or lost else "")))
+                + (f": near capacity, raise {cfg.setting_for(h.name)}" if full or lost else "")))
     return checks

@@ -77,3 +77,46 @@ def test_run_queue_delay_goes_to_the_waiting_pod(collector, cgroups):
         pair = min(hist(r, i, "bpf.cpu.run_queue.delay").sum / hist(r, i, "bpf.cpu.run_queue.delay").count
                    for i in ids)
         assert h.sum / h.count < pair / 5  # mean waits: microseconds vs milliseconds
+
+
+def test_a_tiny_task_table_loses_waits_but_never_charges_them_elsewhere(cgroups):
+    """bpf_task_entries=4: two sets of two ways for every thread of this machine, so tasks keep
+    taking each other's ways. That is counted (failed updates of "tasks"); a wait whose entry
+    was taken over is lost, never charged to another cgroup: no histogram exceeds the kernel's
+    run_delay of its own processes. On-CPU time needs no task entry and stays exact."""
+    from otel_agent.ebpf import BpfCollector, BpfConfig
+    from tests.kernel.ebpf.cgtools import V2_ROOT
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    col = BpfCollector(BpfConfig(profile="minimal", cgroup_root=V2_ROOT, task_max_entries=4))
+    col.start()
+    try:
+        stolen = StolenTime()
+        ctrs, procs = [], []
+        for mode, secs, cpu in (("burn", "0.6", cpus[0]), ("burn", "0.6", cpus[0]),
+                                ("wakeburn", "1.0", cpus[1])):
+            _, pod = cgroups.pod()
+            _, ctr = cgroups.container(pod)
+            ctrs.append(ctr)
+            procs.append(cgroups.spawn(ctr, mode, secs, cpu=cpu))
+        delays = [wait_json(p)["run_delay_ns"] / 1e9 - run_delay_at_join(p) for p in procs]
+        r = col.read()
+        steal = stolen.seconds()
+    finally:
+        col.stop()
+    health = {(s.metric, dict(s.attributes)["bpf.map"]): s.value for s in r.health}
+    assert health[("self.bpf.map.capacity", "tasks")] == 4
+    assert health[("self.bpf.map.update_failures", "tasks")] > 0
+    counted = 0.0
+    for ctr, kernel_delay in zip(ctrs, delays):
+        cgid = os.stat(ctr).st_ino
+        h = hist(r, cgid, "bpf.cpu.run_queue.delay")
+        got = h.sum if h is not None else 0.0
+        assert got <= kernel_delay * 1.1 + 0.01, (ctr.name, got, kernel_delay)
+        counted += got
+        kernel = cpu_usage_seconds(ctr)
+        ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
+        assert kernel * 0.99 <= ebpf <= kernel * 1.01 + steal, (ebpf, kernel, steal)
+    assert counted > 0.05  # not vacuous: waits were still seen

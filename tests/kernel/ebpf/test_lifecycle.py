@@ -78,7 +78,7 @@ def test_tiny_map_fills_says_so_and_keeps_counting(cgroups, caplog):
         assert any("cpu_time" in m and "near capacity" in m for m in caplog.messages)
         assert any("cpu_time" in m and "lost data" in m for m in caplog.messages)
         checks = {c.name: c for c in probe(col.cfg, collector=col) if c.name.startswith("bpf map")}
-        assert not checks["bpf map cpu_time"].ok and "raise map_max_entries" in checks["bpf map cpu_time"].detail
+        assert not checks["bpf map cpu_time"].ok and "raise bpf_map_entries" in checks["bpf map cpu_time"].detail
     finally:
         col.stop()
         col.stop()  # idempotent

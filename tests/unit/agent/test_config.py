@@ -43,6 +43,14 @@ def test_layers_file_then_env_then_flags(tmp_path: Path):
     assert cfg.pod_labels == ("team", "app")  # file beats default
 
 
+def test_task_table_size_from_env_or_file(tmp_path: Path):
+    assert load(env={"OTEL_AGENT_BPF_TASK_ENTRIES": "65536"}).bpf_task_entries == 65536
+    f = tmp_path / "agent.yaml"
+    f.write_text("bpf_task_entries: true\n")
+    with pytest.raises(ConfigError, match="bpf_task_entries"):
+        load(file=f, env={})
+
+
 @pytest.mark.parametrize(
     "env, fragment",
     [
@@ -57,6 +65,7 @@ def test_layers_file_then_env_then_flags(tmp_path: Path):
         ({"OTEL_RESOURCE_ATTRIBUTES": "k8s.cluster.name"}, "is not key=value"),
         ({"OTEL_AGENT_METADATA": "static"}, "needs a file"),
         ({"OTEL_AGENT_BPF_MAP_ENTRIES": "1.5"}, "must be a whole number"),
+        ({"OTEL_AGENT_BPF_TASK_ENTRIES": "0"}, "OTEL_AGENT_BPF_TASK_ENTRIES"),
     ],
 )
 def test_bad_values_name_the_setting(env, fragment):

@@ -23,9 +23,9 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from otel_agent.ebpf import loader, system
+from otel_agent.ebpf import system
 from otel_agent.ebpf.classes import trie_entries
 from otel_agent.ebpf.config import BpfConfig
 from otel_agent.ebpf.decode import Cumulative, RawCounters, to_samples
@@ -33,6 +33,9 @@ from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
 from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError
 from otel_agent.model import CgroupId, HistogramSample, Sample
+
+if TYPE_CHECKING:
+    from otel_agent.ebpf.loader import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ class BpfCollector:
         self.cfg = cfg
         self.start_time_unix_nano = 0
         self.status: dict[str, FamilyStatus] = {}
-        self._loaded: loader.Loaded | None = None  # program and map descriptors
+        self._loaded: Loaded | None = None  # program and map descriptors
         self._root_fd: int | None = None
         self._net_fns: list[tuple[str, int, int | None]] = []  # (program, attach type, link fd)
         self._tp_fds: dict[str, list[tuple[str, int]]] = {}  # family -> (tracepoint, attachment fd)
@@ -170,6 +173,10 @@ class BpfCollector:
                   f"-DSWITCH_HAS_PREV_STATE={int(system.kernel_at_least(5, 18))}",
                   f"-DMAX_CIDRS={cfg.cidr_max_entries}", f"-DV2_HIERARCHY={system.v2_hierarchy_id()}",
                   f"-DMAX_CPUS={system.possible_cpus()}"]
+        # Imported here, not at the top: the package must not import the module that
+        # `python -m otel_agent.ebpf.loader` runs as __main__ in the child.
+        from otel_agent.ebpf import loader
+
         try:  # in a child, after tracefs: BCC picks its tracefs directory at import
             loaded = loader.load(text, cflags, {f: _programs(f) for f in chosen},
                                  timeout_seconds=cfg.loader_timeout_seconds)

@@ -224,11 +224,16 @@ def _load(req: dict) -> tuple[dict, list[int]]:
     family_errors: dict[str, str] = {}
     for fam, progs in req["programs"].items():
         loaded = {}
-        try:
-            for name, typ in progs:
-                loaded[name] = b.load_func(name.encode(), PROG_TYPES[typ]).fd
-        except Exception as e:  # this family only: the kernel refused one of its programs
-            family_errors[fam] = str(e)
+        with _StderrCapture() as log:  # libbcc prints the verifier's log on fd 2
+            try:
+                for name, typ in progs:
+                    loaded[name] = b.load_func(name.encode(), PROG_TYPES[typ]).fd
+            except Exception as e:  # this family only: the kernel refused one of its programs
+                family_errors[fam] = str(e)
+        if fam in family_errors:
+            said = _verifier_tail(log.text)
+            if said:
+                family_errors[fam] += f"; the verifier said: {said}"
             continue
         for name, fd in loaded.items():
             programs[name] = len(fds)
@@ -247,6 +252,35 @@ def _load(req: dict) -> tuple[dict, list[int]]:
     if len(fds) > MAX_FDS:
         raise RuntimeError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS} fit one message")
     return {"programs": programs, "maps": maps, "family_errors": family_errors}, fds
+
+
+class _StderrCapture:
+    """fd 2 into a temporary file while active (C code writes there, not to sys.stderr)."""
+
+    def __enter__(self) -> "_StderrCapture":
+        import tempfile
+
+        self.text = ""
+        self._file = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode(errors="replace")
+        self._file.close()
+        sys.stderr.write(self.text)  # still quoted whole if the parent reports the child's stderr
+
+
+def _verifier_tail(text: str, lines: int = 12) -> str:
+    """The end of a verifier log: the refused instruction and the kernel's reason."""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(kept[-lines:])[-STDERR_TAIL // 2:]
 
 
 def main() -> int:

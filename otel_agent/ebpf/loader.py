@@ -93,7 +93,9 @@ def _run_child(request: dict, timeout_seconds: float) -> tuple[dict | None, list
     try:
         request = {**request, "sock_fd": child.fileno()}
         try:
-            p = subprocess.Popen([sys.executable, "-m", "otel_agent.ebpf.loader"],
+            # -P: not the working directory first on sys.path, the package this process runs
+            # (PYTHONPATH from _child_env), so parent and child speak the same protocol.
+            p = subprocess.Popen([sys.executable, "-P", "-m", "otel_agent.ebpf.loader"],
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, pass_fds=(child.fileno(),),
                                  env=_child_env(), text=True)
@@ -258,22 +260,21 @@ class _StderrCapture:
     """fd 2 into a temporary file while active (C code writes there, not to sys.stderr)."""
 
     def __enter__(self) -> "_StderrCapture":
-        import tempfile
-
         self.text = ""
-        self._file = tempfile.TemporaryFile()
+        # A memfd, not a file under /tmp: the agent's root filesystem is read-only (deploy/).
+        self._fd = os.memfd_create("bpf-loader-stderr", os.MFD_CLOEXEC)
         sys.stderr.flush()
         self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
+        os.dup2(self._fd, 2)
         return self
 
     def __exit__(self, *exc) -> None:
         sys.stderr.flush()
         os.dup2(self._saved, 2)
         os.close(self._saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode(errors="replace")
-        self._file.close()
+        size = os.lseek(self._fd, 0, os.SEEK_END)
+        self.text = os.pread(self._fd, size, 0).decode(errors="replace")
+        os.close(self._fd)
         sys.stderr.write(self.text)  # still quoted whole if the parent reports the child's stderr
 
 

@@ -98,7 +98,7 @@ def _run_child(request: dict, timeout_seconds: float) -> tuple[dict | None, list
             p = subprocess.Popen([sys.executable, "-P", "-m", "otel_agent.ebpf.loader"],
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, pass_fds=(child.fileno(),),
-                                 env=_child_env(), text=True)
+                                 env=_child_env(), encoding="utf-8", errors="replace")
         except OSError as e:
             raise LoaderError("crash", f"cannot start the BPF loader ({sys.executable}): {e}") from e
         child.close()  # only the child holds its end now

@@ -133,3 +133,23 @@ def test_a_family_the_verifier_refuses_says_why_and_the_others_attach(tmp_path):
         assert status["cpu"].attached and status["lifecycle"].attached
     finally:
         col.stop()
+
+
+def test_without_bcc_in_the_child_start_says_install_python3_bpfcc(tmp_path, monkeypatch):
+    from otel_agent.ebpf import BpfCollector, BpfConfig, loader
+
+    (tmp_path / "bcc").mkdir()
+    (tmp_path / "bcc" / "__init__.py").write_text("raise ImportError('No module named bcc (test)')\n")
+    real = loader._child_env
+
+    def env():
+        e = real()
+        e["PYTHONPATH"] = os.pathsep.join((e["PYTHONPATH"], str(tmp_path)))  # before site-packages
+        return e
+
+    monkeypatch.setattr(loader, "_child_env", env)
+    with pytest.raises(SourceError, match=r"BCC is not importable \(No module named bcc \(test\)\): "
+                                          "install Debian's python3-bpfcc"):
+        BpfCollector(BpfConfig(profile="minimal", cgroup_root=V2_ROOT)).start()
+    ok, detail = loader.check_bcc()
+    assert not ok and "No module named bcc (test)" in detail

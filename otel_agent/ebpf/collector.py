@@ -1,4 +1,5 @@
-"""The eBPF source: compile bpf/*.c with BCC, attach, read maps into Samples, free dead cgroups.
+"""The eBPF source: load bpf/*.c (compiled by BCC in a child), attach, read maps into Samples,
+free dead cgroups.
 
 Counters live in the kernel, keyed by cgroup id, from attach on (DESIGN rules 1 and 2), so a
 container that starts and dies between two reads is still counted: its entries stay until the
@@ -7,24 +8,34 @@ of the v2 tree for cgroups older than the agent) so such a container can still b
 
 The source does I/O only; decode.py turns map contents into Samples. One map failing to read
 skips that map for the cycle; BPF being unusable at all is a SourceError from start().
+
+This process never imports bcc: LLVM would stay mapped in it for good (~100 MB). loader.py
+compiles and loads in a short-lived child and hands over program and map descriptors; here
+programs are attached and maps read through libbcc_bpf (maps.py), keys and values typed by
+layout.py.
 """
 
 from __future__ import annotations
 
+import ctypes as ct
 import logging
 import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from otel_agent.ebpf import system
 from otel_agent.ebpf.classes import trie_entries
 from otel_agent.ebpf.config import BpfConfig
 from otel_agent.ebpf.decode import Cumulative, RawCounters, to_samples
-from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, per_cpu_sum
+from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
+from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError
 from otel_agent.model import CgroupId, HistogramSample, Sample
+
+if TYPE_CHECKING:
+    from otel_agent.ebpf.loader import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,14 @@ PER_CGROUP_MAPS = ("cpu_time", "runq", "net_traffic", "faults", "sys_stats")
 BPF_F_ALLOW_MULTI = 2  # share the root's hooks with other programs (systemd, CNI)
 NET_PROGRAMS = (("net_egress", 1), ("net_ingress", 0))  # BPFAttachType CGROUP_INET_EGRESS/INGRESS
 SCAN_INTERVAL_SECONDS = 2.0
+
+
+def _programs(fam: str) -> list[tuple[str, str]]:
+    """The programs of a family and the type each is loaded as (loader.PROG_TYPES)."""
+    if fam == "network":
+        return [(name, "cgroup_skb") for name, _ in NET_PROGRAMS]
+    typ = "raw_tracepoint" if fam in RAW_FAMILIES else "tracepoint"
+    return [(fn, typ) for _, fn in TRACEPOINTS[fam]]
 
 
 def task_set_bits(task_max_entries: int) -> int:
@@ -90,9 +109,10 @@ class BpfCollector:
         self.cfg = cfg
         self.start_time_unix_nano = 0
         self.status: dict[str, FamilyStatus] = {}
-        self._bpf: Any = None
+        self._loaded: Loaded | None = None  # program and map descriptors
         self._root_fd: int | None = None
-        self._net_fns: list[tuple[Any, int, int | None]] = []
+        self._net_fns: list[tuple[str, int, int | None]] = []  # (program, attach type, link fd)
+        self._tp_fds: dict[str, list[tuple[str, int]]] = {}  # family -> (tracepoint, attachment fd)
         self._readers: dict[str, MapReader] = {}
         self._attached: list[str] = []
         self._cum = Cumulative()
@@ -111,7 +131,7 @@ class BpfCollector:
     # --- life cycle ------------------------------------------------------------------------
 
     def start(self) -> dict[str, FamilyStatus]:
-        if self._bpf is not None:
+        if self._loaded is not None:
             return self.status
         cfg = self.cfg
         missing = system.missing_tracing_caps()
@@ -128,11 +148,6 @@ class BpfCollector:
                 f"no kernel headers for BCC at /lib/modules/{os.uname().release}/build: run "
                 "scripts/install-system.sh (links Debian's generic headers; our programs read no "
                 "kernel structs, so any recent headers do)")
-        try:
-            import bcc  # after tracefs: BCC picks its tracefs directory at import
-        except ImportError as e:
-            raise SourceError(f"BCC is not importable ({e}): install Debian's python3-bpfcc "
-                              "(never the PyPI package named bcc)") from e
         try:
             self._root_id = system.cgroup_id(cfg.cgroup_root)
         except OSError as e:
@@ -158,14 +173,32 @@ class BpfCollector:
                   f"-DSWITCH_HAS_PREV_STATE={int(system.kernel_at_least(5, 18))}",
                   f"-DMAX_CIDRS={cfg.cidr_max_entries}", f"-DV2_HIERARCHY={system.v2_hierarchy_id()}",
                   f"-DMAX_CPUS={system.possible_cpus()}"]
-        try:
-            self._bpf = bcc.BPF(text=text, cflags=cflags)
-        except Exception as e:
+        # Imported here, not at the top: the package must not import the module that
+        # `python -m otel_agent.ebpf.loader` runs as __main__ in the child.
+        from otel_agent.ebpf import loader
+
+        try:  # in a child, after tracefs: BCC picks its tracefs directory at import
+            loaded = loader.load(text, cflags, {f: _programs(f) for f in chosen},
+                                 timeout_seconds=cfg.loader_timeout_seconds)
+        except loader.LoaderError as e:
+            if e.kind == "import":
+                raise SourceError(f"BCC is not importable ({e}): install Debian's python3-bpfcc "
+                                  "(never the PyPI package named bcc)") from e
             raise SourceError(f"compiling/loading the BPF programs failed (headers {headers}): {e}") from e
+        if loaded.stderr.strip():
+            log.debug("bpf loader said: %s", loaded.stderr.strip())
+        drift = size_mismatches({n: (m.key_size, m.value_size) for n, m in loaded.maps.items()})
+        if drift:
+            loaded.close()
+            raise SourceError("BPF map layouts differ between bpf/*.c and the agent, refusing to read "
+                              f"them: {'; '.join(drift)}")
+        self._loaded = loaded
 
         self.start_time_unix_nano = time.time_ns()
         for fam in chosen:
             try:
+                if fam in loaded.family_errors:
+                    raise OSError(loaded.family_errors[fam])
                 self._attach(fam)
             except Exception as e:
                 self._detach(fam)
@@ -177,11 +210,11 @@ class BpfCollector:
             how = "attached (raw tracepoints): " if fam in RAW_FAMILIES else "attached: "
             self.status[fam] = FamilyStatus(fam, True, how + ", ".join(progs))
             for m in MAPS[fam]:
-                self._readers[m] = MapReader(m, self._bpf[m])
+                self._readers[m] = self._reader(m)
             if fam == "cpu":
-                self._readers["tasks_used"] = MapReader("tasks_used", self._bpf["tasks_used"])
+                self._readers["tasks_used"] = self._reader("tasks_used")
                 self._task_ways = 2 << set_bits
-        self._readers["map_failures"] = MapReader("map_failures", self._bpf["map_failures"])
+        self._readers["map_failures"] = self._reader("map_failures")
 
         if not any(f != "lifecycle" for f in self._attached):
             why = "; ".join(f"{s.name}: {s.detail}" for s in self.status.values() if not s.attached)
@@ -189,60 +222,72 @@ class BpfCollector:
             raise SourceError(f"no BPF program family could be attached ({why})")
         return self.status
 
-    def _attach(self, fam: str) -> None:
-        b = self._bpf
-        if fam == "network":
-            from bcc import BPF
+    def _reader(self, name: str) -> MapReader:
+        assert self._loaded is not None
+        m = self._loaded.maps[name]
+        key, value = MAP_LAYOUTS[name]
+        return MapReader(name, m.fd, key, value, capacity=m.max_entries, map_type=m.type,
+                         cpus=system.possible_cpus())
 
-            trie = b["peer_classes"]
+    def program_fds(self) -> dict[str, int]:
+        """Program name -> descriptor (for per-program statistics in /proc/self/fdinfo)."""
+        return dict(self._loaded.programs) if self._loaded is not None else {}
+
+    def _attach(self, fam: str) -> None:
+        assert self._loaded is not None
+        progs = self._loaded.programs
+        if fam == "network":
+            trie = self._reader("peer_classes")
             for (plen, addr), cls in trie_entries(self.cfg.pod_cidrs, self.cfg.cluster_cidrs,
                                                      self.cfg.loopback_is_local).items():
-                k = trie.Key()
-                k.prefixlen = plen
+                k = LpmKey(plen)
                 k.addr = type(k.addr)(*addr)
-                trie[k] = trie.Leaf(cls)
+                trie.update(k, cls)
             self._root_fd = os.open(self.cfg.cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
             for name, attach_type in NET_PROGRAMS:
-                fn = b.load_func(name, BPF.CGROUP_SKB)
                 # A link detaches when the agent dies (even SIGKILLed); a plain attach would
                 # stay on the root cgroup for good (see system.link_cgroup_prog).
-                link = system.link_cgroup_prog(fn.fd, self._root_fd, attach_type)
+                link = system.link_cgroup_prog(progs[name], self._root_fd, attach_type)
                 if link is None:
-                    BPF.attach_func(fn, self._root_fd, attach_type, BPF_F_ALLOW_MULTI)
-                self._net_fns.append((fn, attach_type, link))
+                    system.attach_cgroup_prog(progs[name], self._root_fd, attach_type, BPF_F_ALLOW_MULTI)
+                self._net_fns.append((name, attach_type, link))
             return
+        fds = self._tp_fds.setdefault(fam, [])
         for tp, fn_name in TRACEPOINTS[fam]:
+            category, event = tp.split(":", 1)
             if fam in RAW_FAMILIES:
-                b.attach_raw_tracepoint(tp=tp.split(":", 1)[1].encode(), fn_name=fn_name.encode())
+                # A raw tracepoint attachment is a descriptor of its own: closing it detaches.
+                fd = lib().bpf_attach_raw_tracepoint(progs[fn_name], event.encode())
             else:
-                b.attach_tracepoint(tp=tp.encode(), fn_name=fn_name.encode())
+                # A perf event carrying the program: it stays attached while the event is open.
+                fd = lib().bpf_attach_tracepoint(progs[fn_name], category.encode(), event.encode())
+            if fd < 0:
+                err = -fd if fd < -1 else ct.get_errno()
+                kind = "raw tracepoint" if fam in RAW_FAMILIES else "tracepoint"
+                raise OSError(err, f"Failed to attach BPF program {fn_name} to {kind} {tp}: "
+                              f"{os.strerror(err)}")
+            fds.append((tp, fd))
 
     def _detach(self, fam: str) -> None:
-        b = self._bpf
         if fam == "network":
-            from bcc import BPF
-
-            for fn, attach_type, link in self._net_fns:
+            for name, attach_type, link in self._net_fns:
                 try:
                     if link is not None:
                         os.close(link)  # the last reference: the kernel detaches
-                    else:
-                        BPF.detach_func(fn, self._root_fd, attach_type)
+                    elif self._loaded is not None and self._root_fd is not None:
+                        system.detach_cgroup_prog(self._loaded.programs[name], self._root_fd, attach_type)
                 except Exception as e:  # already gone: nothing left to undo
-                    log.debug("detach %s: %s", fn.name, e)
+                    log.debug("detach %s: %s", name, e)
             self._net_fns.clear()
             if self._root_fd is not None:
                 os.close(self._root_fd)
                 self._root_fd = None
             return
-        for tp, _ in TRACEPOINTS[fam]:
-            try:
-                if fam in RAW_FAMILIES:
-                    b.detach_raw_tracepoint(tp=tp.split(":", 1)[1].encode())
-                else:
-                    b.detach_tracepoint(tp=tp.encode())
-            except Exception:
-                pass  # never attached
+        for tp, fd in self._tp_fds.pop(fam, ()):
+            if fam in RAW_FAMILIES:
+                os.close(fd)
+            else:
+                lib().bpf_close_perf_event_fd(fd)  # disable, then close: the program detaches
 
     def _explain(self, fam: str, e: Exception) -> str:
         msg = str(e)
@@ -256,21 +301,21 @@ class BpfCollector:
 
     def stop(self) -> None:
         """Detach everything; safe to call twice, and after a failed start."""
-        if self._bpf is None:
+        if self._loaded is None:
             return
         for fam in ("network", *TRACEPOINTS):
             self._detach(fam)
         try:
-            self._bpf.cleanup()
+            self._loaded.close()  # the last references: the kernel frees programs and maps
         finally:
-            self._bpf = None
+            self._loaded = None
             self._readers.clear()
             self._attached.clear()
 
     # --- reading ---------------------------------------------------------------------------
 
     def read(self) -> BpfReading:
-        if self._bpf is None:
+        if self._loaded is None:
             raise SourceError("BpfCollector.read() before start() (or after stop())")
         out = BpfReading()
         # Removed ids first: a cgroup that is in the removal map now has all its counters in
@@ -372,7 +417,7 @@ class BpfCollector:
     def ack(self, removed_ids: Iterable[int]) -> None:
         """The agent has exported the final values of these cgroups: free their entries."""
         ids = {int(i) for i in removed_ids}
-        if not ids or self._bpf is None:
+        if not ids or self._loaded is None:
             return
         for mapname, by_cg in self._keys.items():
             keys = [k for cg in ids for k in by_cg.get(cg, ())]
@@ -395,7 +440,7 @@ class BpfCollector:
         for name in ("cg_removed", "cg_paths"):
             r = self._readers.get(name)
             if r is not None:
-                r.delete([r.table.Key(i) for i in ids])
+                r.delete([r.Key(i) for i in ids])
         for i in ids:
             self._scan.pop(i, None)
 

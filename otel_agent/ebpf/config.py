@@ -51,11 +51,14 @@ class BpfConfig:
     tracefs: Path = Path("/sys/kernel/tracing")
     debugfs: Path = Path("/sys/kernel/debug")
     mount_tracefs: bool = True  # mount tracefs/debugfs when missing and permitted
+    loader_timeout_seconds: float = 120.0  # the child that compiles with BCC (loader.py)
     families: tuple[str, ...] = field(default=())  # override the profile (tests, benchmarks)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ConfigError(f"bpf profile {self.profile!r}: expected one of {', '.join(PROFILES)}")
+        if not self.loader_timeout_seconds > 0:
+            raise ConfigError(f"loader_timeout_seconds must be positive, got {self.loader_timeout_seconds}")
         for n in ("map_max_entries", "task_max_entries", "cidr_max_entries"):
             if getattr(self, n) < 1:
                 raise ConfigError(f"{n} must be a positive integer, got {getattr(self, n)}")

@@ -2,7 +2,8 @@
 
 Each check is one line a person can act on. The attach checks load the comprehensive profile
 with tiny maps, so they say exactly which program families this kernel and these privileges
-allow, then detach.
+allow, then detach. Compiling happens in the loader child (loader.py), as for the agent itself,
+so running doctor next to a live collector never maps LLVM into the caller.
 """
 
 from __future__ import annotations
@@ -39,12 +40,11 @@ def probe(cfg: BpfConfig, collector: object | None = None) -> list[Check]:
     hdr = system.find_headers()
     checks.append(Check("kernel headers", hdr is not None, hdr or
                         "none under /lib/modules/$(uname -r)/build: run scripts/install-system.sh"))
-    try:
-        import bcc  # noqa: F401
+    # In the loader child, as the collector compiles: bcc (and LLVM) never enter this process.
+    from otel_agent.ebpf import loader  # late: the child runs it as __main__ (see collector)
 
-        checks.append(Check("bcc", True, "python3-bpfcc importable"))
-    except ImportError as e:
-        checks.append(Check("bcc", False, f"{e}: install Debian's python3-bpfcc"))
+    ok, detail = loader.check_bcc()
+    checks.append(Check("bcc", ok, detail if ok else f"{detail}: install Debian's python3-bpfcc"))
 
     if all(c.ok for c in checks if c.name != "network permission"):
         from otel_agent.ebpf.collector import BpfCollector

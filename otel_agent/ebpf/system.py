@@ -117,7 +117,41 @@ def cgroup_id(path: Path) -> int:
 
 
 _BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
+_BPF_PROG_ATTACH = 8
+_BPF_PROG_DETACH = 9
 _BPF_LINK_CREATE = 28
+
+
+def _bpf_cmd(cmd: int, *fields: int) -> int:
+    """bpf(cmd, attr) with the first u32 fields of union bpf_attr; the result, or OSError."""
+    import ctypes
+    import struct
+
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        raise OSError(38, f"bpf() syscall number unknown on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = (ctypes.c_uint8 * 64)()
+    struct.pack_into(f"{len(fields)}I", attr, 0, *fields)
+    res = libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return res
+
+
+def attach_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int, flags: int) -> None:
+    """BPF_PROG_ATTACH (attr: target_fd, attach_bpf_fd, attach_type, attach_flags): the
+    fallback where links are missing; it outlives the process, see link_cgroup_prog."""
+    try:
+        _bpf_cmd(_BPF_PROG_ATTACH, cgroup_fd, prog_fd, attach_type, flags)
+    except OSError as e:
+        raise OSError(e.errno, f"Failed to attach BPF function with attach_type {attach_type}: "
+                      f"{e.strerror}") from e
+
+
+def detach_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> None:
+    _bpf_cmd(_BPF_PROG_DETACH, cgroup_fd, prog_fd, attach_type)
 
 
 def link_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> int | None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from otel_agent.ebpf import system
 from otel_agent.ebpf.classes import trie_entries
 from otel_agent.ebpf.config import BpfConfig
-from otel_agent.ebpf.decode import Cumulative, RawCounters, to_samples
+from otel_agent.ebpf.decode import Cumulative, HeldBack, RawCounters, held_back, to_samples
 from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
 from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError
@@ -116,6 +116,7 @@ class BpfCollector:
         self._readers: dict[str, MapReader] = {}
         self._attached: list[str] = []
         self._cum = Cumulative()
+        self._held = HeldBack()
         self._evictions: dict[str, int] = {}
         self._present: dict[str, set[Any]] = {}  # map → raw keys in the last read
         self._present_now: dict[str, set[Any]] = {}
@@ -213,6 +214,7 @@ class BpfCollector:
                 self._readers[m] = self._reader(m)
             if fam == "cpu":
                 self._readers["tasks_used"] = self._reader("tasks_used")
+                self._readers["cpu_slots"] = self._reader("cpu_slots")
                 self._task_ways = 2 << set_bits
         self._readers["map_failures"] = self._reader("map_failures")
 
@@ -323,10 +325,17 @@ class BpfCollector:
         removed = {int(k) for k, _ in self._read("cg_removed")}
         raw = RawCounters()
         self._keys = {}
-        for k, v in self._read("cpu_time"):
+        cpu_entries, runq_entries = self._read("cpu_time"), self._read("runq")
+        # After the maps the slots flush into (see HeldBack), with the clock of the programs.
+        slots = [v for _, v in self._read("cpu_slots")]
+        held_cpu, held_waits = held_back(slots, time.monotonic_ns())
+        for k, v in cpu_entries:
             self._put(raw.cpu_ns, "cpu_time", k, int(k), per_cpu_sum(v))
-        for k, v in self._read("runq"):
+        for k, v in runq_entries:
             self._put(raw.runq, "runq", k, int(k), (tuple(v.slots), int(v.sum_ns)))
+        for into, mapname, held in ((raw.cpu_ns, "cpu_time", held_cpu), (raw.runq, "runq", held_waits)):
+            for cg in into:
+                into[cg] = self._held.apply((mapname, cg), into[cg], held.get(cg))
         for k, v in self._read("net_traffic"):
             val = (sum(c.bytes for c in v), sum(c.packets for c in v))
             self._put(raw.net, "net_traffic", k, (int(k.cgroup_id), int(k.direction), int(k.peer_class)), val)
@@ -431,6 +440,7 @@ class BpfCollector:
             cg = rawkey[0] if isinstance(rawkey, tuple) else rawkey
             if cg in ids:
                 self._cum.forget(key)
+                self._held.forget(key)
         for i in ids:
             self._acked[i] = None
         while len(self._acked) > 4 * self.cfg.map_max_entries:
@@ -485,14 +495,15 @@ class BpfCollector:
             full = h.entries >= self.cfg.capacity_warning_ratio * h.capacity
             if full and f"full:{h.name}" not in self._warned:
                 self._warned.add(f"full:{h.name}")
-                log.warning("bpf map %s is near capacity (%d of %d entries): raise map_max_entries, "
-                            "or new cgroups may go uncounted", h.name, h.entries, h.capacity)
+                log.warning("bpf map %s is near capacity (%d of %d entries): raise %s, "
+                            "or new %s may go uncounted", h.name, h.entries, h.capacity,
+                            self.cfg.setting_for(h.name), "threads" if h.name == "tasks" else "cgroups")
             elif not full and h.entries < 0.8 * self.cfg.capacity_warning_ratio * h.capacity:
                 self._warned.discard(f"full:{h.name}")
             if (h.update_failures or h.evictions) and f"lost:{h.name}" not in self._warned:
                 self._warned.add(f"lost:{h.name}")
-                log.warning("bpf map %s lost data: %d failed inserts, %d evictions: raise map_max_entries",
-                            h.name, h.update_failures, h.evictions)
+                log.warning("bpf map %s lost data: %d failed inserts, %d evictions: raise %s",
+                            h.name, h.update_failures, h.evictions, self.cfg.setting_for(h.name))
 
     def map_health(self) -> list[MapHealth]:
         """Map health as of the last read (for `doctor`)."""

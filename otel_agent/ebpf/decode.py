@@ -98,6 +98,53 @@ def _unflat(template: object, flat: tuple[int, ...], pos: int = 0) -> tuple[obje
     return tuple(out), pos
 
 
+def held_back(slots, now_ns: int) -> tuple[dict[int, int], dict[int, Hist]]:
+    """What the CPU program holds in its per-CPU slots (struct cpu_slot, bpf/cpu.c) and has not
+    written to cpu_time / runq yet, per cgroup: on-CPU ns added up while one cgroup's tasks
+    follow each other (pend_ns), the running task's time since it was switched in (when its
+    cgroup is known), and run-queue waits held as a small histogram. Without it a map value
+    lags by up to the running task's whole slice: a CPU hog alone on its CPU is not switched
+    out for seconds. now_ns is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()."""
+    cpu: dict[int, int] = {}
+    waits: dict[int, Hist] = {}
+    for s in slots:
+        if s.pend_ns and s.pend_cgroup:
+            cpu[s.pend_cgroup] = cpu.get(s.pend_cgroup, 0) + s.pend_ns
+        running = s.cur_task != 0 and s.cur_task != s.idle_task
+        if running and s.cur_cgroup and s.last_ns and now_ns > s.last_ns:
+            cpu[s.cur_cgroup] = cpu.get(s.cur_cgroup, 0) + now_ns - s.last_ns
+        if s.wait_n and s.wait_cgroup:
+            slots_, total = waits.get(s.wait_cgroup, ((0,) * HIST_SLOTS, 0))
+            waits[s.wait_cgroup] = (tuple(a + int(b) for a, b in zip(slots_, s.wait_slots)),
+                                    total + s.wait_sum_ns)
+    return cpu, waits
+
+
+class HeldBack:
+    """Adds held-back amounts (held_back) to map values, keeping every series monotonic.
+
+    The maps are read before the slots, so a flush from slot to map between the two reads is
+    missed once: that read comes out low, never high. Each value is kept at or above the last
+    one reported, so a low read shows as a pause, never as a counter going down. Restarts of an
+    evicted entry are still told by the map values alone (Cumulative), before this."""
+
+    def __init__(self) -> None:
+        self._last: dict[object, tuple[int, ...]] = {}
+
+    def apply(self, key: object, value: object, extra: object | None) -> object:
+        flat = _flat(value)
+        if extra is not None:
+            flat = tuple(a + b for a, b in zip(flat, _flat(extra)))
+        last = self._last.get(key)
+        if last is not None and len(last) == len(flat):
+            flat = tuple(max(a, b) for a, b in zip(flat, last))
+        self._last[key] = flat
+        return _unflat(value, flat)[0]
+
+    def forget(self, key: object) -> None:
+        self._last.pop(key, None)
+
+
 class Cumulative:
     """Keeps each series monotonic when its map entry was evicted (LRU) and created again.
 

@@ -41,6 +41,14 @@ class LpmKey(ct.Structure):  # struct lpm_key, bpf/net.c
     _fields_ = [("prefixlen", ct.c_uint32), ("addr", ct.c_uint8 * 16)]
 
 
+class CpuSlot(ct.Structure):  # struct cpu_slot, bpf/cpu.c
+    _fields_ = [("last_ns", ct.c_uint64), ("pend_cgroup", ct.c_uint64), ("pend_ns", ct.c_uint64),
+                ("cur_cgroup", ct.c_uint64), ("cur_gen", ct.c_uint64), ("cur_task", ct.c_uint64),
+                ("idle_task", ct.c_uint64), ("pad", ct.c_uint64),
+                ("wait_cgroup", ct.c_uint64), ("wait_first_ns", ct.c_uint64), ("wait_sum_ns", ct.c_uint64),
+                ("wait_n", ct.c_uint64), ("wait_slots", ct.c_uint32 * HIST_SLOTS)]
+
+
 class SysStats(ct.Structure):  # struct sys_stats, bpf/syscalls.c
     _fields_ = [("duration", Hist), ("count", ct.c_uint64)]
 
@@ -52,6 +60,7 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "cg_removed": (ct.c_uint64, ct.c_uint64),
     "cpu_time": (ct.c_uint64, ct.c_uint64),
     "tasks_used": (ct.c_int32, ct.c_int64),
+    "cpu_slots": (ct.c_int32, CpuSlot),
     "runq": (ct.c_uint64, Hist),
     "net_traffic": (NetKey, NetVal),
     "peer_classes": (LpmKey, ct.c_uint8),
@@ -67,7 +76,7 @@ def size_mismatches(reported: dict[str, tuple[int, int]]) -> list[str]:
     for name, (ksz, vsz) in sorted(reported.items()):
         layout = MAP_LAYOUTS.get(name)
         if layout is None:
-            continue  # never read from user space (tasks, cpu_slots, ...)
+            continue  # never read from user space (tasks, path_scratch, ...)
         mine = (ct.sizeof(layout[0]), ct.sizeof(layout[1]))
         if mine != (ksz, vsz):
             out.append(f"{name} (the C source has key {ksz} / value {vsz} bytes, "

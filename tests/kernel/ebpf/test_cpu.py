@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -24,6 +25,31 @@ def test_on_cpu_time_matches_cpu_stat(collector, cgroups):
     assert kernel > 2.9
     assert kernel - 0.01 * kernel <= ebpf <= kernel + 0.01 * kernel + steal, (ebpf, kernel, steal)
     assert r.paths[cgid] == cgroups.rel(ctr)
+
+
+def test_on_cpu_time_of_a_running_task_is_current(collector, cgroups):
+    """A hog alone on its CPU can go seconds without being switched out, and the maps learn
+    on-CPU time at switches. What the program holds in its CPU's slot (the running task's time
+    since it was switched in, time added up and not flushed) is added at read: mid-run, eBPF
+    and cpu.stat agree, not just at the end."""
+    cpus = sorted(os.sched_getaffinity(0))
+    _, pod = cgroups.pod()
+    _, ctr = cgroups.container(pod)
+    cgid = os.stat(ctr).st_ino
+    p = cgroups.spawn(ctr, "burn", "4", cpu=cpus[-1])
+    time.sleep(0.5)
+    stolen = StolenTime()
+    readings = []
+    for _ in range(4):
+        time.sleep(0.5)
+        r = collector.read()
+        readings.append((value(r, cgid, "bpf.cpu.on_cpu_time"), cpu_usage_seconds(ctr)))
+    steal = stolen.seconds()
+    wait_json(p)
+    for ebpf, kernel in readings:
+        # cpu.stat is as of the running task's last tick; eBPF as of the read, a few ms later
+        assert kernel - 0.01 <= ebpf <= kernel + 0.01 * kernel + 0.01 + steal, readings
+    assert readings[-1][1] - readings[0][1] > 1.0  # it was running throughout
 
 
 def _slow_fraction(h, threshold_s: float) -> float:

@@ -112,3 +112,51 @@ def test_loopback_is_pod_network_unless_a_list_names_it():
     assert classify("::1", (), ("10.0.0.0/8",)) == "pod-network"
     assert classify("127.0.0.9", (), ("127.0.0.0/8",)) == "cluster-private"
     assert classify("127.0.0.9", (), (), loopback_is_local=False) == "internet"
+
+
+def _slot(**kw):
+    from otel_agent.ebpf.layout import CpuSlot
+
+    s = CpuSlot()
+    for k, v in kw.items():
+        if k == "wait_slots":
+            for i, n in v.items():
+                s.wait_slots[i] = n
+        else:
+            setattr(s, k, v)
+    return s
+
+
+def test_held_back_adds_pending_running_and_waits_per_cgroup():
+    from otel_agent.ebpf.decode import held_back
+
+    slots = [
+        # CPU 0: 3 ms of cgroup 7 added up, cgroup 7's task running for 2 ms, two waits held
+        _slot(last_ns=1_000_000, pend_cgroup=7, pend_ns=3_000_000, cur_cgroup=7, cur_task=0xA0,
+              idle_task=0xF0, wait_cgroup=7, wait_n=2, wait_sum_ns=5000, wait_slots={2: 1, 3: 1}),
+        # CPU 1: idle now; 1 ms of cgroup 9 not flushed; one wait of 9 held
+        _slot(last_ns=2_500_000, pend_cgroup=9, pend_ns=1_000_000, cur_cgroup=0, cur_task=0xF1,
+              idle_task=0xF1, wait_cgroup=9, wait_n=1, wait_sum_ns=700, wait_slots={0: 1}),
+        # CPU 2: a task of unknown cgroup running: nothing can be said for it
+        _slot(last_ns=2_000_000, cur_cgroup=0, cur_task=0xB0),
+    ]
+    cpu, waits = held_back(slots, now_ns=3_000_000)
+    assert cpu == {7: 3_000_000 + 2_000_000, 9: 1_000_000}
+    assert waits[7][1] == 5000 and waits[7][0][2] == 1 and waits[7][0][3] == 1 and sum(waits[7][0]) == 2
+    assert waits[9] == ((1,) + (0,) * 31, 700)
+
+
+def test_held_back_values_never_go_down():
+    """A flush between the map read and the slot read makes one read low: a pause, never a
+    decrease; the next read carries on."""
+    from otel_agent.ebpf.decode import HeldBack
+
+    h = HeldBack()
+    assert h.apply("k", 100, 30) == 130  # 100 in the map, 30 held in a slot
+    assert h.apply("k", 100, None) == 130  # flushed between the reads: seen in neither
+    assert h.apply("k", 130, 5) == 135
+    hist = ((1, 2), 10)
+    assert h.apply("h", hist, ((0, 1), 3)) == ((1, 3), 13)
+    assert h.apply("h", hist, None) == ((1, 3), 13)
+    h.forget("k")
+    assert h.apply("k", 7, None) == 7

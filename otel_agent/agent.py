@@ -238,7 +238,11 @@ class Agent:
             refs[cid] = ref
         own = [s for s in r.samples if s.cgroup_id in refs]
         hists = [h for h in r.histograms if h.cgroup_id in refs]
-        own, hists = self._roll_up_to_pods(refs, own, hists, set(r.removed))
+        # Dead: removed as BPF saw it, or gone from disk (a final). The removal record can be
+        # missing (cg_removed is an LRU hash; a burst of removals can push records out before
+        # a read), and then the directory being gone is what says the counters are final.
+        dead = set(r.removed) | set(self._finals)
+        own, hists = self._roll_up_to_pods(refs, own, hists, dead)
 
         on_cpu = {s.cgroup_id: s.value for s in own if s.metric == "bpf.cpu.on_cpu_time"}
         # A cgroup that was born and died between two file reads has no cpu.time of its own:
@@ -275,7 +279,12 @@ class Agent:
         for cid in list(self._seen_bpf_only):
             if cid in r.removed and cid not in r.paths:
                 self._seen_bpf_only.pop(cid, None)
-        return hists, set(r.removed)
+        # To be acknowledged (map entries freed, late ones dropped) once settled. A final that
+        # was never acknowledged would keep its BPF entries, and once the final is settled
+        # they would come back as a "BPF-only" cgroup exporting its on-CPU time as cpu.time,
+        # lower than the final: a counter reset that bills the pod twice.
+        counted = {s.cgroup_id for s in r.samples} | {h.cgroup_id for h in r.histograms}
+        return hists, set(r.removed) | (set(self._finals) & counted)
 
     def _roll_up_to_pods(self, refs: dict[CgroupId, CgroupRef], own: list[Sample],
                          hists: list[HistogramSample], removed: set[CgroupId]

@@ -10,10 +10,10 @@ The agent pushes to an OTLP sink here (the self-metrics are not billed, so the c
 does not keep them); the same requests are then written into a ledger with the cost
 processor's own decode + store, as its receiver does.
 
-Known gap (not asserted): cg_paths and cg_removed are LRU hashes too; an entry inserted and
-evicted between two reads is invisible from user space, so path evictions are not counted.
-Their cost is bounded: only a container born and dead between two reads needs its BPF path,
-and without it its CPU still reaches the ledger through kubepods (as __unallocated__).
+Paths evicted from the cg_paths LRU before any read saw them are counted too (inserts -
+entries - deletes; tests/kernel/ebpf/test_lifecycle.py). Their cost is bounded: only a
+container born and dead between two reads needs its BPF path, and without it its CPU still
+reaches the ledger through kubepods (as __unallocated__).
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ def test_bpf_map_full_is_counted_and_cgroup_metrics_keep_flowing(synth, tmp_path
     lost.update({f"{dict(k[1])['bpf.map']} (evicted)": v for k, v in evictions.items() if v > 0})
     assert lost, "a full map counted no failed insert"
     # The per-cgroup CPU map is an LRU hash: full shows as evictions (entries that were read
-    # once and are gone while their cgroup lives). Not asserted, because not counted (left
-    # open, see the module docstring): paths evicted from the cg_paths LRU between two reads.
+    # once and are gone while their cgroup lives).
     assert lost.get("cpu_time", 0) + lost.get("cpu_time (evicted)", 0) > 0, lost
 
     pod_cpu = {uid: v for (uid, _), v in _last(points, "k8s.pod.cpu.time").items()}

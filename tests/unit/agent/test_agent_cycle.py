@@ -154,6 +154,8 @@ class FakeBpf:
 
     def __init__(self) -> None:
         self.values: dict[int, float] = {}
+        self.cpu: dict[int, float] = {}  # on-CPU seconds
+        self.paths: dict[int, str] = {}
         self.removed: set[int] = set()
         self.acked: set[int] = set()
 
@@ -163,13 +165,17 @@ class FakeBpf:
 
         attrs = (("network.io.direction", "transmit"), ("otel_agent.network.class", "internet"))
         samples = [Sample(cid, "bpf.network.io", v, attrs) for cid, v in self.values.items()]
-        return BpfReading(samples=samples, histograms=[], paths={}, removed=set(self.removed),
-                          health=[])
+        samples += [Sample(cid, "bpf.cpu.on_cpu_time", v) for cid, v in self.cpu.items()]
+        counted = set(self.values) | set(self.cpu)
+        return BpfReading(samples=samples, histograms=[],
+                          paths={c: p for c, p in self.paths.items() if c in counted},
+                          removed=set(self.removed), health=[])
 
     def ack(self, ids):
         self.acked |= set(ids)
         for cid in ids:
             self.values.pop(cid, None)
+            self.cpu.pop(cid, None)
             self.removed.discard(cid)
 
 
@@ -196,3 +202,25 @@ def test_pod_bpf_series_sum_their_containers_and_stay_cumulative_after_a_contain
     assert ctr_id in bpf.acked  # its entries are freed in the kernel map...
     assert agent.export(agent.collect())
     assert pod_net() == [1500.0]  # ...and the pod's counter does not go backwards
+
+
+def test_a_dead_container_whose_removal_bpf_missed_is_acked_not_resurrected(tree: Path):
+    """cg_removed is an LRU hash: a burst of removals can push a record out before the agent
+    reads it. The directory being gone says the counters are final all the same: the final is
+    exported, the BPF entries are freed, and the container never comes back as a BPF-only
+    cgroup whose on-CPU time (lower than cpu.stat's) would be a counter reset, billed twice."""
+    meta, exp = DictMetadata(), RecordingExporter()
+    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
+    bpf = FakeBpf()
+    agent = Agent(AgentConfig(node_name="node-a"), cgroup_root=tree, metadata=meta,
+                  exporter=exp, bpf=bpf)
+    ctr_id = (tree / CTR_DIR).stat().st_ino
+    bpf.cpu[ctr_id] = 0.05  # its map entry was evicted once: less than cpu.stat says
+    bpf.paths[ctr_id] = "/" + CTR_DIR
+    assert agent.export(agent.collect())
+    shutil.rmtree(tree / CTR_DIR)  # dies; its removal record never reaches the agent
+    for _ in range(3):
+        assert agent.export(agent.collect())
+    series = [v for e in exp.exports for v in container_cpu(e)]
+    assert len(series) == 2 and series[0] == series[1] > 0.05  # live, then the final: cpu.stat's
+    assert ctr_id in bpf.acked

@@ -117,6 +117,7 @@ class BpfCollector:
         self._attached: list[str] = []
         self._cum = Cumulative()
         self._held = HeldBack()
+        self._deleted: dict[str, int] = {}  # entries of cg_paths / cg_removed this agent deleted
         self._evictions: dict[str, int] = {}
         self._present: dict[str, set[Any]] = {}  # map → raw keys in the last read
         self._present_now: dict[str, set[Any]] = {}
@@ -215,6 +216,8 @@ class BpfCollector:
             if fam == "cpu":
                 self._readers["tasks_used"] = self._reader("tasks_used")
                 self._readers["cpu_slots"] = self._reader("cpu_slots")
+            if fam == "lifecycle":
+                self._readers["lifecycle_inserts"] = self._reader("lifecycle_inserts")
                 self._task_ways = 2 << set_bits
         self._readers["map_failures"] = self._reader("map_failures")
 
@@ -320,6 +323,8 @@ class BpfCollector:
         if self._loaded is None:
             raise SourceError("BpfCollector.read() before start() (or after stop())")
         out = BpfReading()
+        # Inserts counted before the entries are read: evictions are never overestimated.
+        inserts = [per_cpu_sum(v) for _, v in sorted(self._read("lifecycle_inserts"), key=lambda kv: int(kv[0]))]
         # Removed ids first: a cgroup that is in the removal map now has all its counters in
         # the maps already, so the counter read below cannot miss the end of its life.
         removed = {int(k) for k, _ in self._read("cg_removed")}
@@ -348,6 +353,10 @@ class BpfCollector:
         self._count_vanished(removed)
         paths = {int(k): bytes(v.path).split(b"\0", 1)[0].decode(errors="replace")
                  for k, v in self._read("cg_paths")}
+        for name, n, entries in zip(("cg_paths", "cg_removed"), inserts, (len(paths), len(removed))):
+            # Not seen by _count_vanished: an entry may be evicted before any read sees it.
+            evicted = n - entries - self._deleted.get(name, 0)
+            self._evictions[name] = max(self._evictions.get(name, 0), evicted)
 
         have = raw.cgroup_ids()
         out.samples, out.histograms = to_samples(raw)
@@ -450,7 +459,7 @@ class BpfCollector:
         for name in ("cg_removed", "cg_paths"):
             r = self._readers.get(name)
             if r is not None:
-                r.delete([r.Key(i) for i in ids])
+                self._deleted[name] = self._deleted.get(name, 0) + r.delete([r.Key(i) for i in ids])
         for i in ids:
             self._scan.pop(i, None)
 

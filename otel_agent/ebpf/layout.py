@@ -58,6 +58,7 @@ MAP_LAYOUTS: dict[str, tuple[Any, Any]] = {
     "map_failures": (ct.c_int32, ct.c_uint64),  # BPF_PERCPU_ARRAY: int keys
     "cg_paths": (ct.c_uint64, CgPath),
     "cg_removed": (ct.c_uint64, ct.c_uint64),
+    "lifecycle_inserts": (ct.c_int32, ct.c_uint64),
     "cpu_time": (ct.c_uint64, ct.c_uint64),
     "tasks_used": (ct.c_int32, ct.c_int64),
     "cpu_slots": (ct.c_int32, CpuSlot),

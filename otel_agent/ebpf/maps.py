@@ -112,18 +112,22 @@ class MapReader:
             err = _err(res)
             raise OSError(err, f"BPF_MAP_UPDATE_ELEM on {self.name}: {os.strerror(err)}")
 
-    def delete(self, keys: Iterable[Any]) -> None:
+    def delete(self, keys: Iterable[Any]) -> int:
+        """Delete these keys; how many were there to delete (a missing one was evicted)."""
         keys = [k if isinstance(k, self.Key) else self.Key(k) for k in keys]
         if not keys:
-            return
+            return 0
         arr = (self.Key * len(keys))(*keys)
         cnt = ct.c_uint32(len(keys))
         res = lib().bpf_delete_batch(self.fd, ct.byref(arr), ct.byref(cnt))
         if res == 0:
-            return
+            return len(keys)
         # ENOENT stops a batch at the first missing key (already evicted): finish one by one.
+        done = cnt.value
         for k in keys[cnt.value:]:
-            lib().bpf_delete_elem(self.fd, ct.byref(k))  # a missing key is fine
+            if lib().bpf_delete_elem(self.fd, ct.byref(k)) == 0:  # a missing key is fine
+                done += 1
+        return done
 
     def _lookup_batch(self) -> int:
         ksz, vsz = ct.sizeof(self.Key), ct.sizeof(self.Value)

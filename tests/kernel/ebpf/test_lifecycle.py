@@ -117,3 +117,25 @@ def test_without_net_admin_only_the_network_family_fails(collector):
     out = _start_without("cap_net_admin")
     assert out["network"][0] is False and "CAP_NET_ADMIN" in out["network"][1]
     assert out["cpu"][0] and out["faults"][0] and out["lifecycle"][0]
+
+
+def test_paths_evicted_before_any_read_are_counted(cgroups):
+    """cg_paths is an LRU hash: paths of cgroups created faster than the agent reads push each
+    other out before user space could see them. The program counts its inserts, so evictions
+    are inserts - entries - the agent's own deletes, never invisible."""
+    from otel_agent.ebpf import BpfCollector, BpfConfig
+
+    col = BpfCollector(BpfConfig(profile="minimal", cgroup_root=V2_ROOT, map_max_entries=4))
+    col.start()
+    try:
+        col.read()
+        _, pod = cgroups.pod()
+        for _ in range(9):
+            cgroups.container(pod)
+        r = col.read()
+    finally:
+        col.stop()
+    health = {(s.metric, dict(s.attributes)["bpf.map"]): s.value for s in r.health}
+    assert health[("self.bpf.map.entries", "cg_paths")] == 4
+    # 10 mkdirs (pod + 9 containers) into 4 entries: at least 6 pushed out unseen
+    assert health[("self.bpf.map.evictions", "cg_paths")] >= 6, health

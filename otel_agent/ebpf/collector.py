@@ -514,6 +514,11 @@ class BpfCollector:
                 log.warning("bpf map %s lost data: %d failed inserts, %d evictions: raise %s",
                             h.name, h.update_failures, h.evictions, self.cfg.setting_for(h.name))
 
+    @property
+    def loader_peak_rss_bytes(self) -> int:
+        """Peak RSS of the loader child that compiled the programs (0 before start)."""
+        return self._loaded.peak_rss_bytes if self._loaded is not None else 0
+
     def map_health(self) -> list[MapHealth]:
         """Map health as of the last read (for `doctor`)."""
         return list(self._health)

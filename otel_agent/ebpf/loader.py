@@ -53,6 +53,7 @@ class Loaded:
     maps: dict[str, MapInfo] = field(default_factory=dict)
     family_errors: dict[str, str] = field(default_factory=dict)  # family -> why it did not load
     stderr: str = ""
+    peak_rss_bytes: int = 0  # the child's own high-water mark (VmHWM): what compiling took
 
     def close(self) -> None:
         for fd in [*self.programs.values(), *(m.fd for m in self.maps.values())]:
@@ -160,7 +161,8 @@ def load(text: str, cflags: list[str], programs: dict[str, list[tuple[str, str]]
                 detail += "\n" + _tail(err)
             raise LoaderError(answer.get("kind", "compile"), detail)
         man = answer["ok"]
-        out = Loaded(stderr=err, family_errors=dict(man.get("family_errors", {})))
+        out = Loaded(stderr=err, family_errors=dict(man.get("family_errors", {})),
+                     peak_rss_bytes=int(man.get("peak_rss_bytes", 0)))
         out.programs = {name: fds[i] for name, i in man["programs"].items()}
         out.maps = {name: MapInfo(name, fds[m["fd"]], m["type"], m["key_size"], m["value_size"],
                                   m["max_entries"]) for name, m in man["maps"].items()}
@@ -253,7 +255,18 @@ def _load(req: dict) -> tuple[dict, list[int]]:
         fds.append(fd)
     if len(fds) > MAX_FDS:
         raise RuntimeError(f"{len(fds)} descriptors to hand over, at most {MAX_FDS} fit one message")
-    return {"programs": programs, "maps": maps, "family_errors": family_errors}, fds
+    return {"programs": programs, "maps": maps, "family_errors": family_errors,
+            "peak_rss_bytes": vm_hwm_bytes()}, fds
+
+
+def vm_hwm_bytes(status: str = "/proc/self/status") -> int:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: that carries over the high-water mark
+    of the address space a process had before its exec, e.g. a large parent's under vfork."""
+    with open(status) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 class _StderrCapture:

@@ -17,7 +17,7 @@
 #define MAX_CGROUPS 10240
 #endif
 #ifndef MAX_TASKS
-#define MAX_TASKS 32768
+#define MAX_TASKS 65536
 #endif
 #ifndef MAX_CIDRS
 #define MAX_CIDRS 1024

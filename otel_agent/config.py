@@ -40,7 +40,7 @@ class AgentConfig:
     kubepods: str | None = None  # kubelet's pod cgroups, relative to the cgroup root
     bpf_profile: str = "standard"
     bpf_map_entries: int = 10240
-    bpf_task_entries: int = 32768
+    bpf_task_entries: int = 65536
     pod_cidrs: tuple[str, ...] = ()
     cluster_cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
     health_listen: str | None = "0.0.0.0:8089"

@@ -44,7 +44,7 @@ class BpfConfig:
     cluster_cidrs: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     loopback_is_local: bool = True  # 127.0.0.0/8 and ::1 are pod-network unless listed
     map_max_entries: int = 10240  # every per-cgroup map (and the path / removal maps)
-    task_max_entries: int = 32768  # per-task state (cpu's table of tasks, syscall entry times)
+    task_max_entries: int = 65536  # per-task state (cpu's table of tasks, syscall entry times)
     cidr_max_entries: int = 1024
     capacity_warning_ratio: float = 0.9
     source_dir: Path = DEFAULT_SOURCE_DIR

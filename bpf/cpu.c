@@ -205,6 +205,13 @@ static __always_inline struct task_info *task_find(struct task_set *set, u64 tas
     return 0;
 }
 
+/* The entry of task, or NULL: never seen, exited, or its way taken over by another. */
+static __always_inline struct task_info *task_entry(u64 task)
+{
+    struct task_set *set = task_set_of(task);
+    return set ? task_find(set, task) : 0;
+}
+
 /* Take a way for task (which has none): a free one, else the one not in a wait (a wait in
  * progress is data; a remembered cgroup can be learnt again), else way 1. */
 static __always_inline void task_claim(struct task_set *set, u64 task, u64 cgid, u64 enqueued,
@@ -298,8 +305,7 @@ int cpu_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 
     u64 next_cgroup = 0;
     if (next != s->idle_task) {
-        struct task_set *set = task_set_of(next);
-        struct task_info *n = set ? task_find(set, next) : 0;
+        struct task_info *n = task_entry(next);
         if (n) {
             u64 cgid = n->cgroup_id;
             u64 enq = n->enqueued_ns;
@@ -384,13 +390,9 @@ int cpu_cgroup_attach_task(struct bpf_raw_tracepoint_args *ctx)
      * bool threadgroup). The destination's id would take a read of struct cgroup: instead the
      * task's cgroup is learnt again at its next switch-out. This fires for the v1 hierarchies
      * of a hybrid mount too; a needless re-learn costs one helper call. */
-    u64 p = ctx->args[2];
-    struct task_set *set = task_set_of(p);
-    if (set) {
-        struct task_info *t = task_find(set, p);
-        if (t)
-            t->exact = 0;
-    }
+    struct task_info *t = task_entry(ctx->args[2]);
+    if (t)
+        t->exact = 0;
     /* The task may be running on some CPU with its old cgroup cached there: make every CPU
      * ask the kernel at its next switch-out. Moves are rare next to switches. */
     u32 zero = 0;
@@ -404,11 +406,7 @@ int cpu_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     /* TP_PROTO(struct task_struct *p, ...): every exiting thread, in its own context. Its way
      * is free again. */
-    u64 p = ctx->args[0];
-    struct task_set *set = task_set_of(p);
-    if (!set)
-        return 0;
-    struct task_info *t = task_find(set, p);
+    struct task_info *t = task_entry(ctx->args[0]);
     if (t) {
         *(volatile u64 *)&t->task = 0;
         tasks_used_add(-1);

@@ -216,9 +216,9 @@ class BpfCollector:
             if fam == "cpu":
                 self._readers["tasks_used"] = self._reader("tasks_used")
                 self._readers["cpu_slots"] = self._reader("cpu_slots")
+                self._task_ways = 2 << set_bits
             if fam == "lifecycle":
                 self._readers["lifecycle_inserts"] = self._reader("lifecycle_inserts")
-                self._task_ways = 2 << set_bits
         self._readers["map_failures"] = self._reader("map_failures")
 
         if not any(f != "lifecycle" for f in self._attached):

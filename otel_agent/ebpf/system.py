@@ -7,8 +7,11 @@ picks its tracefs directory when it is imported, so tracefs is mounted first.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -96,8 +99,6 @@ def find_headers(release: str | None = None) -> str | None:
 
 def kernel_at_least(major: int, minor: int, release: str | None = None) -> bool:
     """Whether the running kernel is major.minor or later ("6.18.0-foo" -> (6, 18))."""
-    import re
-
     m = re.match(r"(\d+)\.(\d+)", release or platform.release())
     return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
 
@@ -116,42 +117,32 @@ def cgroup_id(path: Path) -> int:
     return os.stat(path).st_ino
 
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
-_BPF_PROG_ATTACH = 8
-_BPF_PROG_DETACH = 9
-_BPF_LINK_CREATE = 28
+_LIBBPF = "libbpf.so.1"  # what libbcc_bpf itself links (Debian's libbpf1, a dependency of BCC)
+_libbpf: ctypes.CDLL | None = None
+_NO_CGROUP_LINKS = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 524)  # 524: ENOTSUPP
 
 
-def _bpf_cmd(cmd: int, *fields: int) -> int:
-    """bpf(cmd, attr) with the first u32 fields of union bpf_attr; the result, or OSError."""
-    import ctypes
-    import struct
-
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        raise OSError(38, f"bpf() syscall number unknown on {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint8 * 64)()
-    struct.pack_into(f"{len(fields)}I", attr, 0, *fields)
-    res = libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if res < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return res
+def libbpf() -> ctypes.CDLL:
+    """libbpf's bpf() wrappers: every call returns the result, or a negative errno."""
+    global _libbpf
+    if _libbpf is None:
+        _libbpf = ctypes.CDLL(_LIBBPF, use_errno=True)
+    return _libbpf
 
 
 def attach_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int, flags: int) -> None:
-    """BPF_PROG_ATTACH (attr: target_fd, attach_bpf_fd, attach_type, attach_flags): the
-    fallback where links are missing; it outlives the process, see link_cgroup_prog."""
-    try:
-        _bpf_cmd(_BPF_PROG_ATTACH, cgroup_fd, prog_fd, attach_type, flags)
-    except OSError as e:
-        raise OSError(e.errno, f"Failed to attach BPF function with attach_type {attach_type}: "
-                      f"{e.strerror}") from e
+    """BPF_PROG_ATTACH: the fallback where links are missing; it outlives the process, see
+    link_cgroup_prog."""
+    res = libbpf().bpf_prog_attach(prog_fd, cgroup_fd, attach_type, flags)
+    if res < 0:
+        raise OSError(-res, f"Failed to attach BPF function with attach_type {attach_type}: "
+                      f"{os.strerror(-res)}")
 
 
 def detach_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> None:
-    _bpf_cmd(_BPF_PROG_DETACH, cgroup_fd, prog_fd, attach_type)
+    res = libbpf().bpf_prog_detach2(prog_fd, cgroup_fd, attach_type)
+    if res < 0:
+        raise OSError(-res, f"BPF_PROG_DETACH: {os.strerror(-res)}")
 
 
 def link_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> int | None:
@@ -163,23 +154,12 @@ def link_cgroup_prog(prog_fd: int, cgroup_fd: int, attach_type: int) -> int | No
     cgroup_skb programs running on every packet of the node, and their maps pinned in kernel
     memory. Returns None where links are not supported (the caller falls back).
     """
-    import ctypes
-    import errno
-    import struct
-
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = (ctypes.c_uint8 * 64)()  # union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags
-    struct.pack_into("IIII", attr, 0, prog_fd, cgroup_fd, attach_type, 0)
-    fd = libc.syscall(nr, _BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    fd = libbpf().bpf_link_create(prog_fd, cgroup_fd, attach_type, None)
     if fd >= 0:
         return fd
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, 524):  # no cgroup links here
+    if -fd in _NO_CGROUP_LINKS:
         return None
-    raise OSError(err, f"BPF_LINK_CREATE: {os.strerror(err)}")
+    raise OSError(-fd, f"BPF_LINK_CREATE: {os.strerror(-fd)}")
 
 
 def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:

@@ -179,12 +179,17 @@ class FakeBpf:
             self.removed.discard(cid)
 
 
-def test_pod_bpf_series_sum_their_containers_and_stay_cumulative_after_a_container_dies(tree: Path):
+def agent_with_fake_bpf(tree: Path) -> tuple[Agent, RecordingExporter, FakeBpf]:
     meta, exp = DictMetadata(), RecordingExporter()
     meta.pods[POD] = PodMeta(POD, "web-1", "shop")
     bpf = FakeBpf()
     agent = Agent(AgentConfig(node_name="node-a"), cgroup_root=tree, metadata=meta,
                   exporter=exp, bpf=bpf)
+    return agent, exp, bpf
+
+
+def test_pod_bpf_series_sum_their_containers_and_stay_cumulative_after_a_container_dies(tree: Path):
+    agent, exp, bpf = agent_with_fake_bpf(tree)
     ctr_id = (tree / CTR_DIR).stat().st_ino
     bpf.values[ctr_id] = 1000.0
 
@@ -209,11 +214,7 @@ def test_a_dead_container_whose_removal_bpf_missed_is_acked_not_resurrected(tree
     reads it. The directory being gone says the counters are final all the same: the final is
     exported, the BPF entries are freed, and the container never comes back as a BPF-only
     cgroup whose on-CPU time (lower than cpu.stat's) would be a counter reset, billed twice."""
-    meta, exp = DictMetadata(), RecordingExporter()
-    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
-    bpf = FakeBpf()
-    agent = Agent(AgentConfig(node_name="node-a"), cgroup_root=tree, metadata=meta,
-                  exporter=exp, bpf=bpf)
+    agent, exp, bpf = agent_with_fake_bpf(tree)
     ctr_id = (tree / CTR_DIR).stat().st_ino
     bpf.cpu[ctr_id] = 0.05  # its map entry was evicted once: less than cpu.stat says
     bpf.paths[ctr_id] = "/" + CTR_DIR

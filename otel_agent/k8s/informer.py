@@ -144,12 +144,21 @@ class KubernetesSource:
     def stop(self, timeout_seconds: float = 2.0) -> None:
         """Stop watching (idempotent). Cuts an open watch so the thread exits promptly."""
         self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()
         thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout_seconds)
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            # Watch.stop() cuts the socket only once the response has arrived, and a stream
+            # generator that has not started yet clears the flag when it does: repeat it until
+            # the thread is gone, so a stop racing a watch being opened is still prompt.
+            w = self._watch
+            if w is not None:
+                w.stop()
+            if thread is None or not thread.is_alive():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            thread.join(min(0.05, remaining))
 
     def pod(self, uid: PodUid) -> PodMeta | None:
         with self._lock:

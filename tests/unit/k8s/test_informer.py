@@ -268,6 +268,28 @@ def test_stop_is_prompt_and_idempotent(api: FakeApiServer, make_source: Callable
     assert eventually(lambda: api.open_watches() == 0, 2)
 
 
+def test_stop_racing_the_watch_being_opened_is_still_prompt(
+    api: FakeApiServer, make_source: Callable[..., KubernetesSource]
+) -> None:
+    # CI once saw stop() take its whole 2 s: it came after the server had the watch request
+    # but before the client had the response, so Watch.stop() had no socket to cut yet.
+    # Stop at many points across that window; every stop must still be prompt.
+    # The server counts a watch open before it sends the response headers, so stopping the
+    # moment the count turns 1 lands in that window.
+    slowest = 0.0
+    for _ in range(20):
+        src = make_source(watch_timeout_seconds=300)
+        src.start()
+        while api.open_watches() == 0:
+            time.sleep(0.0002)
+        t0 = time.monotonic()
+        src.stop()
+        slowest = max(slowest, time.monotonic() - t0)
+        assert eventually(lambda: api.open_watches() == 0, 3)
+    assert slowest < 1.0, f"a stop took {slowest:.2f} s"
+    assert eventually(lambda: api.open_watches() == 0, 2)
+
+
 def test_node_forbidden_still_serves_pods(api: FakeApiServer, make_source: Callable[..., KubernetesSource]) -> None:
     api.fail_requests(403, path_prefix=f"/api/v1/nodes/{NODE}", count=None)
     pod = api.add_pod(make_pod("p"))

@@ -297,28 +297,27 @@ def series_starts(db: Path, pod_uid: str, metric_like: str) -> dict[int, int]:
 
 # --- BPF programs attached to a cgroup (what a killed agent may leave behind) -------------
 
-_BPF_PROG_QUERY = 16
 _CGROUP_SKB_TYPES = (0, 1)  # BPF_CGROUP_INET_INGRESS, BPF_CGROUP_INET_EGRESS
 
 
 def cgroup_prog_ids(cgroup: Path) -> set[int]:
-    """Ids of the cgroup_skb programs attached to `cgroup` (BPF_PROG_QUERY, both directions)."""
+    """Ids of the cgroup_skb programs attached to `cgroup` (libbpf's bpf_prog_query, both
+    directions)."""
     import ctypes
-    import platform
-    import struct
 
-    nr = {"x86_64": 321, "aarch64": 280}[platform.machine()]
-    libc = ctypes.CDLL(None, use_errno=True)
+    from otel_agent.ebpf.system import libbpf
+
     out: set[int] = set()
     fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for attach_type in _CGROUP_SKB_TYPES:
             ids = (ctypes.c_uint32 * 256)()
-            attr = (ctypes.c_uint8 * 128)()
-            struct.pack_into("IIIIQI", attr, 0, fd, attach_type, 0, 0, ctypes.addressof(ids), 256)
-            if libc.syscall(nr, _BPF_PROG_QUERY, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-                raise OSError(ctypes.get_errno(), f"BPF_PROG_QUERY on {cgroup}")
-            out.update(ids[:struct.unpack_from("I", attr, 24)[0]])
+            count = ctypes.c_uint32(len(ids))
+            flags = ctypes.c_uint32(0)
+            res = libbpf().bpf_prog_query(fd, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(count))
+            if res < 0:
+                raise OSError(-res, f"bpf_prog_query on {cgroup}: {os.strerror(-res)}")
+            out.update(ids[:count.value])
     finally:
         os.close(fd)
     return out

@@ -56,6 +56,20 @@ class _Drain:
                     with self._lock:
                         self.received += len(data)
 
+    def wait_received(self, n: int, timeout_seconds: float = 30) -> None:
+        """Until `n` bytes in all have arrived. A sender's exit does not mean its bytes are on
+        the wire: close() leaves what is still in the socket's send buffer to the kernel, which
+        transmits it as the receiver drains, still as the sender's cgroup (CI once saw 132 KB of
+        the gap's bytes leave after the new agent had attached)."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            with self._lock:
+                got = self.received
+            if got >= n:
+                return
+            assert time.monotonic() < deadline, f"the drain got {got} of {n} bytes"
+            time.sleep(0.01)
+
     def close(self) -> None:
         self.sock.close()
 
@@ -79,9 +93,14 @@ def test_agent_sigkill_restart_loses_only_what_the_kernel_lost(synth, ledger, tm
     synth.remove_pod(ghost)
     drain = _Drain()
 
+    sent_total = 0
+
     def send(n: int) -> None:
+        nonlocal sent_total
         p = synth.spawn(a.container("web"), [*PY, SEND.format(port=drain.port, n=n)])
         assert p.wait(timeout=30) == 0
+        sent_total += n
+        drain.wait_received(sent_total)
 
     def start_agent(name: str):
         return agent_process(tmp_path, kubepods=synth.kubepods, endpoint=rotel.endpoint,

@@ -23,6 +23,66 @@ from otel_agent.errors import ConfigError, OtelAgentError
 
 log = logging.getLogger("otel_agent.cost")
 
+REFRESH_PASS_HOURS = 500  # node-hours per pass: the loop beats between passes
+RETENTION_EVERY_S = 3600
+
+
+class RefreshLoop:
+    """One turn every `interval_s`: rebuild the dirty node-hours in passes (beating between
+    them, so a long backlog never looks like a dead loop), apply retention and pruning hourly,
+    and report to the processor's health. Nothing one input does can stop it: the store
+    quarantines a node-hour that fails; a database that is down is logged and retried next
+    turn; anything else is caught here, at the loop's boundary, logged once per kind."""
+
+    def __init__(self, store, interval_s: float, *, live_series=None,
+                 clock=None, now=None):
+        import time
+
+        self.store = store
+        self.health = store.health
+        self.interval_s = interval_s
+        self.health.loop_deadline_s = max(60.0, 10 * interval_s)
+        self._live_series = live_series
+        self._clock = clock or time.monotonic
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._last_retention: float | None = None
+        self._logged: set[str] = set()
+
+    def turn(self) -> None:
+        import time
+
+        self.health.beat()
+        try:
+            t0 = time.perf_counter()
+            before = self.health.snapshot()["rebuild"]
+            done = 0
+            while True:
+                n = self.store.refresh(max_hours=REFRESH_PASS_HOURS)
+                done += n
+                self.health.beat()
+                if n < REFRESH_PASS_HOURS:
+                    break
+            if done:
+                snap = self.health.snapshot()
+                log.info("refresh: %d node-hours (%d series, %d points) in %.2f s; backlog %d, "
+                         "quarantined %d", done, snap["rebuild"]["series"] - before["series"],
+                         snap["rebuild"]["points"] - before["points"], time.perf_counter() - t0,
+                         snap["backlog_node_hours"], snap["quarantined_node_hours"])
+            if self._last_retention is None or self._clock() - self._last_retention >= RETENTION_EVERY_S:
+                self.store.apply_retention(self._now())
+                self._last_retention = self._clock()
+            if self._live_series is not None:
+                self.health.set_live_series(self._live_series())
+        except OtelAgentError as e:  # the ledger is down: keep receiving, retry next turn
+            log.warning("ledger refresh failed, will retry: %s", e)
+        except Exception as e:  # noqa: BLE001 - the loop's boundary: never die of one input
+            self.health.record_refresh_failure()
+            kind = f"{type(e).__name__}: {e}"[:200]
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.exception("ledger refresh failed (logged once), the loop goes on")
+        self.health.beat()
+
 DEFAULT_LEDGER = "sqlite:///ledger.db"
 DEFAULT_REPORT_PORT = 9003  # OpenCost's
 
@@ -174,18 +234,10 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()
-    last_retention = 0.0
-    import time
-
+    loop = RefreshLoop(store, args.refresh_seconds, live_series=receiver.ingestor.live_series)
     try:
-        while not stop.wait(args.refresh_seconds):
-            try:
-                store.refresh()
-                if time.monotonic() - last_retention > 3600:
-                    store.apply_retention(datetime.now(timezone.utc))
-                    last_retention = time.monotonic()
-            except OtelAgentError as e:  # the ledger is down: keep receiving, retry later
-                log.warning("ledger refresh failed, will retry: %s", e)
+        while not stop.wait(loop.interval_s):
+            loop.turn()
     finally:
         receiver.stop()
         if pusher is not None:
@@ -194,7 +246,7 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
             api.stop()
         try:
             store.refresh()
-        except OtelAgentError as e:
+        except Exception as e:  # noqa: BLE001 - marks stay dirty: the next start redoes them
             log.warning("final refresh failed (the next start redoes it): %s", e)
         store.close()
     return 0

@@ -230,7 +230,9 @@ def series_quantities(series: Mapping[int, SeriesInfo],
                     inc = min(inc, counter_allowance(rate, t - since))
             else:
                 inc = v - level
-                if inc <= 0:  # stale or forged: never a reset (module docstring)
+                if inc <= 0:  # unchanged, or stale or forged: never a reset (module docstring)
+                    if h0_ns <= t < h1_ns:
+                        out[sid] += 0.0  # the series was there in the hour: it keeps its row
                     prev_t = t
                     continue
                 if rate is not None:

@@ -17,6 +17,7 @@ def main() -> int:
     import bench.agent
     import bench.cost
     import bench.ebpf
+    import bench.soak
 
     print("== agent: collection cycle and memory ==")
     bench.agent.main([])
@@ -25,7 +26,8 @@ def main() -> int:
     bench.ebpf.main()
     print("\n== cost processor: ingest and reports ==")
     bench.cost.main()
-    return 0
+    print("\n== cost processor: 30-day soak (ledger, memory and rebuild stay flat) ==")
+    return bench.soak.main()
 
 
 sys.exit(main())

@@ -80,6 +80,7 @@ TOUCH_S = 600  # a live series' row is re-touched at most this often (one write 
 QUARANTINE_FIRST_RETRY_S = 60  # then doubling, up to QUARANTINE_MAX_RETRY_S
 QUARANTINE_MAX_RETRY_S = 3600
 REFRESH_BATCH = 200  # dirty marks read per round
+_READ_SPAN_S = 12 * 3600  # a node's dirty hours within this span are read with one query
 
 metadata = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
@@ -892,9 +893,10 @@ class Store:
             with self.engine.connect() as c:
                 node_first = c.execute(sa.select(node_first_t.c.first_ns)
                                        .where(node_first_t.c.node_key == nk)).scalar_one_or_none()
+                inputs = self._node_inputs(c, nk, [m.hour for m in marks])
                 for m in marks:
                     try:
-                        inp = self._hour_inputs(c, nk, m.hour)
+                        inp = inputs[m.hour]
                         n_series += len(inp.series)
                         n_points += len(inp.points)
                         built[m.hour] = (build_node_hour(
@@ -981,68 +983,117 @@ class Store:
             log.warning("node %s, hour %s: rebuild failed, quarantined (kept, retried when new "
                         "points arrive or in %d s): %s", m.node_key, _iso(m.hour), retry, reason)
 
-    def _hour_inputs(self, c, nk: str, hour_s: int) -> _HourInputs:
-        """What one node-hour is built from: the node's points in [h0 − MAX_GAP, h1), each
+    def _node_inputs(self, c, nk: str, hours: Sequence[int]) -> dict[int, _HourInputs]:
+        """What each node-hour is built from: the node's points in [h0 − MAX_GAP, h1), each
         counter's predecessor, the series that have those points (and the node's own: its
         attributes choose the rates), and for each counter's first point the node's previous
-        point. Work follows the series with points in the hour, not every series the node had."""
-        h0 = hour_s * NANOS_PER_SECOND
-        h1 = h0 + 3600 * NANOS_PER_SECOND
-        pts = [tuple(p) for p in c.execute(
-            sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
+        point. Hours close together are read with one range query; the work follows the series
+        with points in those hours, never every series the node had."""
+        out: dict[int, _HourInputs] = {}
+        group: list[int] = []
+        for h in sorted(hours):
+            if group and h - group[0] >= _READ_SPAN_S:
+                out.update(self._group_inputs(c, nk, group))
+                group = []
+            group.append(h)
+        if group:
+            out.update(self._group_inputs(c, nk, group))
+        return out
+
+    def _group_inputs(self, c, nk: str, hours: list[int]) -> dict[int, _HourInputs]:
+        out: dict[int, _HourInputs] = {}
+        lo = hours[0] * NANOS_PER_SECOND - MAX_GAP_NS
+        hi = (hours[-1] + 3600) * NANOS_PER_SECOND
+        allp = sorted((tuple(p) for p in c.execute(
+            sa.select(points_t.c.time_ns, points_t.c.series_id, points_t.c.start_ns,
                       points_t.c.value)
-            .where(points_t.c.node_key == nk, points_t.c.time_ns >= h0 - MAX_GAP_NS,
-                   points_t.c.time_ns < h1))]
-        series = self._load_series(c, nk, {p[0] for p in pts})
-        # Cumulative keys with a point in the hour but none in the look-back need their exact
-        # predecessor, however old: else the first point of the hour would count from zero.
-        have_before: set[tuple[int, int]] = set()
-        in_hour: dict[tuple[int, int], int] = {}
-        for sid, start, t, _v in pts:
-            s = series.get(sid)
-            if s is None or s.temporality != CUMULATIVE:
-                continue
-            if t >= h0:
-                if t < in_hour.get((sid, start), h1):
-                    in_hour[(sid, start)] = t
-            else:
-                have_before.add((sid, start))
-        need = sorted(set(in_hour) - have_before)
-        found: set[tuple[int, int]] = set()
-        if need:
-            wanted = set(need)
-            sids = sorted({sid for sid, _start in need})
-            for i in range(0, len(sids), _CHUNK):
-                # the newest point before the look-back of each (series, start), found through
-                # the primary key (series_id, start_ns, time_ns), then joined back for its value
-                last = (sa.select(points_t.c.series_id, points_t.c.start_ns,
-                                  sa.func.max(points_t.c.time_ns).label("t"))
-                        .where(points_t.c.series_id.in_(sids[i:i + _CHUNK]),
-                               points_t.c.time_ns < h0 - MAX_GAP_NS)
-                        .group_by(points_t.c.series_id, points_t.c.start_ns).subquery())
-                q = sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
-                              points_t.c.value).join(last, sa.and_(
-                                  points_t.c.series_id == last.c.series_id,
-                                  points_t.c.start_ns == last.c.start_ns,
-                                  points_t.c.time_ns == last.c.t))
-                for p in c.execute(q):
-                    if (p[0], p[1]) in wanted:
-                        pts.append(tuple(p))
-                        found.add((p[0], p[1]))
-        # First points ever in this hour: the node's previous point bounds how long they ran.
-        firsts = sorted({in_hour[k] for k in need if k not in found})
-        prev_node: dict[int, int | None] = {}
-        if firsts:
-            times = sorted({p[2] for p in pts if p[2] >= h0 - MAX_GAP_NS})
-            for t1 in firsts:
+            .where(points_t.c.node_key == nk, points_t.c.time_ns >= lo,
+                   points_t.c.time_ns < hi))))
+        times = [p[0] for p in allp]
+        series = self._load_series(c, nk, {p[1] for p in allp})
+        node_sids = {sid for sid, si in series.items() if si.scope == "node"}
+        # each cumulative key's points in the range, by time
+        by_key: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+        for t, sid, start, v in allp:
+            si = series.get(sid)
+            if si is not None and si.temporality == CUMULATIVE:
+                by_key[(sid, start)].append((t, v))
+        per_hour: dict[int, tuple[list, dict, list]] = {}
+        need_db: set[tuple[int, int]] = set()
+        for h in hours:
+            h0 = h * NANOS_PER_SECOND
+            i, j = bisect.bisect_left(times, h0 - MAX_GAP_NS), bisect.bisect_left(times, h0 + NANOS_PER_HOUR)
+            pts = [(sid, start, t, v) for t, sid, start, v in allp[i:j]]
+            first_in_hour: dict[tuple[int, int], int] = {}
+            have_before: set[tuple[int, int]] = set()
+            for sid, start, t, _v in pts:
+                si = series.get(sid)
+                if si is None or si.temporality != CUMULATIVE:
+                    continue
+                if t >= h0:
+                    if t < first_in_hour.get((sid, start), h0 + NANOS_PER_HOUR):
+                        first_in_hour[(sid, start)] = t
+                else:
+                    have_before.add((sid, start))
+            preds: dict[tuple[int, int], tuple[int, float] | None] = {}
+            for k in first_in_hour:
+                if k in have_before:
+                    continue
+                # the newest point before the look-back: in the range read, or before it
+                ks = by_key[k]
+                m = bisect.bisect_left(ks, (h0 - MAX_GAP_NS,))
+                if m > 0:
+                    preds[k] = ks[m - 1]
+                else:
+                    preds[k] = None
+                    need_db.add(k)
+            per_hour[h] = (pts, preds, sorted(first_in_hour.items()))
+        found = self._predecessors(c, need_db, lo) if need_db else {}
+        for h in hours:
+            pts, preds, firsts_in_hour = per_hour[h]
+            pts = list(pts)
+            firsts: list[int] = []
+            for k, t1 in firsts_in_hour:
+                if k not in preds:
+                    continue
+                p = preds[k] or found.get(k)
+                if p is None:
+                    firsts.append(t1)  # the counter's first point ever
+                else:
+                    pts.append((k[0], k[1], p[0], p[1]))
+            prev_node: dict[int, int | None] = {}
+            for t1 in sorted(set(firsts)):
                 j = bisect.bisect_left(times, t1 - FIRST_EXPORT_SLACK_NS)
-                if j > 0:  # every point of the node in [h0 − MAX_GAP, t1) is loaded
+                if j > 0:  # every point of the node from lo to t1 is in the range read
                     prev_node[t1] = times[j - 1]
                 else:
                     prev_node[t1] = c.execute(sa.select(sa.func.max(points_t.c.time_ns)).where(
                         points_t.c.node_key == nk,
                         points_t.c.time_ns < t1 - FIRST_EXPORT_SLACK_NS)).scalar()
-        return _HourInputs(series, pts, prev_node)
+            sids = {p[0] for p in pts} | node_sids
+            out[h] = _HourInputs({sid: si for sid, si in series.items() if sid in sids}, pts, prev_node)
+        return out
+
+    def _predecessors(self, c, keys: set[tuple[int, int]], before_ns: int) -> dict[tuple[int, int], tuple[int, float]]:
+        """The newest point before `before_ns` of each (series, start) in `keys`, found through
+        the primary key (series_id, start_ns, time_ns), then joined back for its value."""
+        out: dict[tuple[int, int], tuple[int, float]] = {}
+        sids = sorted({sid for sid, _start in keys})
+        for i in range(0, len(sids), _CHUNK):
+            last = (sa.select(points_t.c.series_id, points_t.c.start_ns,
+                              sa.func.max(points_t.c.time_ns).label("t"))
+                    .where(points_t.c.series_id.in_(sids[i:i + _CHUNK]),
+                           points_t.c.time_ns < before_ns)
+                    .group_by(points_t.c.series_id, points_t.c.start_ns).subquery())
+            q = sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
+                          points_t.c.value).join(last, sa.and_(
+                              points_t.c.series_id == last.c.series_id,
+                              points_t.c.start_ns == last.c.start_ns,
+                              points_t.c.time_ns == last.c.t))
+            for sid, start, t, v in c.execute(q):
+                if (sid, start) in keys:
+                    out[(sid, start)] = (t, v)
+        return out
 
     def _load_series(self, c, nk: str, sids: set[int]) -> dict[int, SeriesInfo]:
         cols = (series_t.c.series_id, series_t.c.quantity, series_t.c.scope,

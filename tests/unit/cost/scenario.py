@@ -68,7 +68,7 @@ def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
         extra = jcpu if e >= jd else 0.0
         out += [
             Item(na, "sum", "k8s.node.cpu.time", T0, t, RATES["node"] * e + extra, "s"),
-            Item(na, "sum", "otel_agent.node.pods.cpu.time", T0, t, RATES["kubepods"] * e + extra, "s"),
+            Item(na, "sum", "k8s.node.system_container.cpu.time", T0, t, RATES["kubepods"] * e + extra, "s"),
             Item(na, "gauge", "otel_agent.node.cpu.capacity", 0, t, 4.0),
             Item(na, "gauge", "k8s.node.cpu.allocatable", 0, t, 3.5),
             Item(p1, "sum", "k8s.pod.cpu.time", T0, t, RATES["p1"] * e, "s"),

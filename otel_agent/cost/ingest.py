@@ -20,9 +20,10 @@ is accepted and left to the other backends the Collector fans out to.
 Agents are upgraded one node at a time, so the ledger accepts what every deployed agent
 sends: a metric's former names (`MetricDef.formerly`) map to the same quantity, and a value
 semconv made an UpDownCounter (a non-monotonic sum) is taken like the gauge older agents send.
-A series keeps the name it was first stored under whatever name the point arrives with, so an
-agent upgraded mid-hour continues its series instead of starting a second one (which would
-bill a counter's history twice, or hold two gauges at once), in old ledgers too.
+A series is keyed by the metric's first name whatever name the point arrives with (and
+stored under its current one), so an agent upgraded mid-hour continues its series instead of
+starting a second one (which would bill a counter's history twice, or hold two gauges at
+once), in a ledger written before the rename too.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Quantity:
     scope: str  # container | pod | kubepods | node
     counter: bool  # a monotonic sum (cumulative or delta); else a gauge or non-monotonic sum
     unit: str
-    series_metric: str  # the name series are keyed and stored under (the metric's first name)
+    metric: str  # the metric's current name, stored with its series
+    series_key: str  # the name its series are keyed by: its first name, stable across renames
 
 
 def _quantities() -> dict[str, Quantity]:
@@ -72,7 +74,7 @@ def _quantities() -> dict[str, Quantity]:
         m = metric(key)
         for s in scopes:
             names = (*m.formerly.get(s, ()), m.names[s])
-            q = Quantity(quantity, s.value, counter, m.unit, series_metric=names[0])
+            q = Quantity(quantity, s.value, counter, m.unit, metric=m.names[s], series_key=names[0])
             for name in names:
                 out[name] = q
 
@@ -237,7 +239,7 @@ def _count_points(m, which: str | None) -> int:
 
 def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, now_ns: int,
                    newest_ns: int, oldest_ns: int) -> None:
-    name = m.name  # as sent, for error messages; series are keyed by q.series_metric
+    name = m.name  # as sent, for error messages; series are keyed by q.series_key
     if which is None:
         b.reject(f"{name}: metric has no data")
         return
@@ -340,11 +342,11 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
             direction = net_class = ""
         s = cache.get((direction, net_class))
         if s is None:
-            sid = series_id(q.series_metric, temporality, res.cluster, res.node, res.pod_uid,
+            sid = series_id(q.series_key, temporality, res.cluster, res.node, res.pod_uid,
                             res.container_key, direction, net_class)
             s = b.series.get(sid)
             if s is None:
-                s = SeriesRow(sid, q.series_metric, q.quantity, q.scope, temporality, res.cluster, res.node,
+                s = SeriesRow(sid, q.metric, q.quantity, q.scope, temporality, res.cluster, res.node,
                               res.pod_uid, res.container_key, net_class, direction,
                               res.namespace, res.meta, t)
                 b.series[sid] = s

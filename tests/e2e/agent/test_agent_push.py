@@ -120,7 +120,8 @@ def test_pushes_exact_resources_and_pod_cpu_matches_the_kernel(synth, tmp_path):
     assert ctr_res["otel_agent.cgroup.id"] == str(ctr.cgroup_id)
     assert ctr_points["container.cpu.time"].value == pytest.approx(burner_seconds, rel=0.02)
     req = ctr_points["k8s.container.cpu.request.desired"]
-    assert (req.value, req.unit, req.kind) == (0.5, "{cpu}", "gauge")
+    # an UpDownCounter (semconv): a cumulative sum that is not monotonic
+    assert (req.value, req.unit, req.kind, req.monotonic) == (0.5, "{cpu}", "sum", False)
     assert ctr_points["k8s.container.memory.request.desired"].value == 256 << 20
     modes = {q.attributes["cpu.mode"]: q.value for (name, _, _), q in last.items()
              if name == "otel_agent.container.cpu.mode_time" and q.resource.get("container.id") == ctr.id}

@@ -63,8 +63,9 @@ def _str_attrs(kvs) -> dict[str, str]:
     return out
 
 
-# A renamed metric's points are stored under its first name (otel_agent.metrics formerly).
-SERIES_NAME = {name: (*m.formerly[s], m.names[s])[0] for m in METRICS.values() for s in m.formerly
+# A metric's points are stored under its current name, whichever name (otel_agent.metrics
+# formerly) they arrived with.
+SERIES_NAME = {name: m.names[s] for m in METRICS.values() for s in m.formerly
                for name in (*m.formerly[s], m.names[s])}
 
 

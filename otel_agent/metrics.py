@@ -57,7 +57,8 @@ C, P, K, N = Scope.CONTAINER, Scope.POD, Scope.KUBEPODS, Scope.NODE
 def _own(what: str, *scopes: Scope) -> dict[Scope, str]:
     """Our own name for each scope: otel_agent.<pod|container|node>.<what>.
 
-    KUBEPODS lands on the node resource, so its name says `node.pods`.
+    KUBEPODS has only semconv names (k8s.node.system_container.*, on the resource of kubelet's
+    `pods` system container); should one of ours be needed, it would say `node.pods`.
     """
     base = {C: "container", P: "pod", N: "node", K: "node.pods"}
     return {s: f"{PREFIX}.{base[s]}.{what}" for s in scopes}

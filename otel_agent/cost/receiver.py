@@ -5,14 +5,15 @@ What the OTLP contract means here:
     that cannot write (disk full, database down) gets UNAVAILABLE, which every OTLP exporter
     retries, and nothing of the batch is kept half-way.
   * Partly bad = partial success. Bad points (NaN, negative, start after time, wrong type or
-    unit, over a tenant's series limit) are counted in `partial_success.rejected_data_points`
+    unit, beyond what their node can hold, a pod's namespace changed: validate.py; over a
+    tenant's series limit) are counted in `partial_success.rejected_data_points`
     with the reasons in `error_message`; the good points of the same request are kept. A
     request of which nothing could be accepted is INVALID_ARGUMENT (not retryable: resending
     it cannot help).
   * The request body is parsed here, not by grpcio's deserializer, so malformed protobuf gets
     INVALID_ARGUMENT naming what was wrong instead of grpcio's generic INTERNAL.
   * Bounded: message size (grpc.max_receive_message_length → RESOURCE_EXHAUSTED; HTTP 413),
-    series per tenant (namespace), so one runaway workload cannot grow the ledger unbounded.
+    live series per tenant (namespace), so one runaway workload cannot grow the ledger unbounded.
 """
 
 from __future__ import annotations

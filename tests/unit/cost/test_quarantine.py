@@ -132,3 +132,25 @@ def test_a_ledger_that_cannot_write_stops_the_pass_without_quarantining(tmp_path
     s.refresh()
     assert HOUR in hours_of(s, "n1")
     s.close()
+
+
+def test_a_series_the_database_refuses_is_rejected_alone_not_the_batch(tmp_path):
+    """The backstop behind validation: if the database still refuses something of a batch
+    (here a trigger refuses one series, as a constraint would), that series' points are
+    rejected with the database's reason and the rest of the batch is stored; never a
+    retryable error that would have the client resend the same batch forever."""
+    from otel_agent.cost.validate import R_STORAGE
+
+    s = Store(f"sqlite:///{tmp_path}/l.db", pricing=pricing())
+    with s.engine.begin() as c:
+        c.execute(sa.text("CREATE TRIGGER refuse BEFORE INSERT ON series WHEN NEW.pod_uid = 'u-bad' "
+                          "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"))
+    req = export("good", T)
+    req.resource_metrics.extend(export("bad", T).resource_metrics)
+    b = decode(req, now_ns=NOW)
+    s.write(b, now_ns=NOW)
+    assert b.codes == {R_STORAGE: 1} and "refused by the database" in b.error_message()
+    with s.engine.connect() as c:
+        stored = {n for (n,) in c.execute(sa.select(series_t.c.pod_uid).distinct())}
+    assert stored == {"", "u-good"}  # both nodes' capacity, the good pod; not u-bad
+    s.close()

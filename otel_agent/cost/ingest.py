@@ -155,8 +155,31 @@ def node_key(cluster: str, node: str) -> str:
 
 def series_id(*parts: str) -> int:
     """A stable signed 63-bit id of a series key (the same in every process and database)."""
-    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") >> 1
+    sid = _SERIES_IDS.get(parts)
+    if sid is None:
+        h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+        sid = int.from_bytes(h, "big") >> 1
+        _SERIES_IDS.put(parts, sid)
+    return sid
+
+
+class _Memo(dict):
+    """Results of a pure function for the keys seen lately: the same resources and series come
+    back every export. Bounded: emptied whole when full, so memory never follows every key
+    ever seen (churn only costs recomputing), and it holds no more than one cycle or so."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def put(self, key, value) -> None:
+        if len(self) >= self.maxsize:
+            self.clear()
+        self[key] = value
+
+
+_SERIES_IDS = _Memo(1 << 15)
+_RESOURCES = _Memo(1 << 13)  # encoded resource → its validated _Resource
 
 
 def _attrs(kvs) -> dict[str, str]:
@@ -242,7 +265,11 @@ def decode(request: ExportMetricsServiceRequest, *, now_ns: int, oldest_ns: int 
                     b.ignored += _count_points(m, which)
                     continue
                 if res is None:
-                    res = _resource(_attrs(rm.resource.attributes))
+                    key = rm.resource.SerializeToString()
+                    res = _RESOURCES.get(key)
+                    if res is None:
+                        res = _resource(_attrs(rm.resource.attributes))
+                        _RESOURCES.put(key, res)
                     b.labels_dropped += res.labels_dropped
                 _decode_metric(b, m, which, q, res, now_ns, newest_ns, oldest_ns)
     return b
@@ -308,6 +335,8 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
     is_net = q.quantity == "network"
     counter = q.counter
     quantity = q.quantity
+    rate = V.rate_bound(quantity) if counter else None
+    gauge_max = None if counter else V.gauge_bound(quantity)
     cache: dict[tuple[str, str], SeriesRow] = {}
     for dp in data.data_points:
         if dp.flags & 1:  # FLAG_NO_RECORDED_VALUE: a staleness marker, nothing to bill
@@ -348,7 +377,12 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
         else:
             start = 0  # a gauge's start time means nothing; it must not split its points
         try:
-            V.check_value(name, quantity, counter, value, start, t)
+            # validate.check_value, called only when a bound may be crossed (the hot path)
+            if counter:
+                if t - start > V.MAX_UPTIME_NS or (rate is not None and value > V.counter_allowance(rate, t - start)):
+                    V.check_value(name, quantity, counter, value, start, t)
+            elif gauge_max is not None and value > gauge_max:
+                V.check_value(name, quantity, counter, value, start, t)
             if is_net:
                 a = _attrs(dp.attributes)
                 direction, net_class = a.get(NET_DIRECTION, ""), a.get(NET_CLASS, "")

@@ -42,7 +42,6 @@ CONFLICT constructs have the same SQLAlchemy API.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import logging
 import threading
@@ -279,8 +278,10 @@ def _unavailable(e: BaseException) -> bool:
     return isinstance(e, sa.exc.DBAPIError) and bool(e.connection_invalidated)
 
 
-def _meta_digest(meta: str) -> bytes:
-    return hashlib.blake2b(meta.encode(), digest_size=8).digest()
+def _meta_digest(meta: str) -> int:
+    """Enough to tell whether a series' metadata changed (a collision only delays a rewrite
+    to the next TOUCH_S); the metadata itself is not kept in memory."""
+    return hash(meta)
 
 
 @dataclass(slots=True)
@@ -315,7 +316,7 @@ class Store:
         # (series_id, start_ns) → newest time stored; lets in-order batches skip a lookup
         self._newest: ExpiringCache[tuple[int, int], int] = ExpiringCache(LIVE_WINDOW_S)
         # series_id → (seen_ns, touched_s, digest of meta) as stored
-        self._series_meta: ExpiringCache[int, tuple[int, int, bytes]] = ExpiringCache(LIVE_WINDOW_S)
+        self._series_meta: ExpiringCache[int, tuple[int, int, int]] = ExpiringCache(LIVE_WINDOW_S)
         # node_key → first_ns as last read or written; the stored value is never above it
         self._node_first: ExpiringCache[str, int] = ExpiringCache(LIVE_WINDOW_S)
         # node_key → newest point time stored (a late point's next export needs a rebuild)
@@ -501,36 +502,48 @@ class Store:
             stored[nk] = (f.boot_ns, f.cpu_cores, f.memory_bytes)
         series = batch.series
         # 1. the first-seen window, before anything from those points becomes a fact
-        keep = []
-        for p in batch.points:
-            try:
-                V.check_first_seen(facts[p[4]], series[p[0]].node, series[p[0]].metric, p[2])
-            except V.Invalid as e:
-                batch.reject(e.code, e.message)
-                continue
-            keep.append(p)
+        keep = batch.points
+        if any(by_node[nk] < f.anchor_ns - V.FIRST_SEEN_WINDOW_NS for nk, f in facts.items()):
+            keep = []
+            for p in batch.points:
+                try:
+                    V.check_first_seen(facts[p[4]], series[p[0]].node, series[p[0]].metric, p[2])
+                except V.Invalid as e:
+                    batch.reject(e.code, e.message)
+                    continue
+                keep.append(p)
         # 2. what this batch says about its nodes: boot (node-wide cumulative counters start
         #    at boot), capacity
+        node_sids = {sid for sid, s in series.items() if s.scope in V.BOOT_SCOPES}
         for sid, start, _t, v, nk in keep:
+            if sid not in node_sids:
+                continue
             s = series[sid]
-            if s.temporality == CUMULATIVE and s.scope in V.BOOT_SCOPES:
+            if s.temporality == CUMULATIVE:
                 facts[nk].merge(boot_ns=start)
             elif s.scope == "node" and s.quantity == "cpu.capacity":
                 facts[nk].merge(cpu_cores=v)
             elif s.scope == "node" and s.quantity == "memory.capacity":
                 facts[nk].merge(memory_bytes=v)
-        # 3. every point against its node
+        # 3. every point against its node (only series a rule applies to)
+        checked = set()
+        for sid, s in series.items():
+            f = facts.get(node_key(s.cluster, s.node))
+            if f is not None and V.node_rules_apply(f, s.quantity, s.scope, s.temporality != GAUGE):
+                checked.add(sid)
         kept = []
         for p in keep:
             sid, start, t, v, nk = p
-            s = series[sid]
-            try:
-                V.check_against_node(facts[nk], node=s.node, name=s.metric, quantity=s.quantity,
-                                     scope=s.scope, counter=s.temporality != GAUGE, value=v,
-                                     start_ns=start, time_ns=t)
-            except V.Invalid as e:
-                batch.reject(e.code, e.message)
-                continue
+            if sid in checked:
+                s = series[sid]
+                try:
+                    V.check_against_node(facts[nk], node=s.node, name=s.metric,
+                                         quantity=s.quantity, scope=s.scope,
+                                         counter=s.temporality != GAUGE, value=v,
+                                         start_ns=start, time_ns=t)
+                except V.Invalid as e:
+                    batch.reject(e.code, e.message)
+                    continue
             kept.append(p)
         batch.points = kept
         for nk, f in facts.items():
@@ -591,11 +604,12 @@ class Store:
                 if ns is not None:
                     known[k] = ns
         missing = sorted(k for k in pods if k not in known)
-        stored = self._read_pod_ns(conn, missing)
+        stored = self._read_pod_ns(conn, missing) if missing else {}
         first_t: dict[int, int] = {}
-        for sid, _start, t, _v, _nk in batch.points:
-            if t < first_t.get(sid, t + 1):
-                first_t[sid] = t
+        if missing:  # only needed to choose between claims of a pod not known yet
+            for sid, _start, t, _v, _nk in batch.points:
+                if t < first_t.get(sid, t + 1):
+                    first_t[sid] = t
         refused: set[int] = set()
         out: dict[tuple[str, str], str] = {}
         for k in sorted(pods):

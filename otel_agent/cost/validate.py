@@ -189,6 +189,16 @@ def check_first_seen(facts: NodeFacts, node: str, name: str, time_ns: int) -> No
                       f"from before the ledger watched the node is not billed")
 
 
+def node_rules_apply(facts: NodeFacts, quantity: str, scope: str, counter: bool) -> bool:
+    """Whether check_against_node can refuse anything of such a series with these facts."""
+    if counter:
+        return ((facts.boot_ns is not None and scope in TENANT_SCOPES)
+                or (quantity == "cpu" and facts.cpu_cores is not None))
+    if quantity.startswith("memory.") and quantity != "memory.capacity":
+        return facts.memory_bytes is not None
+    return quantity in ("cpu.request", "cpu.allocatable") and facts.cpu_cores is not None
+
+
 def check_against_node(facts: NodeFacts, *, node: str, name: str, quantity: str, scope: str,
                        counter: bool, value: float, start_ns: int, time_ns: int) -> None:
     """Boot and capacity rules for one point (raises Invalid)."""
@@ -248,13 +258,13 @@ WORKLOAD_NAME_LIMIT = 253
 
 def check_resource_strings(attrs: Mapping[str, str], workload_attrs: tuple[str, ...]) -> None:
     """The resource's identifying and descriptive strings (raises Invalid)."""
-    for attr, rule in _STRING_RULES.items():
-        v = attrs.get(attr)
-        if v:
+    for attr, v in attrs.items():
+        if not v:
+            continue
+        rule = _STRING_RULES.get(attr)
+        if rule is not None:
             rule(attr, v)
-    for attr in workload_attrs:
-        v = attrs.get(attr)
-        if v:
+        elif attr in workload_attrs:
             _printable(attr, v, WORKLOAD_NAME_LIMIT)
 
 

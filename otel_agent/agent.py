@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
-
 from otel_agent.cgroups.discovery import discover
 from otel_agent.cgroups.layout import classify
 from otel_agent.cgroups.reader import CgroupReader
@@ -44,8 +42,8 @@ from otel_agent.model import (
     Sample,
     Scope,
 )
-from otel_agent.otlp.convert import Converter, Snapshot, StartTimes, count_points
-from otel_agent.otlp.exporter import export
+from otel_agent.otlp.encode import Encoded, Encoder, Snapshot, StartTimes
+from otel_agent.otlp.exporter import Exporter
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ def boot_time_ns(proc: Path = Path("/proc")) -> int:
 class Cycle:
     """What one collection produced, and what to forget once it has been exported."""
 
-    data: MetricsData
+    data: Encoded  # valid until the next collect()
     duration_seconds: float
     points: int
     finals: set[CgroupId] = field(default_factory=set)
@@ -85,7 +83,7 @@ class Agent:
         *,
         cgroup_root: Path,
         metadata: MetadataSource,
-        exporter: MetricExporter | None,
+        exporter: Exporter | None,
         bpf: Any | None = None,
         proc: Path = Path("/proc"),
     ) -> None:
@@ -96,7 +94,7 @@ class Agent:
         self.bpf = bpf
         self.reader = CgroupReader(cgroup_root)
         now = time.time_ns()
-        self.converter = Converter(
+        self.encoder = Encoder(
             node_name=cfg.node_name,
             extra_attributes=cfg.resource_attributes,
             start_times=StartTimes(
@@ -209,12 +207,12 @@ class Agent:
         # The agent's own health; cycle.duration is the last completed cycle's.
         samples.extend(self._self_samples(node_ref.cgroup_id))
         snap = Snapshot(now_ns, all_refs, samples, histograms, pods, node)
-        data = self.converter.convert(snap)
+        data = self.encoder.encode(snap)
         duration = time.perf_counter() - t0
         self.last_duration_seconds = duration
         self.cycles += 1
         self.heartbeat = time.monotonic()
-        return Cycle(data, duration, count_points(data), finals, bpf_removed, all_refs, pods)
+        return Cycle(data, duration, data.points, finals, bpf_removed, all_refs, pods)
 
     def _merge_bpf(self, refs: dict[CgroupId, CgroupRef], samples: list[Sample],
                    fresh: dict[CgroupId, list[Sample]]) -> tuple[list[HistogramSample], set[CgroupId]]:
@@ -398,7 +396,11 @@ class Agent:
     def export(self, cycle: Cycle) -> bool:
         if self.exporter is None:
             return True
-        ok = export(self.exporter, cycle.data)
+        try:
+            ok = self.exporter.export(cycle.data)
+        except Exception:  # the thread boundary: an exporter bug must not kill the loop
+            log.exception("OTLP export raised")
+            ok = False
         if ok:
             self.series_exported += cycle.points
             done = {cid for cid in cycle.finals | cycle.bpf_removed if self._settled(cid, cycle)}
@@ -406,7 +408,7 @@ class Agent:
                 self._finals.pop(cid, None)
                 self._bpf_settled.discard(cid)
                 self._bpf_at_read.pop(cid, None)
-            self.converter.forget(done & cycle.finals)
+            self.encoder.forget(done & cycle.finals)
             acked = done & cycle.bpf_removed
             if self.bpf is not None and acked:
                 self._fold_into_pod_base(acked)

@@ -236,7 +236,11 @@ def cmd_run(cfg: AgentConfig) -> int:
 
 
 def cmd_once(cfg: AgentConfig, fmt: str, window_seconds: float) -> int:
-    from otel_agent.otlp.flatten import flatten_sdk
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from otel_agent.otlp.flatten import flatten_pb
     from otel_agent.render import format_json, format_table, usage_rows
 
     agent = build_agent(cfg, with_exporter=False)
@@ -246,7 +250,7 @@ def cmd_once(cfg: AgentConfig, fmt: str, window_seconds: float) -> int:
         cycle = agent.collect()
     finally:
         _shutdown(agent)
-    points = list(flatten_sdk(cycle.data))
+    points = list(flatten_pb(ExportMetricsServiceRequest.FromString(cycle.data.request())))
     if fmt == "json":
         print(format_json(points))
     else:

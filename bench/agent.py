@@ -41,8 +41,8 @@ def one_size(pods: int, cycles: int) -> dict:
     from otel_agent.k8s.static import StaticSource, write_static
     from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
     from otel_agent.otlp.exporter import make_exporter
-    from otel_agent.otlp.sink import OtlpSink
-    from otel_agent.synthetic import SyntheticNode, unique_prefix
+    from tests.support.sink import OtlpSink
+    from demo.synthetic import SyntheticNode, unique_prefix
 
     os.sched_setaffinity(0, {0})
     root = find_cgroup2_mount()
@@ -89,8 +89,8 @@ def agent_process_memory(pods: int = 100, exports: int = 8) -> dict:
     import signal
 
     from otel_agent.cgroups.mount import find_cgroup2_mount
-    from otel_agent.otlp.sink import OtlpSink
-    from otel_agent.synthetic import SyntheticNode, unique_prefix
+    from tests.support.sink import OtlpSink
+    from demo.synthetic import SyntheticNode, unique_prefix
 
     root = find_cgroup2_mount()
     with SyntheticNode(root, unique_prefix("otel-agent-bench")) as synth, OtlpSink() as sink:

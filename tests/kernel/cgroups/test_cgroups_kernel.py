@@ -19,7 +19,7 @@ from otel_agent.cgroups.layout import classify
 from otel_agent.cgroups.mount import cgroup2_mounts, controllers, find_cgroup2_mount
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.model import QosClass, Scope
-from otel_agent.synthetic import SyntheticNode, sweep_stale, unique_prefix
+from demo.synthetic import SyntheticNode, sweep_stale, unique_prefix
 
 pytestmark = pytest.mark.kernel
 

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from otel_agent.ebpf import system
 from otel_agent.ebpf.classes import trie_entries
 from otel_agent.ebpf.config import BpfConfig
-from otel_agent.ebpf.decode import Cumulative, HeldBack, RawCounters, held_back, to_samples
+from otel_agent.accounting import Cumulative, HeldBack
+from otel_agent.ebpf.decode import RawCounters, held_back, to_samples
 from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
 from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError

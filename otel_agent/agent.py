@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from otel_agent.accounting import Account, Accounts
-from otel_agent.cgroups.discovery import discover
+from otel_agent.cgroups.discovery import Discoverer
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import MetadataSource
@@ -76,6 +76,7 @@ class Agent:
         self.exporter = exporter
         self.bpf = bpf
         self.reader = CgroupReader(cgroup_root)
+        self.discoverer = Discoverer(cgroup_root, kubepods=cfg.kubepods)
         now = time.time_ns()
         self.encoder = Encoder(
             node_name=cfg.node_name,
@@ -114,7 +115,7 @@ class Agent:
         now_ns = time.time_ns()
         refs: dict[CgroupId, CgroupRef] = {}
         try:
-            disc = discover(self.cgroup_root, kubepods=self.cfg.kubepods)
+            disc = self.discoverer.discover(time.monotonic())
             refs = {r.cgroup_id: r for r in disc.refs}
             self._skip(disc.skipped)
         except Exception as e:  # a whole source failing is loud, but the agent goes on
@@ -123,6 +124,8 @@ class Agent:
 
         reading = self.reader.read(list(refs.values()))
         self._skip(reading.skipped)
+        if reading.gone:
+            self.discoverer.invalidate()
         if reading.absent and not self._absent_logged:
             self._absent_logged = True
             log.info("cgroup v2 here does not offer %s: those metrics are absent, not zero",
@@ -235,6 +238,7 @@ class Agent:
 
     def close(self) -> None:
         self.reader.close()
+        self.discoverer.close()
         if self.exporter is not None:
             try:
                 self.exporter.shutdown()

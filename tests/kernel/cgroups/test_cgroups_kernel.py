@@ -146,3 +146,30 @@ def test_sweep_stale_removes_dead_runs_only(root):
         assert removed == [stale.path] and live.path.exists()
         assert orphan.wait(timeout=5) == -9
     assert not stale.path.exists() and not live.path.exists()
+
+
+def test_discoverer_sees_every_creation_and_removal_on_real_cgroupfs(root, node):
+    """nr_descendants of kubepods counts tiers, pods and containers as the kernel has them;
+    a walk is skipped only while nothing was created or removed."""
+    from otel_agent.cgroups.discovery import Discoverer
+
+    def ids(d):
+        return {r.cgroup_id for r in d.refs if r.scope in (Scope.POD, Scope.CONTAINER)}
+
+    p = node.add_pod("shop", "web-1", containers=("app",))
+    d = Discoverer(root, kubepods=node.kubepods)
+    try:
+        assert ids(d.discover(0.0)) == {p.cgroup_id, p.containers[0].cgroup_id}
+        d.discover(1.0)
+        assert d.walks == 1
+        q = node.add_pod("shop", "web-2", containers=("app", "sidecar"))  # created: count moves
+        assert ids(d.discover(2.0)) == {p.cgroup_id, p.containers[0].cgroup_id, q.cgroup_id,
+                                        *(c.cgroup_id for c in q.containers)}
+        assert d.walks == 2
+        node.remove_pod(p)  # removed: count moves too
+        assert ids(d.discover(3.0)) == {q.cgroup_id, *(c.cgroup_id for c in q.containers)}
+        assert d.walks == 3
+        d.discover(4.0)
+        assert d.walks == 3
+    finally:
+        d.close()

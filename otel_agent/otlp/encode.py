@@ -62,6 +62,7 @@ _Q = struct.Struct("<Q")
 _D = struct.Struct("<d")
 _pack_d = _D.pack_into
 _pack_q = _Q.pack_into
+_pack_tv = struct.Struct("<QBd").pack_into  # a number point's time, the value's tag, the value
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,8 @@ class Encoder:
             g[0].append((h.metric, ref.scope, h.attributes, len(h.bucket_counts), h.explicit_bounds))
             g[1].append(h)
 
-        tb = _Q.pack(snap.time_unix_nano)
+        t = snap.time_unix_nano
+        tb = _Q.pack(t)
         out = Encoded()
         resources = self._resources
         rebuilt = 0
@@ -281,11 +283,11 @@ class Encoder:
                 rebuilt += 1
             buf = r.buf
             for off, hist, v in zip(r.offsets, r.hist, vals):
-                # time at off; the value's tag at off + 8, the value at off + 9
-                buf[off:off + 8] = tb
+                # time at off; the value's tag (as_double, 0x21) at off + 8, the value at off + 9
                 if hist is None:
-                    _pack_d(buf, off + 9, v)
-                else:  # count, then the sum after its tag, then the packed buckets
+                    _pack_tv(buf, off, t, 0x21, v)
+                else:  # time, count, then the sum after its tag, then the packed buckets
+                    buf[off:off + 8] = tb
                     _pack_q(buf, off + 9, v.count)
                     _pack_d(buf, off + 18, v.sum)
                     hist[0].pack_into(buf, off + hist[1], *v.bucket_counts)

@@ -92,10 +92,11 @@ class CgroupReading:
 
 
 class _Cgroup:
-    """One cgroup's files: [name, fd, last text, samples made from it] each.
+    """One cgroup's files: [name, fd, last bytes read, samples made from them] each.
 
-    fd -1 means 'open per read' (open file limit hit). The last text and its samples let an
-    unchanged file (an idle container's cpu.stat, PSI at rest) cost only its read.
+    fd -1 means 'open per read' (open file limit hit). The last bytes and their samples let an
+    unchanged file (an idle container's cpu.stat, PSI at rest) cost only its read (and a bytes
+    comparison: nothing is decoded or parsed).
     """
 
     __slots__ = ("path", "files", "absent")
@@ -303,7 +304,7 @@ class CgroupReader:
         current: int | None = None
         reuse = self._reuse_unchanged
         for entry in cg.files:
-            name, fd, last_text, last_samples = entry
+            name, fd, last_data, last_samples = entry
             try:
                 if fd >= 0:
                     data = pread(fd, read_size[name], 0)
@@ -311,10 +312,10 @@ class CgroupReader:
                         data = self._read_file(cg, name, fd)
                 else:
                     data = self._read_file(cg, name, fd)
-                text = data.decode()
-                if text == last_text and reuse:
+                if data == last_data and reuse:
                     samples.extend(last_samples)  # unchanged: the same values, already built
                     continue
+                text = data.decode()
             except OSError as e:
                 if e.errno in _GONE_ERRNOS:
                     raise _Gone from e
@@ -379,7 +380,7 @@ class CgroupReader:
                         append(Sample(cid, "disk.operations", io.rios, read_attrs))
                         append(Sample(cid, "disk.operations", io.wios, write_attrs))
                 if name not in _DEPENDENT:
-                    entry[2] = text
+                    entry[2] = data
                     entry[3] = samples[start:]
             except ParseError as e:
                 del samples[start:]

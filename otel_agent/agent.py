@@ -218,6 +218,12 @@ class Agent:
         next_at = time.monotonic()
         while not stop.is_set():
             self._cycle_once()
+            if self.cycles == 1:
+                # What exists after the first cycle (imported modules, the metadata cache, kept
+                # descriptors and encoded resources) lives as long as the agent: move it out of
+                # the cyclic GC's way, so a full collection does not scan it again and again.
+                gc.collect()
+                gc.freeze()
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:  # fell behind (slow export): skip ahead rather than burst

@@ -160,10 +160,11 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
     from otel_agent.otlp.exporter import make_exporter
 
     root = _cgroup_root(cfg)
+    # Before anything is started: a bad OTEL_EXPORTER_OTLP_* value is a one-line error.
+    exporter = make_exporter(cfg) if with_exporter else None
     metadata = _metadata(cfg)
     metadata.start()
     bpf = _bpf(cfg, root)
-    exporter = make_exporter(cfg) if with_exporter else None
     return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf)
 
 

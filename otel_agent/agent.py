@@ -123,9 +123,23 @@ class Agent:
             log.error("cgroup discovery under %s failed: %s", self.cgroup_root, e)
 
         reading = self.reader.read(list(refs.values()))
+        if reading.gone and not self.discoverer.walked:
+            # Something went since the last walk, and something may have come with the count
+            # unchanged: walk now and read what is new, in this cycle (see Discoverer).
+            try:
+                disc = self.discoverer.discover(time.monotonic(), force=True)
+                new = [r for r in disc.refs if r.cgroup_id not in refs]
+                refs.update((r.cgroup_id, r) for r in new)  # the gone ones: accounting's finals
+                if new:
+                    more = self.reader.read(new, more=True)
+                    reading.samples.extend(more.samples)
+                    reading.gone |= more.gone
+                    reading.absent |= more.absent
+                    reading.skipped.update(more.skipped)
+            except Exception as e:
+                self._skip({"discovery_failed": 1})
+                log.error("cgroup discovery under %s failed: %s", self.cgroup_root, e)
         self._skip(reading.skipped)
-        if reading.gone:
-            self.discoverer.invalidate()
         if reading.absent and not self._absent_logged:
             self._absent_logged = True
             log.info("cgroup v2 here does not offer %s: those metrics are absent, not zero",

@@ -12,9 +12,9 @@ count is what it was at the last walk and the reader saw no cgroup go, no cgroup
 removed, and the last walk stands (a directory listing of every pod, ~2,200 entries at 100
 pods, is most of what a walk costs; its mtime does not change on cgroupfs, so it cannot tell).
 One created and one removed in the same interval keep the count equal: the reader's ENODEV for
-the removed one (`invalidate`) makes the next cycle walk, so the new one is found one cycle
-late, and loses nothing, its counters being cumulative. A full walk at least every
-`max_age_seconds` bounds any other surprise. Why not cgroup_mkdir/rmdir from BPF: it works only
+the removed one tells, and the agent walks again in the same cycle (`discover(force=True)`)
+and reads what the walk found in addition, so the new one is read in the same cycle, as a walk
+every cycle would. A full walk at least every `max_age_seconds` bounds any other surprise. Why not cgroup_mkdir/rmdir from BPF: it works only
 with eBPF on and its path map is bounded (LRU); this works everywhere, at the cost of a pread.
 """
 
@@ -124,6 +124,7 @@ class Discoverer:
         self.kubepods = kubepods
         self.max_age_seconds = max_age_seconds
         self.walks = 0  # for tests and the profile
+        self.walked = False
         self._last: Discovery | None = None
         self._count_at_walk: int | None = None
         self._walked_at = 0.0
@@ -134,17 +135,20 @@ class Discoverer:
         """A cgroup went (the reader saw ENODEV): walk again next time."""
         self._stale = True
 
-    def discover(self, now: float) -> Discovery:
-        """`now` is monotonic seconds."""
+    def discover(self, now: float, *, force: bool = False) -> Discovery:
+        """`now` is monotonic seconds; `force` walks whatever the count says. `walked` tells
+        whether this call walked."""
         count = self._descendants()
         last = self._last
-        if (last is not None and not self._stale and count is not None
+        self.walked = False
+        if (not force and last is not None and not self._stale and count is not None
                 and count == self._count_at_walk and now - self._walked_at < self.max_age_seconds):
             return Discovery(last.refs, collections.Counter(last.skipped), last.kubepods)
         self._stale = False
         self._count_at_walk = count  # read before the walk: a change during it shows next time
         self._walked_at = now
         self.walks += 1
+        self.walked = True
         self._last = discover(self.root, kubepods=self.kubepods)
         if self.kubepods is None:
             self.kubepods = self._last.kubepods

@@ -188,7 +188,9 @@ class CgroupReader:
         """Descriptors kept open between reads."""
         return self._kept
 
-    def read(self, refs: Iterable[CgroupRef]) -> CgroupReading:
+    def read(self, refs: Iterable[CgroupRef], *, more: bool = False) -> CgroupReading:
+        """Read `refs`; cgroups read before and not in `refs` are gone (closed), unless `more`:
+        then `refs` are read in addition to what this cycle already read."""
         out = CgroupReading()
         samples = out.samples
         seen: set[CgroupId] = set()
@@ -211,9 +213,10 @@ class CgroupReader:
             except OSError as e:  # EACCES and the like: this cgroup only, retried next cycle
                 out.skipped[READ_ERROR] += 1
                 self._log_once(f"open {ref.scope}", "cannot open cgroup %s: %s", ref.path, e)
-        for cid in [c for c in self._open if c not in seen]:
-            self._forget(cid)
-            out.gone.add(cid)
+        if not more:
+            for cid in [c for c in self._open if c not in seen]:
+                self._forget(cid)
+                out.gone.add(cid)
         return out
 
     # --- opening ---------------------------------------------------------------------------

@@ -173,3 +173,30 @@ def test_discoverer_sees_every_creation_and_removal_on_real_cgroupfs(root, node)
         assert d.walks == 3
     finally:
         d.close()
+
+
+def test_agent_reads_a_container_created_while_another_went_in_the_same_cycle(root, node):
+    """One removal and one creation leave kubepods' descendant count unchanged, so the walk is
+    skipped; the reader's ENODEV for the removed one makes the agent walk and read the new one
+    in the same cycle (and export the removed one's final)."""
+    from otel_agent.agent import Agent
+    from otel_agent.config import AgentConfig
+    from tests.unit.agent.test_agent_cycle import DictMetadata, RecordingExporter
+
+    pod = node.add_pod("shop", "web-1", containers=("a",))
+    meta, exp = DictMetadata(), RecordingExporter()
+    agent = Agent(AgentConfig(node_name="node-a", kubepods=node.kubepods, bpf_profile="off"),
+                  cgroup_root=root, metadata=meta, exporter=exp)
+    try:
+        for _ in range(2):
+            assert agent.export(agent.collect())
+        walks = agent.discoverer.walks
+        old = pod.container("a")
+        node.remove_container(old, pod)
+        new = node.add_container(pod, "b")
+        assert agent.export(agent.collect())
+        ids = {p.resource.get("container.id") for p in exp.exports[-1] if p.name == "container.cpu.time"}
+        assert {old.id, new.id} <= ids
+        assert agent.discoverer.walks == walks + 1
+    finally:
+        agent.close()

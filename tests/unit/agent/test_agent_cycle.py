@@ -223,23 +223,3 @@ def test_a_dead_container_whose_removal_bpf_missed_is_acked_not_resurrected(tree
     assert len(series) == 2 and series[0] == series[1] > 0.05  # live, then the final: cpu.stat's
     assert ctr_id in bpf.acked
 
-
-def test_a_cgroup_created_while_another_went_is_read_in_the_same_cycle(tree: Path):
-    """kubepods' descendant count is unchanged by one removal and one creation: the walk is
-    skipped, the reader sees the removal, and the agent walks and reads the new one at once."""
-    meta, exp = DictMetadata(), RecordingExporter()
-    meta.pods[POD] = PodMeta(POD, "web-1", "shop")
-    stat = tree / "kubepods.slice" / "cgroup.stat"
-    stat.write_text("nr_descendants 9\n")
-    agent = make_agent(tree, meta, exp)
-    for _ in range(3):  # the first walk finds kubepods, the second reads its count with it
-        assert agent.export(agent.collect())
-    assert agent.discoverer.walks == 2
-    new_dir = tree / CTR_DIR.replace("49c94cce", "59c94cce")
-    shutil.rmtree(tree / CTR_DIR)
-    shutil.copytree(FIXTURE / CTR_DIR, new_dir)
-    assert agent.export(agent.collect())
-    ids = {p.resource.get("container.id") for p in exp.exports[-1] if p.name == "container.cpu.time"}
-    assert CTR_ID in ids  # the final of the one that went
-    assert CTR_ID.replace("49c94cce", "59c94cce") in ids  # the new one, read in this cycle
-    assert agent.discoverer.walks == 3

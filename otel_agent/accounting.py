@@ -104,6 +104,11 @@ class Accounts:
         self._bpf_pod_hist_base: dict[tuple, list] = {}
         self._bpf_final_of: dict[CgroupId, tuple[CgroupId, list]] = {}
         self._seen_bpf_only: dict[CgroupId, CgroupRef] = {}
+        # cpu.time exported from BPF for a cgroup no file was read of yet (found between two
+        # walks). Once its files are read, their cpu.time may be lower (BPF runs a little high
+        # under load): the series holds at the BPF value until the file catches up, never
+        # going down, which a consumer would take for a reset and bill twice.
+        self._stood_in: dict[CgroupId, float] = {}
 
     @property
     def finals(self) -> Mapping[CgroupId, tuple[CgroupRef, list[Sample]]]:
@@ -118,10 +123,17 @@ class Accounts:
         (`gone`) and what the BPF maps hold (None: no BPF, or its read failed)."""
         samples: list[Sample] = []
         fresh: dict[CgroupId, list[Sample]] = {}
+        stood_in = self._stood_in
         for s in files:
             g = fresh.get(s.cgroup_id)
             if g is None:
                 g = fresh[s.cgroup_id] = []
+            if stood_in and s.metric == "cpu.time" and s.cgroup_id in stood_in:
+                held = stood_in[s.cgroup_id]
+                if s.value < held:
+                    s = Sample(s.cgroup_id, s.metric, held, s.attributes)
+                else:
+                    del stood_in[s.cgroup_id]
             g.append(s)
             samples.append(s)
 
@@ -217,6 +229,7 @@ class Accounts:
                 ])
             elif cid not in fresh and cid in self._seen_bpf_only:
                 samples.append(Sample(cid, "cpu.time", value))
+                self._stood_in[cid] = value
 
     def _roll_up_to_pods(self, refs: Mapping[CgroupId, CgroupRef], own: list[Sample],
                          hists: list[HistogramSample], removed: set[CgroupId]
@@ -292,6 +305,8 @@ class Accounts:
         known = pods_known if isinstance(pods_known, (set, frozenset, dict)) else set(pods_known)
         done = {cid for cid in acc.finals | acc.bpf_removed if self._settled(cid, acc, known, now)}
         forgotten = done & acc.finals
+        for cid in done:
+            self._stood_in.pop(cid, None)
         for cid in forgotten:
             self._finals.pop(cid, None)
             self._bpf_settled.discard(cid)

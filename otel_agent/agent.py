@@ -27,6 +27,7 @@ from otel_agent.cgroups.discovery import Discoverer
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import MetadataSource
+from otel_agent.metrics import ATTR_SKIP_REASON
 from otel_agent.model import CgroupId, CgroupRef, NodeMeta, PodMeta, PodUid, Sample, Scope
 from otel_agent.otlp.encode import Encoded, Encoder, Snapshot, StartTimes
 from otel_agent.otlp.exporter import Exporter
@@ -199,7 +200,7 @@ class Agent:
             Sample(node_id, "self.export.failures", float(self.export_failures)),
         ]
         for reason, n in sorted(self._skipped.items()):
-            out.append(Sample(node_id, "self.entities.skipped", float(n), (("reason", reason),)))
+            out.append(Sample(node_id, "self.entities.skipped", float(n), ((ATTR_SKIP_REASON, reason),)))
         return out
 
     # --- export --------------------------------------------------------------------------

@@ -14,8 +14,12 @@ The message layout is the same the SDK's encoder writes (fields in number order)
 decodes both and compares them. One deliberate difference: a zero histogram `count` is written
 out (fixed width) where protobuf would leave the field out; the decoded messages are equal.
 
-One OTLP resource per container, per pod and per node; counters go out as cumulative sums
-whose start time is stable for the life of the series (DESIGN rule 2):
+One OTLP resource per container, per pod, per node, and one for the node's kubepods cgroup
+(semconv's `pods` system container). The instrument of each metric is the one its row in
+otel_agent.metrics names: counters go out as cumulative monotonic sums, UpDownCounters
+(semconv's choice for memory, requests, limits, allocatable) as cumulative sums with
+is_monotonic false, gauges as gauges. Sums carry a start time that is stable for the life of
+the series (DESIGN rule 2):
 
 * cgroup-file counters count from the cgroup's creation, which is after the node booted, so
   their start time is the node's boot time: the same across agent restarts, so a restarted
@@ -23,9 +27,6 @@ whose start time is stable for the life of the series (DESIGN rule 2):
   re-created under the same pod is a new series because `otel_agent.cgroup.id` differs.
 * BPF counters count from when the programs were attached: that is their start time.
 * the agent's own counters count from the agent's start.
-
-The instrument (counter, up-down counter, gauge, histogram) of each metric comes from the one
-metric table, `otel_agent.metrics`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SCOPE_VERSION = __version__
 MAX_REQUEST_BYTES = 3 << 20
 
 _CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-_NODE_SCOPES = (Scope.NODE, Scope.KUBEPODS)
+_NODE = Scope.NODE
 _EXPORTED = frozenset((k, scope) for k, m in METRICS.items() for scope in m.names)
 
 _Q = struct.Struct("<Q")
@@ -230,8 +231,9 @@ class Encoder:
         refs = snap.refs
         exported = _EXPORTED
 
-        # resource key -> (shape parts, values, first ref). NODE and KUBEPODS share the node
-        # resource (key -1). Samples mostly arrive grouped by cgroup: remember the last lookup.
+        # resource key -> (shape parts, values, first ref). Every NODE-scope sample (the root
+        # cgroup's, the agent's own, BPF map health) goes on the one node resource (key -1).
+        # Samples mostly arrive grouped by cgroup: remember the last lookup.
         groups: dict[int, tuple[list, list, CgroupRef]] = {}
         last_cid: CgroupId | None = None
         shape: list | None = None
@@ -246,7 +248,7 @@ class Encoder:
                     shape = None
                     continue
                 scope = ref.scope
-                key = -1 if scope in _NODE_SCOPES else cid
+                key = -1 if scope is _NODE else cid
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = ([], [], ref)
@@ -259,7 +261,7 @@ class Encoder:
             ref = refs.get(h.cgroup_id)
             if ref is None or (h.metric, ref.scope) not in exported:
                 continue
-            key = -1 if ref.scope in _NODE_SCOPES else h.cgroup_id
+            key = -1 if ref.scope is _NODE else h.cgroup_id
             g = groups.get(key)
             if g is None:
                 g = groups[key] = ([], [], ref)

@@ -86,8 +86,9 @@ class Converter:
         refs = snap.refs
         exported = _EXPORTED
 
-        # resource key -> [shape parts, values, first ref]. NODE and KUBEPODS share the node
-        # resource (key -1). Samples mostly arrive grouped by cgroup: remember the last lookup.
+        # resource key -> [shape parts, values, first ref]. Every NODE-scope sample (the root
+        # cgroup's, the agent's own, BPF map health) goes on the one node resource (key -1).
+        # Samples mostly arrive grouped by cgroup: remember the last lookup.
         groups: dict[int, tuple[list, list, CgroupRef]] = {}
         last_cid: CgroupId | None = None
         shape: list | None = None
@@ -102,7 +103,7 @@ class Converter:
                     shape = None
                     continue
                 scope = ref.scope
-                key = -1 if scope in _NODE_SCOPES else cid
+                key = -1 if scope is _NODE else cid
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = ([], [], ref)
@@ -115,7 +116,7 @@ class Converter:
             ref = refs.get(h.cgroup_id)
             if ref is None or (h.metric, ref.scope) not in exported:
                 continue
-            key = -1 if ref.scope in _NODE_SCOPES else h.cgroup_id
+            key = -1 if ref.scope is _NODE else h.cgroup_id
             g = groups.get(key)
             if g is None:
                 g = groups[key] = ([], [], ref)
@@ -170,7 +171,7 @@ class Converter:
         return MetricsData(out)
 
 
-_NODE_SCOPES = (Scope.NODE, Scope.KUBEPODS)
+_NODE = Scope.NODE
 _EXPORTED = frozenset((k, scope) for k, m in METRICS.items() for scope in m.names)
 
 

@@ -33,7 +33,9 @@ for directories, `classify_path` for a path BPF reported).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Iterable, Mapping, Protocol
 
 from otel_agent.cgroups.layout import classify
@@ -47,6 +49,7 @@ MAX_FINALS = 100_000  # bound on remembered dead cgroups while exports keep fail
 UNRESOLVED_GRACE_SECONDS = 900.0
 
 BPF_ON_CPU = "bpf.cpu.on_cpu_time"
+_CGROUP = operator.itemgetter(0)
 
 
 class BpfCounts(Protocol):
@@ -124,18 +127,16 @@ class Accounts:
         samples: list[Sample] = []
         fresh: dict[CgroupId, list[Sample]] = {}
         stood_in = self._stood_in
-        for s in files:
-            g = fresh.get(s.cgroup_id)
+        for cid, run in groupby(files, _CGROUP):  # the reader gives them grouped by cgroup
+            run = list(run)
+            if stood_in and cid in stood_in:
+                run = [self._hold(s) if s.metric == "cpu.time" else s for s in run]
+            g = fresh.get(cid)
             if g is None:
-                g = fresh[s.cgroup_id] = []
-            if stood_in and s.metric == "cpu.time" and s.cgroup_id in stood_in:
-                held = stood_in[s.cgroup_id]
-                if s.value < held:
-                    s = Sample(s.cgroup_id, s.metric, held, s.attributes)
-                else:
-                    del stood_in[s.cgroup_id]
-            g.append(s)
-            samples.append(s)
+                fresh[cid] = run
+            else:
+                g.extend(run)
+            samples.extend(run)
 
         # Cgroups gone since the last cycle: export their last counters once more (finals).
         for cid in set(gone) | (self._last.keys() - refs.keys()):
@@ -160,6 +161,13 @@ class Accounts:
             out.refs.setdefault(cid, ref)
             samples.extend(counters)
         return out
+
+    def _hold(self, s: Sample) -> Sample:
+        held = self._stood_in[s.cgroup_id]
+        if s.value < held:
+            return Sample(s.cgroup_id, s.metric, held, s.attributes)
+        del self._stood_in[s.cgroup_id]
+        return s
 
     def _merge_bpf(self, refs: dict[CgroupId, CgroupRef], samples: list[Sample],
                    fresh: dict[CgroupId, list[Sample]], r: BpfCounts

@@ -8,11 +8,13 @@ data point has a fixed width: `start_time_unix_nano` and `time_unix_nano` are fi
 fixed64. So a resource's encoded `ResourceMetrics` keeps its length from one cycle to the next:
 it is built once, with the offset of every value remembered, and each cycle only writes the
 new time and values into it (`struct.pack_into`). It is built again only when its series
-(metric, attributes, order) or its metadata (pod, node objects) change.
+(metric, attributes, order) or its metadata (the pod's or the node's, compared by identity and
+then by value) change.
 
 The message layout is the same the SDK's encoder writes (fields in number order), and a test
-decodes both and compares them. One deliberate difference: a zero histogram `count` is written
-out (fixed width) where protobuf would leave the field out; the decoded messages are equal.
+decodes both and compares them. Deliberate differences: a zero histogram `count` is written out
+(fixed width) where protobuf would leave the field out, and every number is an `as_double`
+(the SDK wrote a Python int as `as_int`; the value is the same).
 
 One OTLP resource per container, per pod, per node, and one for the node's kubepods cgroup
 (semconv's `pods` system container). The instrument of each metric is the one its row in
@@ -31,7 +33,10 @@ the series (DESIGN rule 2):
 
 from __future__ import annotations
 
+import operator
 import struct
+from array import array
+from itertools import groupby
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -57,7 +62,21 @@ MAX_REQUEST_BYTES = 3 << 20
 
 _CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _NODE = Scope.NODE
-_EXPORTED = frozenset((k, scope) for k, m in METRICS.items() for scope in m.names)
+_EXPORTED_BY_SCOPE = {sc: frozenset(k for k, m in METRICS.items() if sc in m.names) for sc in Scope}
+_is = operator.is_
+_CGROUP = operator.itemgetter(0)
+_METRIC = operator.itemgetter(1)
+
+
+def _same_series(a, b) -> bool:
+    """Do two samples (this cycle's and the last one's at the same place) stand for the same
+    series, encoded the same way? Then only their values differ."""
+    if a is b:
+        return True
+    if a[1] != b[1] or a[-1] != b[-1] or type(a) is not type(b):
+        return False
+    return type(a) is Sample or (a.explicit_bounds == b.explicit_bounds
+                                 and len(a.bucket_counts) == len(b.bucket_counts))
 
 _Q = struct.Struct("<Q")
 _D = struct.Struct("<d")
@@ -195,15 +214,15 @@ _HEADERS: dict[tuple[str, Scope], tuple[bytes, int, bytes]] = {
 
 
 class _Resource:
-    """A resource's encoded bytes and, per point in shape order, the offset of its time."""
+    """A resource's encoded bytes and, per point in sample order, the offset of its time."""
 
-    __slots__ = ("pod", "node", "shape", "buf", "offsets", "hist")
+    __slots__ = ("pod", "node", "samples", "buf", "offsets", "hist")
 
-    def __init__(self, pod: object, node: object, shape: tuple, buf: bytearray,
-                 offsets: list[int], hist: list) -> None:
+    def __init__(self, pod: object, node: object, samples: list, buf: bytearray,
+                 offsets: array, hist: list) -> None:
         self.pod = pod
         self.node = node
-        self.shape = shape
+        self.samples = samples  # last cycle's, in order: the series are theirs
         self.buf = buf
         self.offsets = offsets
         self.hist = hist
@@ -229,70 +248,75 @@ class Encoder:
     def encode(self, snap: Snapshot) -> Encoded:
         pods = snap.pods or {}
         refs = snap.refs
-        exported = _EXPORTED
+        exported = _EXPORTED_BY_SCOPE
 
-        # resource key -> (shape parts, values, first ref). Every NODE-scope sample (the root
+        # resource key -> (its samples in order, first ref). Every NODE-scope sample (the root
         # cgroup's, the agent's own, BPF map health) goes on the one node resource (key -1).
         # Samples mostly arrive grouped by cgroup: remember the last lookup.
-        groups: dict[int, tuple[list, list, CgroupRef]] = {}
-        last_cid: CgroupId | None = None
-        shape: list | None = None
-        values: list | None = None
-        scope: Scope | None = None
-        for s in snap.samples:
-            cid = s[0]
-            if cid != last_cid:
-                last_cid = cid
-                ref = refs.get(cid)
-                if ref is None:
-                    shape = None
-                    continue
-                scope = ref.scope
-                key = -1 if scope is _NODE else cid
-                g = groups.get(key)
-                if g is None:
-                    g = groups[key] = ([], [], ref)
-                shape, values = g[0], g[1]
-            if shape is None or (s[1], scope) not in exported:
+        groups: dict[int, tuple[list, CgroupRef]] = {}
+        for cid, run in groupby(snap.samples, _CGROUP):
+            ref = refs.get(cid)
+            if ref is None:
                 continue
-            shape.append((s[1], scope, s[3]))
-            values.append(s[2])
+            names = exported[ref.scope]
+            key = -1 if ref.scope is _NODE else cid
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = ([], ref)
+            run = list(run)
+            if names.issuperset(map(_METRIC, run)):
+                g[0].extend(run)
+            else:
+                g[0].extend([s for s in run if s[1] in names])
         for h in snap.histograms:
             ref = refs.get(h.cgroup_id)
-            if ref is None or (h.metric, ref.scope) not in exported:
+            if ref is None or h.metric not in exported[ref.scope]:
                 continue
             key = -1 if ref.scope is _NODE else h.cgroup_id
             g = groups.get(key)
             if g is None:
-                g = groups[key] = ([], [], ref)
-            g[0].append((h.metric, ref.scope, h.attributes, len(h.bucket_counts), h.explicit_bounds))
-            g[1].append(h)
+                g = groups[key] = ([], ref)
+            g[0].append(h)
 
         t = snap.time_unix_nano
         tb = _Q.pack(t)
+        node = snap.node
         out = Encoded()
         resources = self._resources
         rebuilt = 0
         points = 0
-        for key, (parts, vals, ref) in groups.items():
-            if not parts:
+        for key, (vals, ref) in groups.items():
+            if not vals:
                 continue
             pod = pods.get(ref.pod_uid) if ref.pod_uid else None
-            shape_key = tuple(parts)
             r = resources.get(key)
-            if r is None or r.pod is not pod or r.node is not snap.node or r.shape != shape_key:
-                r = resources[key] = self._build(ref, pod, snap.node, shape_key, vals)
+            prev = r.samples if r is not None else None
+            # Every sample the very one of the last cycle (a file that did not change is not
+            # parsed again, see cgroups/reader.py)? Then only the time moves.
+            same = prev is not None and len(prev) == len(vals) and all(map(_is, vals, prev))
+            if (prev is None or (r.pod is not pod and r.pod != pod)
+                    or (r.node is not node and r.node != node)
+                    or not (same or (len(prev) == len(vals) and all(map(_same_series, vals, prev))))):
+                r = resources[key] = self._build(ref, pod, node, vals)
                 rebuilt += 1
+                same = False
+            else:  # the same metadata, perhaps in a new object (a watch event that changed
+                r.pod, r.node = pod, node  # nothing we export): identity is checked first
             buf = r.buf
-            for off, hist, v in zip(r.offsets, r.hist, vals):
-                # time at off; the value's tag (as_double, 0x21) at off + 8, the value at off + 9
-                if hist is None:
-                    _pack_tv(buf, off, t, 0x21, v)
-                else:  # time, count, then the sum after its tag, then the packed buckets
+            if same:
+                for off in r.offsets:
                     buf[off:off + 8] = tb
-                    _pack_q(buf, off + 9, v.count)
-                    _pack_d(buf, off + 18, v.sum)
-                    hist[0].pack_into(buf, off + hist[1], *v.bucket_counts)
+            else:
+                for off, hist, v in zip(r.offsets, r.hist, vals):
+                    # time at off; the value's tag (as_double, 0x21) at off + 8, the value at off + 9
+                    if hist is None:
+                        _pack_tv(buf, off, t, 0x21, v[2])
+                    else:  # time, count, then the sum after its tag, then the packed buckets
+                        buf[off:off + 8] = tb
+                        _pack_q(buf, off + 9, v.count)
+                        _pack_d(buf, off + 18, v.sum)
+                        hist[0].pack_into(buf, off + hist[1], *v.bucket_counts)
+            r.samples = vals
             points += len(vals)
             out.chunks.append(buf)
         # Forget resources that did not appear this cycle.
@@ -304,21 +328,22 @@ class Encoder:
         return out
 
     def _build(self, ref: CgroupRef, pod: PodMeta | None, node: NodeMeta | None,
-               shape: tuple, vals: list) -> _Resource:
+               vals: list) -> _Resource:
         attrs = resource_attributes(ref, pod, node, node_name=self._node_name, extra=self._extra)
         resource = _len_field(0x0A, _attributes(0x0A, attrs.items()))
         start_of = self._start_of
         # Points of one metric (name and scope) are contiguous in a Metric message; keep the
         # first-seen order of metrics and, within each, the order of the samples.
+        scope = ref.scope
         by_metric: dict[tuple[str, Scope], list[int]] = {}
-        for i, part in enumerate(shape):
-            by_metric.setdefault((part[0], part[1]), []).append(i)
+        for i, v in enumerate(vals):
+            by_metric.setdefault((v[1], scope), []).append(i)
         metrics: list[bytes] = []
-        offsets = [0] * len(shape)
-        hist: list[tuple[struct.Struct, int] | None] = [None] * len(shape)
+        offsets = [0] * len(vals)
+        hist: list[tuple[struct.Struct, int] | None] = [None] * len(vals)
         # Offsets are first relative to each point's bytes, then made absolute as the nesting
         # wraps them: remember (metric index, offset inside the metric) per point.
-        where: list[tuple[int, int]] = [(0, 0)] * len(shape)
+        where: list[tuple[int, int]] = [(0, 0)] * len(vals)
         for mi, ((mkey, sc), idx) in enumerate(by_metric.items()):
             head, data_tag, tail = _HEADERS[(mkey, sc)]
             pts: list[bytes] = []
@@ -332,7 +357,7 @@ class Encoder:
                     hist[i] = (_buckets_struct(n), 8 + 9 + 9 + 1 + len(_varint(8 * n)))
                 else:
                     body, t_off = _number_point(None if data_tag == 0x2A else start_of[mkey],
-                                                shape[i][2])
+                                                v[3])
                 lenpre = _varint(len(body))
                 where[i] = (mi, pos + 1 + len(lenpre) + t_off)  # inside the data message
                 pts.append(b"\x0a" + lenpre + body)
@@ -361,7 +386,7 @@ class Encoder:
         base = len(rm_pre) + len(resource) + len(sm_pre)
         for i, (mi, off) in enumerate(where):
             offsets[i] = base + metric_pos[mi] + off
-        return _Resource(pod, node, shape, bytearray(rm_pre + rm), offsets, hist)
+        return _Resource(pod, node, vals, bytearray(rm_pre + rm), array("I", offsets), hist)
 
 
 _BUCKETS: dict[int, struct.Struct] = {}

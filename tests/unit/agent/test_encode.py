@@ -222,6 +222,10 @@ def test_same_messages_as_the_sdk_encoder_when_built_and_when_patched(first, sec
                      + list(first.samples[len(second.samples):]),
                      first.histograms, first.pods, first.node)
     _same(enc.encode(again).request(), again, extra)
+    # The very same sample objects (files that did not change): only the time is written.
+    later = Snapshot(again.time_unix_nano + 1, again.refs, again.samples, again.histograms,
+                     again.pods, again.node)
+    _same(enc.encode(later).request(), later, extra)
     _same(enc.encode(second).request(), second, extra)
 
 

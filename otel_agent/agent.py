@@ -89,6 +89,7 @@ class Agent:
             ),
         )
         self.accounts = Accounts(kubepods=cfg.kubepods)
+        self._spec_cache: dict[CgroupId, tuple[object, list[Sample]]] = {}
         self._skipped: Counter[str] = Counter()
         self._logged_skips: set[str] = set()
         self._absent_logged = False
@@ -173,7 +174,7 @@ class Agent:
                 else:
                     self._skip({"pod_metadata_unknown": 1})
         node = self.metadata.node()
-        samples.extend(_spec_samples(all_refs.values(), pods, node, node_ref.cgroup_id))
+        samples.extend(self._spec_samples(all_refs.values(), pods, node, node_ref.cgroup_id))
 
         # The agent's own health; cycle.duration is the last completed cycle's.
         samples.extend(self._self_samples(node_ref.cgroup_id))
@@ -201,6 +202,41 @@ class Agent:
         ]
         for reason, n in sorted(self._skipped.items()):
             out.append(Sample(node_id, "self.entities.skipped", float(n), ((ATTR_SKIP_REASON, reason),)))
+        return out
+
+    def _spec_samples(self, refs: Iterable[CgroupRef], pods: dict[PodUid, PodMeta],
+                      node: NodeMeta | None, node_id: CgroupId) -> list[Sample]:
+        """Requests and limits (the cost processor prices request-or-usage), node capacity.
+
+        A container's samples are kept while its metadata is the same, so the encoder sees
+        the same objects and writes only their time (see otlp/encode.py)."""
+        out: list[Sample] = []
+        cache, self._spec_cache = self._spec_cache, {}
+        for ref in refs:
+            if ref.scope is not Scope.CONTAINER or not ref.pod_uid or not ref.container_id:
+                continue
+            pod = pods.get(ref.pod_uid)
+            meta = pod.container_by_id(ref.container_id) if pod else None
+            if meta is None:
+                continue
+            hit = cache.get(ref.cgroup_id)
+            if hit is not None and (hit[0] is meta or hit[0] == meta):
+                made = hit[1]
+            else:
+                made = [Sample(ref.cgroup_id, key, float(value)) for key, value in (
+                    ("k8s.cpu.request", meta.cpu_request_cores),
+                    ("k8s.cpu.limit", meta.cpu_limit_cores),
+                    ("k8s.memory.request", meta.memory_request_bytes),
+                    ("k8s.memory.limit", meta.memory_limit_bytes)) if value is not None]
+            self._spec_cache[ref.cgroup_id] = (meta, made)
+            out.extend(made)
+        if node is not None:
+            for key, value in (("k8s.node.cpu.capacity", node.cpu_capacity_cores),
+                               ("k8s.node.cpu.allocatable", node.cpu_allocatable_cores),
+                               ("k8s.node.memory.capacity", node.memory_capacity_bytes),
+                               ("k8s.node.memory.allocatable", node.memory_allocatable_bytes)):
+                if value is not None:
+                    out.append(Sample(node_id, key, float(value)))
         return out
 
     # --- export --------------------------------------------------------------------------
@@ -265,30 +301,3 @@ class Agent:
                 self.exporter.shutdown()
             except Exception:
                 pass
-
-
-def _spec_samples(refs: Iterable[CgroupRef], pods: dict[PodUid, PodMeta], node: NodeMeta | None,
-                  node_id: CgroupId) -> list[Sample]:
-    """Requests and limits (the cost processor prices request-or-usage), node capacity."""
-    out: list[Sample] = []
-    for ref in refs:
-        if ref.scope is not Scope.CONTAINER or not ref.pod_uid or not ref.container_id:
-            continue
-        pod = pods.get(ref.pod_uid)
-        meta = pod.container_by_id(ref.container_id) if pod else None
-        if meta is None:
-            continue
-        for key, value in (("k8s.cpu.request", meta.cpu_request_cores),
-                           ("k8s.cpu.limit", meta.cpu_limit_cores),
-                           ("k8s.memory.request", meta.memory_request_bytes),
-                           ("k8s.memory.limit", meta.memory_limit_bytes)):
-            if value is not None:
-                out.append(Sample(ref.cgroup_id, key, float(value)))
-    if node is not None:
-        for key, value in (("k8s.node.cpu.capacity", node.cpu_capacity_cores),
-                           ("k8s.node.cpu.allocatable", node.cpu_allocatable_cores),
-                           ("k8s.node.memory.capacity", node.memory_capacity_bytes),
-                           ("k8s.node.memory.allocatable", node.memory_allocatable_bytes)):
-            if value is not None:
-                out.append(Sample(node_id, key, float(value)))
-    return out

@@ -302,6 +302,7 @@ class CgroupReader:
         cid = ref.cgroup_id
         exported = EXPORTED[ref.scope]
         append = samples.append
+        extend = samples.extend
         read_size = self._read_size
         pread = os.pread
         current: int | None = None
@@ -311,12 +312,17 @@ class CgroupReader:
             try:
                 if fd >= 0:
                     data = pread(fd, read_size[name], 0)
+                    # Equal to the last (complete) read: complete and unchanged, the same
+                    # values already built. Most files on a quiet node, so checked first.
+                    if reuse and data == last_data:
+                        extend(last_samples)
+                        continue
                     if len(data) >= read_size[name]:
                         data = self._read_file(cg, name, fd)
                 else:
                     data = self._read_file(cg, name, fd)
-                if data == last_data and reuse:
-                    samples.extend(last_samples)  # unchanged: the same values, already built
+                if reuse and data == last_data:
+                    extend(last_samples)
                     continue
                 text = data.decode()
             except OSError as e:

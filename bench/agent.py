@@ -66,6 +66,19 @@ def _agent_files(root: Path, kubepods: str) -> list[str]:
     return out
 
 
+def _threads_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks (user + system) per thread name of `pid`: which threads the CPU went to."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0) + int(fields[11]) + int(fields[12])
+    return out
+
+
 def naive_read_ms(paths: list[str], passes: int = 20) -> float:
     """Median CPU time of one open() + read() + close() pass over `paths` (this thread only)."""
     times = []
@@ -153,10 +166,12 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None) -
             first_s = time.monotonic() - t_start
             counted.wait(4, 120)  # warm: descriptors open, resources encoded
             n0, u0, t0 = counted.count(), _usage_usec(own), time.monotonic()
+            th0 = _threads_ticks(agent.pid)
             naive = naive_read_ms(paths)  # in the same run, between the agent's cycles
             if not counted.wait(n0 + cycles, cycles * interval_ms / 1000 * 3 + 60):
                 raise RuntimeError("the agent stopped exporting: " + "".join(err)[-2000:])
             n1, u1, t1 = counted.count(), _usage_usec(own), time.monotonic()
+            th1 = _threads_ticks(agent.pid)
             kib = _status_kib(agent.pid)
             named = any(kv.key == "k8s.pod.name" for r in sink.requests[-3:]
                         for rm in r.resource_metrics for kv in rm.resource.attributes)
@@ -174,7 +189,9 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None) -
             "wall_s": t1 - t0, "first_export_s": first_s,
             "rss_mb": kib["VmRSS"] * 1024 / 1e6, "peak_mb": kib["VmHWM"] * 1024 / 1e6,
             "anon_mb": kib["RssAnon"] * 1024 / 1e6, "file_mb": kib["RssFile"] * 1024 / 1e6,
-            "named": named}
+            "named": named,
+            "threads_ms_per_cycle": {k: (v - th0.get(k, 0)) * 1000 / os.sysconf("SC_CLK_TCK") / (n1 - n0)
+                                     for k, v in th1.items() if v - th0.get(k, 0) > 0}}
 
 
 def profile(pods: int, cycles: int = 20) -> None:
@@ -260,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
             checks.insert(0, f"{100 * share:.2f}% of a core at 10 s <= {100 * TARGET_CORE_1000:g}%: "
                           f"{'met' if share <= TARGET_CORE_1000 else 'NOT met'}")
         print(f"  {r['pods']} pods: " + "; ".join(checks))
+        threads = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["threads_ms_per_cycle"].items(),
+                                                              key=lambda kv: -kv[1]))
+        print(f"    CPU ms a cycle by thread (/proc ticks): {threads}")
 
 
 if __name__ == "__main__":

@@ -119,10 +119,26 @@ class _Cycles:
         return False
 
 
+def _fill(synth, api, pods: int) -> None:
+    """`pods` pods of 3 containers: real cgroups, and the same pods in the API server."""
+    from tests.support.fake_apiserver import make_node, make_pod
+
+    api.set_node(make_node("bench-node", capacity={"cpu": "2", "memory": "8Gi"}))
+    for i in range(pods):
+        p = synth.add_pod(f"ns-{i % 10}", f"pod-{i}", containers=("app", "sidecar", "init"))
+        pod = make_pod(p.name, namespace=p.namespace, uid=p.uid, node_name="bench-node",
+                       labels={"team": f"t{i % 7}"}, owner=("ReplicaSet", f"d{i % 50}-7d9f8c6b5"),
+                       containers=tuple((c.name, {"cpu": "100m", "memory": "64Mi"}, {})
+                                        for c in p.containers))
+        for status, c in zip(pod["status"]["containerStatuses"], p.containers):
+            status["containerID"] = f"containerd://{c.id}"
+        api.add_pod(pod)
+
+
 def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None) -> dict:
     from demo.synthetic import SyntheticNode, unique_prefix
     from otel_agent.cgroups.mount import find_cgroup2_mount
-    from tests.support.fake_apiserver import FakeApiServer, make_node, make_pod
+    from tests.support.fake_apiserver import FakeApiServer
     from tests.support.pipeline import write_kubeconfig
     from tests.support.sink import OtlpSink
 
@@ -130,16 +146,7 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None) -
     root = find_cgroup2_mount()
     with SyntheticNode(root, unique_prefix("otel-agent-bench")) as synth, OtlpSink() as sink, \
             FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
-        api.set_node(make_node("bench-node", capacity={"cpu": "2", "memory": "8Gi"}))
-        for i in range(pods):
-            p = synth.add_pod(f"ns-{i % 10}", f"pod-{i}", containers=("app", "sidecar", "init"))
-            pod = make_pod(p.name, namespace=p.namespace, uid=p.uid, node_name="bench-node",
-                           labels={"team": f"t{i % 7}"}, owner=("ReplicaSet", f"d{i % 50}-7d9f8c6b5"),
-                           containers=tuple((c.name, {"cpu": "100m", "memory": "64Mi"}, {})
-                                            for c in p.containers))
-            for status, c in zip(pod["status"]["containerStatuses"], p.containers):
-                status["containerID"] = f"containerd://{c.id}"
-            api.add_pod(pod)
+        _fill(synth, api, pods)
         kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", api.url)
         own = synth.path / "bench-agent"  # the agent's own cgroup: its cpu.stat is the measure
         own.mkdir()
@@ -195,7 +202,8 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None) -
 
 
 def profile(pods: int, cycles: int = 20) -> None:
-    """The same work in this process under cProfile, by function: where a cycle's time goes."""
+    """The same work in this process under cProfile, by function: where a cycle's time goes
+    (the receiver and the fake API server run in this process too)."""
     import cProfile
     import io
     import pstats
@@ -206,12 +214,17 @@ def profile(pods: int, cycles: int = 20) -> None:
     from otel_agent.config import AgentConfig
     from tests.support.sink import OtlpSink
 
+    from tests.support.fake_apiserver import FakeApiServer
+    from tests.support.pipeline import write_kubeconfig
+
     root = find_cgroup2_mount()
-    with SyntheticNode(root, unique_prefix("otel-agent-bench")) as synth, OtlpSink() as sink:
-        for i in range(pods):
-            synth.add_pod(f"ns-{i % 10}", f"pod-{i}", containers=("app", "sidecar", "init"))
-        cfg = AgentConfig(kubepods=synth.kubepods, bpf_profile="standard", metadata="cgroup",
-                          endpoint=sink.endpoint, insecure=True, health_listen=None)
+    with SyntheticNode(root, unique_prefix("otel-agent-bench")) as synth, OtlpSink() as sink, \
+            FakeApiServer() as api, tempfile.TemporaryDirectory() as tmp:
+        _fill(synth, api, pods)
+        os.environ["KUBECONFIG"] = str(write_kubeconfig(Path(tmp) / "kubeconfig", api.url))
+        cfg = AgentConfig(kubepods=synth.kubepods, bpf_profile="standard", metadata="kubernetes",
+                          node_name="bench-node", endpoint=sink.endpoint, insecure=True,
+                          health_listen=None)
         agent = build_agent(cfg)
         try:
             for _ in range(3):

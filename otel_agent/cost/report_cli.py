@@ -17,6 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from otel_agent.cost.focus import (DEFAULT_FOCUS_VERSION, FOCUS_VERSION_HELP, FOCUS_VERSIONS,
+                                   FocusOptions, render_focus)
 from otel_agent.cost.report import (AGGREGATE_HELP, Reconciliation, ReportError, ReportQuery,
                                     currency_of, ledger_reconciliation, parse_aggregate,
                                     parse_enum, render_csv, render_json, render_table, run_query)
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", default=None, metavar="DUR", help="split the window: 1h, 1d, ...")
     p.add_argument("--filter", default=None, help='e.g. namespace:"shop"')
     p.add_argument("--format", default="table", help="table, csv, json, focus or html")
-    p.add_argument("--focus-version", default=None, metavar="V", help=_focus_version_help())
+    p.add_argument("--focus-version", default=None, metavar="V", help=FOCUS_VERSION_HELP)
     p.add_argument("--output", default=None, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--pricing", default=None, metavar="FILE",
                    help="the cost processor's pricing file; with it, hours not yet priced are "
@@ -61,17 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _focus_version_help() -> str:
-    from otel_agent.cost.focus import FOCUS_VERSION_HELP
-    return FOCUS_VERSION_HELP
-
-
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, ReportQuery]:
     a = build_parser().parse_args(list(argv))
     if a.format not in FORMATS:
         raise ConfigError(f"unknown --format {a.format!r}; allowed: {', '.join(FORMATS)}")
     if a.focus_version is not None:
-        from otel_agent.cost.focus import FOCUS_VERSIONS
         if a.format != "focus":
             raise ConfigError("--focus-version: only with --format focus")
         if a.focus_version not in FOCUS_VERSIONS:
@@ -122,7 +118,6 @@ def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery,
     if fmt == "json":
         return render_json(sets)
     if fmt == "focus":
-        from otel_agent.cost.focus import DEFAULT_FOCUS_VERSION, FocusOptions, render_focus
         return render_focus(sets, q, FocusOptions(version=focus_version or DEFAULT_FOCUS_VERSION))
     from otel_agent.cost.html_report import render_html
     return render_html(sets, q, reconciliation=reconciliation)

@@ -50,7 +50,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from otel_agent.cost.report import GIB, ReportQuery, _num, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
@@ -339,10 +339,10 @@ def _allocated_id(c: Charge) -> str:
     return f"k8s://{c.cluster}/{_kind(c.q)}/{c.a.name}"
 
 
-def _tags(props: dict[str, str] | object) -> str | None:
+def _tags(props: Mapping[str, str]) -> str | None:
     """Tenant properties as FOCUS tags: pod labels are the user's (unprefixed), the rest ours."""
     out: dict[str, str] = {}
-    for k, v in sorted(dict(props).items()):  # type: ignore[call-overload]
+    for k, v in sorted(props.items()):
         if k.startswith("label:"):
             out[k[len("label:"):]] = str(v)
         else:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from tests.support.cost_process import core_hours, node_export, now_hour_ns, query, serving
-from tests.unit.cost.builders import S, Res, container_attrs, node_attrs, request
+from tests.unit.cost.builders import S, Res, container_attrs, request
 
 pytestmark = pytest.mark.e2e
 MIN = 60 * S

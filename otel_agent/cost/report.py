@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Sequence
 
+from otel_agent.cost.errors import QueryCancelled
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
 from otel_agent.errors import ConfigError, OtelAgentError
 
@@ -74,22 +75,27 @@ QueryFn = Callable[..., list[list[Allocation]]]
 
 
 def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None, *,
-              refresh: bool | None = None) -> list[list[Allocation]]:
+              refresh: bool | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[list[Allocation]]:
     """Ask the ledger (`otel_agent.cost.allocation.allocations`) for one list per step.
 
     `refresh=False` reads the ledger as it is, without rebuilding dirty hours first: a report
-    process that does not have the server's pricing must not re-price anything."""
+    process that does not have the server's pricing must not re-price anything.
+    `should_stop` is polled between units of work; when it says yes the query raises
+    `QueryCancelled` (the HTTP API passes "the client went away")."""
     if query_fn is None:
         try:
             from otel_agent.cost.allocation import allocations as query_fn
         except ImportError as e:
             raise ReportError(f"the ledger query module is not available: {e}") from e
-    extra = {} if refresh is None else {"refresh": refresh}
+    extra: dict[str, Any] = {} if refresh is None else {"refresh": refresh}
+    if should_stop is not None:
+        extra["should_stop"] = should_stop
     try:
         sets = query_fn(store, q.window, aggregate=q.aggregate, step=q.step, model=q.model,
                         share_idle=q.share_idle, idle_by_node=q.idle_by_node, filter=q.filter,
                         **extra)
-    except ConfigError:
+    except (ConfigError, QueryCancelled):
         raise
     except OtelAgentError as e:
         raise ReportError(str(e)) from e

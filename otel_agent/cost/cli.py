@@ -300,8 +300,9 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    log.info("cost processor: OTLP/gRPC on port %d%s, ledger %s, pricing %s", receiver.port,
+    log.info("cost processor: OTLP/gRPC on port %d%s%s, ledger %s, pricing %s", receiver.port,
              f", OTLP/HTTP on port {receiver.http_port}" if receiver.http_port else "",
+             f", report API on port {api.port}" if api is not None else "",
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
 
-from otel_agent.cost.report import GIB, ReportQuery, _num, special_kind
+from otel_agent.cost.report import GIB, ReportQuery, _num, csv_safe, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
 from otel_agent.errors import ConfigError
 
@@ -166,7 +166,7 @@ def render_focus(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in rows(sets, q, opts):
-        w.writerow(r)
+        w.writerow(csv_safe(r))
     return buf.getvalue()
 
 

@@ -370,6 +370,27 @@ CSV_COLUMNS = ("window_start", "window_end", "name", "cpu_core_hours", "cpu_cost
                "currency", "properties")
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (`=HYPERLINK(...)` in a namespace or label value). Numbers we wrote ourselves are left alone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def csv_safe(row: Any) -> Any:
+    """A CSV row (list or dict) with every text cell that a spreadsheet would run as a formula
+    prefixed with a single quote, the OWASP rule. Every CSV the project writes goes through
+    this (render_csv here, FOCUS in focus.py)."""
+    if isinstance(row, dict):
+        return {k: _cell(v) for k, v in row.items()}
+    return [_cell(v) for v in row]
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, str) and v.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(v):
+        return "'" + v
+    return v
+
+
 def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     """One row per allocation per step; quantities in GiB, properties as a JSON object."""
     buf = io.StringIO()
@@ -377,7 +398,7 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     w.writerow(CSV_COLUMNS)
     for s in sets:
         for a in sorted(s, key=lambda a: (special_kind(a.name) is not None, a.name)):
-            w.writerow([
+            w.writerow(csv_safe([
                 _ts(a.window.start), _ts(a.window.end), a.name,
                 _num(a.cpu_core_hours), _num(a.cpu_cost),
                 _num(a.ram_byte_hours / GIB), _num(a.ram_cost),
@@ -386,7 +407,7 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
                 _num(a.pv_byte_hours / GIB), _num(a.pv_cost),
                 _num(a.shared_cost), _num(a.total_cost), a.currency,
                 json.dumps(dict(a.properties), sort_keys=True, separators=(",", ":")),
-            ])
+            ]))
     return buf.getvalue()
 
 
@@ -420,4 +441,4 @@ def _num(x: float) -> str:
 
 __all__ = ["ReportQuery", "run_query", "parse_aggregate", "parse_enum", "accumulate",
            "accumulate_sets", "reconcile", "Reconciliation", "render_table", "render_csv",
-           "render_json", "opencost_json", "ReportError", "Totals"]
+           "render_json", "opencost_json", "ReportError", "Totals", "csv_safe"]

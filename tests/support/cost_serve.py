@@ -127,3 +127,33 @@ def half_sent(port: int, n: int, head: bytes) -> list[socket.socket]:
         s.sendall(head)
         out.append(s)
     return out
+
+
+def make_pki(d: Path) -> Path:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client one, made by openssl."""
+    import subprocess
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name, cn in (("server", "localhost"), ("client", "otel-gateway")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (d / f"{name}.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt")
+    return d
+
+
+def export_body(uid: str = "u1", namespace: str = "team-a", cpu_seconds: float = 10.0,
+                node: str = "node-a") -> bytes:
+    """One container's CPU counter, started 2 minutes ago: a request the ledger accepts."""
+    from tests.unit.cost.builders import Res, container_attrs, request
+
+    now = time.time_ns()
+    start = now - 120 * 1_000_000_000
+    return request(Res(container_attrs(uid, "app", namespace=namespace, node=node)).sum(
+        "container.cpu.time", [(start, now - 1_000_000_000, cpu_seconds)], unit="s")
+    ).SerializeToString()

@@ -138,6 +138,8 @@ def check_ranges(args: argparse.Namespace) -> None:
 def check_listen(args: argparse.Namespace) -> None:
     """Every listen flag is HOST:PORT with a port 0-65535 (grpcio binds a random port for
     HOST:99999 instead of failing), and no two of them share a port."""
+    import socket
+
     from otel_agent.cost.aioserver import parse_listen
 
     seen: dict[tuple[str, int], str] = {}
@@ -146,6 +148,10 @@ def check_listen(args: argparse.Namespace) -> None:
         if value is None:
             continue
         host, port = parse_listen(value, flag)
+        try:  # here, not in grpcio, whose failure is a C log line and a RuntimeError
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise ConfigError(f"{flag} {value}: cannot resolve host {host!r}: {e}") from None
         if port and (host, port) in seen:
             raise ConfigError(f"{flag} {value}: the same address as {seen[(host, port)]}")
         seen[(host, port)] = flag

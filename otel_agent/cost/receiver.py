@@ -227,14 +227,17 @@ class Receiver:
             response_serializer=ExportMetricsServiceResponse.SerializeToString)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        creds = None
         if tls:
             creds = grpc.ssl_server_credentials(
                 [(_read(tls.key_file, "--tls-key"), _read(tls.cert_file, "--tls-cert"))],
                 root_certificates=_read(tls.client_ca_file, "--client-ca") if tls.client_ca_file else None,
                 require_client_auth=tls.client_ca_file is not None)
-            port = self._server.add_secure_port(listen, creds)
-        else:
-            port = self._server.add_insecure_port(listen)
+        try:
+            port = (self._server.add_secure_port(listen, creds) if tls
+                    else self._server.add_insecure_port(listen))
+        except RuntimeError:  # newer grpcio raises where older ones returned 0
+            port = 0
         if port == 0:
             raise ConfigError(f"--listen {listen}: cannot listen there (address in use or invalid)")
         self.port = port

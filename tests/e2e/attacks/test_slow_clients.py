@@ -58,12 +58,13 @@ def test_an_idle_tcp_connection_does_not_block_tls_exports(tmp_path):
 
 
 def test_250_half_sent_requests_hold_no_threads_and_block_no_export(tmp_path):
-    served = Served(tmp_path, "--http-max-connections", "200").start()
+    served = Served(tmp_path).start()
     socks: list[socket.socket] = []
     try:
         time.sleep(1.0)
         threads0, fds0 = served.threads(), served.fds()
-        # 125 whose headers never end, on each HTTP listener; 125 whose body never comes.
+        # On OTLP/HTTP 125 whose headers never end and 125 whose body never comes; 125 more
+        # whose headers never end on the report API.
         socks += half_sent(served.http_port, 125, b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\n")
         socks += half_sent(served.api_port, 125, b"GET /allocation?window=today HTTP/1.1\r\nHo")
         socks += half_sent(served.http_port, 125,
@@ -85,7 +86,7 @@ def test_250_half_sent_requests_hold_no_threads_and_block_no_export(tmp_path):
               f"{fds}; CPU {cpu:.2f} s over {time.monotonic() - t0 + 2:.1f} s")
         assert status == 200 and grpc_took < 2.0 and http_took < 2.0
         assert threads <= threads0 + 2  # no thread per connection
-        assert fds <= fds0 + 2 * 200 + 10  # at most --http-max-connections per listener
+        assert fds <= fds0 + 375 + 10  # one descriptor per connection, nothing else
         assert cpu < 0.5  # nothing spins
         # the header timeout closes the ones whose headers never ended
         time.sleep(HEADER_TIMEOUT + 1.0 - 3.0)
@@ -93,6 +94,25 @@ def test_250_half_sent_requests_hold_no_threads_and_block_no_export(tmp_path):
         print(f"after {HEADER_TIMEOUT + 1:.0f} s: {closed} of 250 header-less connections closed "
               f"by the server; descriptors {served.fds()}")
         assert closed == 250
+    finally:
+        for s in socks:
+            s.close()
+        served.stop()
+
+
+def test_connections_past_the_cap_are_closed_at_once(tmp_path):
+    served = Served(tmp_path, "--http-max-connections", "20", api=False).start()
+    socks: list[socket.socket] = []
+    try:
+        time.sleep(1.0)
+        fds0 = served.fds()
+        socks = [socket.create_connection(("127.0.0.1", served.http_port)) for _ in range(30)]
+        time.sleep(0.5)
+        closed = sum(_closed_by_peer(s, 0.2) is not None for s in socks)
+        print(f"\n30 idle connections, cap 20: {closed} closed at once; descriptors {fds0} -> "
+              f"{served.fds()}")
+        assert closed == 10
+        assert served.fds() <= fds0 + 20 + 5
     finally:
         for s in socks:
             s.close()

@@ -169,6 +169,11 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
             ("grpc.max_connection_age_grace_ms", GRPC_MAX_CONNECTION_AGE_GRACE_MS),
             ("grpc.max_allowed_incoming_connections", GRPC_MAX_CONNECTIONS),
             ("grpc.max_metadata_size", GRPC_MAX_METADATA_BYTES),
+            # Without BDP probing a stream's window grows only when the handler asks for a
+            # message; a refused call never asks. Measured, 8 unauthenticated 16 MiB calls:
+            # peak RSS +30 MiB with probing, +1.4 MiB without (+166 MiB when the token was
+            # checked after the body). In-cluster links have no bandwidth-delay to probe for.
+            ("grpc.http2.bdp_probe", 0),
             # a client may ping to keep a quiet connection alive, but not flood us with pings
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 2)]

@@ -73,6 +73,8 @@ def test_the_issues_step_bomb_is_refused_at_once(served):
     status, _, body = api_get(served.api_port, "/allocation?window=365d&step=1m")
     took, cpu = time.monotonic() - t0, served.cpu_seconds() - cpu0
     doc = json.loads(body)
+    print(f"\n/allocation?window=365d&step=1m: {status} in {took * 1000:.0f} ms, "
+          f"{cpu:.2f} s CPU: {doc['message']}")
     assert status == 400 and doc["message"].startswith("step: 525600 steps of 1m"), doc
     assert took < 1.0 and cpu < 0.5, (took, cpu)
 

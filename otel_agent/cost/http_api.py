@@ -12,7 +12,7 @@ Endpoints (GET, HEAD):
                                      shareIdle, idleByNode, includeIdle, filter, model
   /report.html                       the same parameters, rendered as the HTML report
   /healthz                           liveness: the process answers; never needs a token
-  /readyz                            readiness from the health provider (`snapshot()["ready"]`);
+  /readyz                            readiness from the health provider (`is_ready`);
                                      never needs a token (kubelet probes carry none)
   /metrics                           the processor's own metrics, Prometheus text format
                                      (the health provider's `prometheus()` and the API's own)
@@ -177,6 +177,14 @@ def check_work(q: ReportQuery, *, max_steps: int = MAX_STEPS, retention: Any = N
                           f"{hint}a window of at most {keep} days")
 
 
+def is_ready(snapshot: dict) -> bool:
+    """Ready unless the health snapshot says otherwise: its `ready`, or else whether its
+    refresh loop is alive (cost/health.py's ProcessorHealth)."""
+    if "ready" in snapshot:
+        return bool(snapshot["ready"])
+    return bool(snapshot.get("refresh_loop_alive", True))
+
+
 def _human(step: timedelta) -> str:
     s = int(step.total_seconds())
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
@@ -311,7 +319,7 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
             return as_json(200, {"status": "ok"})
         if path == "/readyz":
             snap = health.snapshot() if health is not None else {"ready": True}
-            return as_json(200 if snap.get("ready", True) else 503, snap)
+            return as_json(200 if is_ready(snap) else 503, snap)
         if path not in ("/allocation", "/allocation/compute", "/report.html", "/metrics"):
             return error(404, f"no such endpoint {path!r}; try /allocation, "
                               f"/allocation/compute or /report.html")

@@ -76,10 +76,10 @@ def test_unauthenticated_16_mib_bodies_are_not_assembled(served):
     print(f"\npeak RSS {base / 1024:.0f} MiB; after 8 unauthenticated 16 MiB calls "
           f"+{(denied - base) / 1024:.1f} MiB (slowest refusal {slow_denied:.2f} s); after 8 "
           f"authenticated ones +{(read - denied) / 1024:.1f} MiB more (slowest {slow_read:.2f} s)")
-    # grpcio assembled the authenticated bodies (>= 16 MiB of peak RSS at the least); the
-    # refused ones cost a small fraction of one body each.
+    # grpcio assembled the authenticated bodies (>= 16 MiB of peak RSS at the least); all 8
+    # refused ones together cost less than half of one body (+166 MiB before the interceptor).
     assert read - denied > 16 * 1024
-    assert denied - base < (read - denied) / 4
+    assert denied - base < 8 * 1024
     # and ingest with the token still works
     grpc_export(served.grpc_port, export_body(), token=WRITE)
 

@@ -119,7 +119,7 @@ RANGES = (
     ("--retention-hourly-days", 1, 3660),
     ("--retention-daily-days", 1, 36600),
     ("--retention-monthly-days", 1, 36600),
-    ("--cost-otlp-interval-seconds", 1, 86400),
+    ("--cost-otlp-interval-seconds", 0.1, 86400),
     ("--http-max-connections", 1, 65536),
 )
 

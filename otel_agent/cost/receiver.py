@@ -189,7 +189,10 @@ class BearerInterceptor(grpc.ServerInterceptor):
     grpcio runs interceptors on its serving thread as soon as the metadata is in. A wrong or
     missing token gets a request-*streaming* handler that aborts without asking for the
     message, so grpcio never assembles the (up to 16 MiB) body of an unauthenticated call; an
-    authenticated one continues to the unary Export handler."""
+    authenticated one continues to the unary Export handler. What grpcio still takes in of a
+    refused call is what HTTP/2 flow control let the client send before the refusal (with BDP
+    probing off, measured ~0.2 MiB a call: 8 refused 16 MiB calls, +1.4 MiB peak RSS); no
+    Python API bounds it further."""
 
     _denied = grpc.stream_unary_rpc_method_handler(_deny)
 

@@ -180,6 +180,9 @@ VERIFIED: dict[tuple[str, ...], str] = {
     ("service", "telemetry", "metrics", "level"): _TEL,
     ("service", "telemetry", "metrics", "readers", "[]", "pull", "exporter", "prometheus", "host"): _TEL,
     ("service", "telemetry", "metrics", "readers", "[]", "pull", "exporter", "prometheus", "port"): _TEL,
+    **{("service", "telemetry", "metrics", "readers", "[]", "pull", "exporter", "prometheus", k):
+       _TEL + " (factory.go default reader sets all three)"
+       for k in ("without_scope_info", "without_units", "without_type_suffix")},
 }
 # Values that are maps with free keys (header names): the map itself is the leaf.
 FREE_MAPS = {("exporters", "prometheus_remote_write", "http", "headers")}

@@ -33,7 +33,7 @@ from otel_agent.cgroups.layout import classify
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import MetadataSource
-from otel_agent.metrics import METRICS, Instrument
+from otel_agent.metrics import ATTR_SKIP_REASON, METRICS, Instrument
 from otel_agent.model import (
     CgroupId,
     CgroupRef,
@@ -391,7 +391,7 @@ class Agent:
             Sample(node_id, "self.export.failures", float(self.export_failures)),
         ]
         for reason, n in sorted(self._skipped.items()):
-            out.append(Sample(node_id, "self.entities.skipped", float(n), (("reason", reason),)))
+            out.append(Sample(node_id, "self.entities.skipped", float(n), ((ATTR_SKIP_REASON, reason),)))
         return out
 
     # --- export --------------------------------------------------------------------------

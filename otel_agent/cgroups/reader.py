@@ -26,7 +26,7 @@ from typing import Collection, Iterable
 
 from otel_agent.cgroups import parsers
 from otel_agent.errors import ConfigError, ParseError
-from otel_agent.metrics import METRICS
+from otel_agent.metrics import ATTR_PRESSURE_KIND, ATTR_PRESSURE_RESOURCE, METRICS
 from otel_agent.model import Attributes, CgroupId, CgroupRef, Sample, Scope
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ _MODE_USER: Attributes = (("cpu.mode", "user"),)
 _MODE_SYSTEM: Attributes = (("cpu.mode", "system"),)
 _PSI_ATTRS: dict[str, tuple[Attributes, Attributes]] = {
     f"{res}.pressure": (
-        (("pressure.kind", "some"), ("pressure.resource", res)),
-        (("pressure.kind", "full"), ("pressure.resource", res)),
+        ((ATTR_PRESSURE_KIND, "some"), (ATTR_PRESSURE_RESOURCE, res)),
+        ((ATTR_PRESSURE_KIND, "full"), (ATTR_PRESSURE_RESOURCE, res)),
     )
     for res in ("cpu", "memory", "io")
 }

@@ -32,6 +32,7 @@ from otel_agent.ebpf.decode import Cumulative, HeldBack, RawCounters, held_back,
 from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
 from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError
+from otel_agent.metrics import ATTR_BPF_MAP
 from otel_agent.model import CgroupId, HistogramSample, Sample
 
 if TYPE_CHECKING:
@@ -492,7 +493,7 @@ class BpfCollector:
         node = CgroupId(self._root_id)
         out: list[Sample] = []
         for h in health:
-            attrs = (("bpf.map", h.name),)
+            attrs = ((ATTR_BPF_MAP, h.name),)
             out.append(Sample(node, "self.bpf.map.entries", float(h.entries), attrs))
             out.append(Sample(node, "self.bpf.map.capacity", float(h.capacity), attrs))
             out.append(Sample(node, "self.bpf.map.update_failures", float(h.update_failures), attrs))

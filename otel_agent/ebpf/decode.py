@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from otel_agent.ebpf.classes import CLASS_NAMES
-from otel_agent.metrics import PREFIX
+from otel_agent.metrics import ATTR_NETWORK_CLASS
 from otel_agent.model import Attributes, CgroupId, HistogramSample, Sample
 
 HIST_SLOTS = 32  # bpf/common.h
@@ -24,7 +24,6 @@ def log2_bounds_seconds(slots: int = HIST_SLOTS) -> tuple[float, ...]:
 
 BOUNDS = log2_bounds_seconds()
 DIRECTIONS = {0: "transmit", 1: "receive"}
-CLASS_ATTR = f"{PREFIX}.network.class"
 
 Hist = tuple[tuple[int, ...], int]  # (slot counts, sum in ns)
 
@@ -48,7 +47,7 @@ class RawCounters:
 def net_attributes(direction: int, peer_class: int) -> Attributes:
     return (
         ("network.io.direction", DIRECTIONS.get(direction, str(direction))),
-        (CLASS_ATTR, CLASS_NAMES.get(peer_class, "other")),
+        (ATTR_NETWORK_CLASS, CLASS_NAMES.get(peer_class, "other")),
     )
 
 

@@ -1,7 +1,11 @@
 """Samples → the OpenTelemetry SDK's metrics data model. Pure: no clock, no I/O.
 
-One OTLP resource per container, per pod and per node (DESIGN, "OTLP"). Counters go out as
-cumulative sums whose start time is stable for the life of the series (DESIGN rule 2):
+One OTLP resource per container, per pod, per node, and one for the node's kubepods cgroup
+(semconv's `pods` system container). The instrument of each metric is the one its row in
+otel_agent.metrics names: counters go out as cumulative monotonic sums, UpDownCounters
+(semconv's choice for memory, requests, limits, allocatable) as cumulative sums with
+is_monotonic false, gauges as gauges. Sums carry a start time that is stable for the life of
+the series (DESIGN rule 2):
 
 * cgroup-file counters count from the cgroup's creation, which is after the node booted, so
   their start time is the node's boot time: the same across agent restarts, so a restarted
@@ -122,8 +126,9 @@ class Converter:
         refs = snap.refs
         exported = _EXPORTED
 
-        # resource key -> [shape parts, values, first ref]. NODE and KUBEPODS share the node
-        # resource (key -1). Samples mostly arrive grouped by cgroup: remember the last lookup.
+        # resource key -> [shape parts, values, first ref]. Every NODE-scope sample (the root
+        # cgroup's, the agent's own, BPF map health) goes on the one node resource (key -1).
+        # Samples mostly arrive grouped by cgroup: remember the last lookup.
         groups: dict[int, tuple[list, list, CgroupRef]] = {}
         last_cid: CgroupId | None = None
         shape: list | None = None
@@ -138,7 +143,7 @@ class Converter:
                     shape = None
                     continue
                 scope = ref.scope
-                key = -1 if scope in _NODE_SCOPES else cid
+                key = -1 if scope is _NODE else cid
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = ([], [], ref)
@@ -151,7 +156,7 @@ class Converter:
             ref = refs.get(h.cgroup_id)
             if ref is None or (h.metric, ref.scope) not in exported:
                 continue
-            key = -1 if ref.scope in _NODE_SCOPES else h.cgroup_id
+            key = -1 if ref.scope is _NODE else h.cgroup_id
             g = groups.get(key)
             if g is None:
                 g = groups[key] = ([], [], ref)
@@ -206,7 +211,7 @@ class Converter:
         return MetricsData(out)
 
 
-_NODE_SCOPES = (Scope.NODE, Scope.KUBEPODS)
+_NODE = Scope.NODE
 _EXPORTED = frozenset((k, scope) for k, m in METRICS.items() for scope in m.names)
 
 

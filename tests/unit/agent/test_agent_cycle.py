@@ -142,7 +142,7 @@ def test_metrics_the_kernel_offers_in_the_fixture_are_exported(tree: Path):
     names = {p.name for p in exp.exports[-1]}
     assert {"container.memory.working_set", "container.memory.usage", "container.disk.io",
             "k8s.pod.cpu.time", "otel_agent.cycle.duration"} <= names
-    skipped = {p.attributes["reason"] for p in exp.exports[-1]
+    skipped = {p.attributes["otel_agent.skip.reason"] for p in exp.exports[-1]
                if p.name == "otel_agent.entities.skipped"}
     assert skipped  # the fixture has unknown layouts: counted, not guessed
 

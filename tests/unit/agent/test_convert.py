@@ -50,8 +50,8 @@ def test_one_resource_per_container_pod_and_node_with_semconv_attributes():
         Sample(POD, "cpu.time", 12.5), Sample(CTR, "cpu.time", 12.0),
     ], extra={"k8s.cluster.name": "prod-eu"})
     res = [dict(rm.resource.attributes) for rm in data.resource_metrics]
-    assert len(res) == 3  # node and kubepods share the node resource
-    node = next(r for r in res if "k8s.pod.uid" not in r)
+    assert len(res) == 4  # node, kubepods (the "pods" system container), pod, container
+    node = next(r for r in res if "k8s.pod.uid" not in r and "k8s.node.system_container.name" not in r)
     pod = next(r for r in res if "k8s.pod.uid" in r and "container.id" not in r)
     ctr = next(r for r in res if "container.id" in r)
     assert node == {"k8s.cluster.name": "prod-eu", "k8s.node.name": "node-a", "k8s.node.uid": "n-1",
@@ -68,7 +68,12 @@ def test_one_resource_per_container_pod_and_node_with_semconv_attributes():
     assert "container.cpu.time" in names and "k8s.pod.cpu.time" in names
     node_metrics = {m.name for rm in data.resource_metrics if "k8s.pod.uid" not in rm.resource.attributes
                     for m in rm.scope_metrics[0].metrics}
-    assert node_metrics == {"k8s.node.cpu.time", "otel_agent.node.pods.cpu.time"}
+    assert node_metrics == {"k8s.node.cpu.time", "k8s.node.system_container.cpu.time"}
+    # kubepods is kubelet's "pods" system container: its own resource, the node's attributes
+    by_metric = {m.name: dict(rm.resource.attributes) for rm in data.resource_metrics
+                 for m in rm.scope_metrics[0].metrics}
+    kubepods, node = by_metric["k8s.node.system_container.cpu.time"], by_metric["k8s.node.cpu.time"]
+    assert kubepods == {**node, "k8s.node.system_container.name": "pods"}
 
 
 def test_counters_are_cumulative_monotonic_with_their_family_start_time():
@@ -78,7 +83,10 @@ def test_counters_are_cumulative_monotonic_with_their_family_start_time():
                                                 ("otel_agent.network.class", "internet"))),
         Sample(NODE, "self.series.exported", 7.0),
         Sample(POD, "memory.working_set", 1 << 20),
+        Sample(CTR, "k8s.cpu.request", 0.5),
+        Sample(NODE, "self.cycle.duration", 0.01),
     ])
+    seen = set()
     for rm in data.resource_metrics:
         for m in rm.scope_metrics[0].metrics:
             if m.name == "k8s.pod.cpu.time":
@@ -92,9 +100,16 @@ def test_counters_are_cumulative_monotonic_with_their_family_start_time():
                 assert m.unit == "By"
             elif m.name == "otel_agent.series.exported":
                 assert m.data.data_points[0].start_time_unix_nano == STARTS.agent
-            elif m.name == "k8s.pod.memory.working_set":
+            elif m.name in ("k8s.pod.memory.working_set", "k8s.container.cpu.request.desired"):
+                # semconv: UpDownCounters, i.e. cumulative sums that are not monotonic
+                assert isinstance(m.data, Sum) and not m.data.is_monotonic
+                assert m.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+            elif m.name == "otel_agent.cycle.duration":
                 assert isinstance(m.data, Gauge)
+            seen.add(m.name)
             assert m.data.data_points[0].time_unix_nano == 9_000
+    assert {"k8s.pod.memory.working_set", "k8s.container.cpu.request.desired",
+            "otel_agent.cycle.duration", "k8s.pod.cpu.time"} <= seen
 
 
 def test_histogram_and_unknown_pod_falls_back_to_cgroup_path_attributes():
@@ -103,7 +118,7 @@ def test_histogram_and_unknown_pod_falls_back_to_cgroup_path_attributes():
     ctr = next(rm for rm in data.resource_metrics if "container.id" in rm.resource.attributes)
     attrs = dict(ctr.resource.attributes)
     assert attrs["k8s.pod.uid"] == UID and "k8s.pod.name" not in attrs
-    hist = next(m for m in ctr.scope_metrics[0].metrics if m.name == "container.cpu.run_queue.delay")
+    hist = next(m for m in ctr.scope_metrics[0].metrics if m.name == "otel_agent.container.cpu.run_queue.delay")
     assert isinstance(hist.data, Histogram)
     assert list(hist.data.data_points[0].bucket_counts) == [3, 2, 1]
     assert hist.data.data_points[0].start_time_unix_nano == STARTS.ebpf

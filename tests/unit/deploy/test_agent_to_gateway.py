@@ -9,7 +9,7 @@ file, split it into lines, trim each, prefix the scheme, and accept a request wh
 bearertokenauth.go Authenticate); anything else is UNAUTHENTICATED. The agent side is the real
 thing: the DaemonSet's env list, with Secret references resolved from the rendered Secrets and
 $(VAR) references expanded the way the kubelet expands them, fed to otel_agent.config.load and
-the SDK exporter make_exporter builds. Only the gateway's host and port are swapped for the
+the exporter make_exporter builds. Only the gateway's host and port are swapped for the
 loopback server (the test certificate also names `localhost`, see conftest).
 """
 
@@ -27,11 +27,11 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as ms_grpc
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otel_agent.config import load
-from otel_agent.otlp.exporter import export, make_exporter
+from otel_agent.otlp.encode import Encoded
+from otel_agent.otlp.exporter import make_exporter
 from tests.unit.deploy.conftest import find
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -133,13 +133,15 @@ class BearerTokenGateway:
         self._server.stop(grace=None).wait(5)
 
 
-def one_export():
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    provider.get_meter("test").create_counter("test.counter").add(1)
-    data = reader.get_metrics_data()
-    provider.shutdown()
-    return data
+def one_export() -> Encoded:
+    # One resource with one cumulative counter point, as the agent's encoder hands it over: the
+    # request's repeated ResourceMetrics field, serialised.
+    req = ms_pb2.ExportMetricsServiceRequest()
+    m = req.resource_metrics.add().scope_metrics.add().metrics.add(name="test.counter", unit="1")
+    m.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+    m.sum.is_monotonic = True
+    m.sum.data_points.add(start_time_unix_nano=1, time_unix_nano=2, as_double=1.0)
+    return Encoded(chunks=[req.SerializeToString()], points=1)
 
 
 @pytest.fixture()
@@ -159,18 +161,14 @@ def agent_exporter(rendered, tmp_path, port: int):
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = re.sub(
         r"^https://[^/:]+:\d+", f"https://localhost:{port}", env["OTEL_EXPORTER_OTLP_ENDPOINT"])
     env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "5"
-    # The SDK exporter reads OTEL_EXPORTER_OTLP_* from the process environment itself.
     return env, load(env=env)
 
 
-def test_agent_presents_the_token_from_the_secret_over_tls(rendered, deploy_copy, gateway, tmp_path,
-                                                          monkeypatch):
+def test_agent_presents_the_token_from_the_secret_over_tls(rendered, deploy_copy, gateway, tmp_path):
     env, cfg = agent_exporter(rendered, tmp_path, gateway.port)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    exporter = make_exporter(cfg)
+    exporter = make_exporter(cfg, env)
     try:
-        assert export(exporter, one_export())
+        assert exporter.export(one_export())
     finally:
         exporter.shutdown()
     token = (deploy_copy / "base" / "secrets" / "gateway-token").read_text()
@@ -178,31 +176,29 @@ def test_agent_presents_the_token_from_the_secret_over_tls(rendered, deploy_copy
     assert gateway.refused == []
 
 
-def test_a_rotated_token_is_refused_until_the_agent_has_it(rendered, gateway, tmp_path, monkeypatch):
+def test_a_rotated_token_is_refused_until_the_agent_has_it(rendered, gateway, tmp_path):
     # The gateway now accepts only a new token; the agent still has the old Secret: refused
-    # (UNAUTHENTICATED is not retried by the SDK, so the export fails at once).
+    # (UNAUTHENTICATED is not retried, so the export fails at once).
     gateway.token_file.write_text("0" * 64)
     env, cfg = agent_exporter(rendered, tmp_path, gateway.port)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    exporter = make_exporter(cfg)
+    exporter = make_exporter(cfg, env)
     try:
-        assert not export(exporter, one_export())
+        assert not exporter.export(one_export())
     finally:
         exporter.shutdown()
     assert gateway.accepted == [] and len(gateway.refused) == 1
     # During a rotation the file holds both tokens, one a line: the old one is accepted again.
     old = env["OTEL_AGENT_GATEWAY_TOKEN"]
     gateway.token_file.write_text("0" * 64 + "\n" + old)
-    exporter = make_exporter(cfg)
+    exporter = make_exporter(cfg, env)
     try:
-        assert export(exporter, one_export())
+        assert exporter.export(one_export())
     finally:
         exporter.shutdown()
     assert gateway.accepted == [f"Bearer {old}"]
 
 
-def test_agent_refuses_a_gateway_its_ca_did_not_sign(rendered, tmp_path, monkeypatch):
+def test_agent_refuses_a_gateway_its_ca_did_not_sign(rendered, tmp_path):
     # A gateway with a certificate from another PKI (an impostor) gets nothing, not even the token.
     d = tmp_path / "other"
     d.mkdir()
@@ -216,11 +212,9 @@ def test_agent_refuses_a_gateway_its_ca_did_not_sign(rendered, tmp_path, monkeyp
     try:
         (tmp_path / "m").mkdir()
         env, cfg = agent_exporter(rendered, tmp_path / "m", impostor.port)
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        exporter = make_exporter(cfg)
+        exporter = make_exporter(cfg, env)
         try:
-            assert not export(exporter, one_export())
+            assert not exporter.export(one_export())
         finally:
             exporter.shutdown()
         assert impostor.accepted == [] and impostor.refused == []

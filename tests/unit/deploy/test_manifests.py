@@ -466,12 +466,6 @@ def test_gen_secrets_tokens_are_one_line_and_kept_until_forced(tmp_path):
 
 # --- the manifests pass flags the programs have -----------------------------------------------------
 
-# Flags the manifests pass ahead of the stream that adds them (issue 12: the `servers` stream adds
-# --read-token-file). Until that lands this test is an expected failure naming the flag; once the
-# parser knows it, the xfail is strict no more and the test runs for real.
-PENDING_FLAGS = {"--read-token-file"}
-
-
 def test_cost_processor_accepts_every_flag_the_manifest_passes(rendered):
     from otel_agent.cost.cli import _parser
 
@@ -482,7 +476,5 @@ def test_cost_processor_accepts_every_flag_the_manifest_passes(rendered):
         known = {o for a in serve._actions for o in a.option_strings}
         flags = {a.split("=", 1)[0] for a in c["args"]}
         missing = flags - known
-        if missing and missing <= PENDING_FLAGS:
-            pytest.xfail(f"`otel-agent cost serve` has no {sorted(missing)} yet (the servers stream adds it)")
         assert not missing, f"{overlay}: `otel-agent cost serve` has no {sorted(missing)}"
         serve.parse_args(c["args"])  # types and choices too

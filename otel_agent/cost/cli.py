@@ -47,6 +47,7 @@ class RefreshLoop:
         self._now = now or (lambda: datetime.now(timezone.utc))
         self._last_retention: float | None = None
         self._logged: set[str] = set()
+        self.health.beat()  # alive from its start; the first turn is one interval away
 
     def turn(self) -> None:
         import time
@@ -73,10 +74,10 @@ class RefreshLoop:
                 self._last_retention = self._clock()
             if self._live_series is not None:
                 self.health.set_live_series(self._live_series())
-        except OtelAgentError as e:  # the ledger is down: keep receiving, retry next turn
+        except OtelAgentError as e:  # the ledger is down (the store counted it): retry next turn
             log.warning("ledger refresh failed, will retry: %s", e)
         except Exception as e:  # noqa: BLE001 - the loop's boundary: never die of one input
-            self.health.record_refresh_failure()
+            self.health.record_refresh_failure(e)
             kind = f"{type(e).__name__}: {e}"[:200]
             if kind not in self._logged:
                 self._logged.add(kind)
@@ -97,7 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pricing", default=None, help="pricing YAML (default: the shipped OpenCost defaults)")
     s.add_argument("--http-listen", default=None,
                    help=f"report HTTP API on HOST:PORT (OpenCost's port is {DEFAULT_REPORT_PORT})")
-    s.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
+    s.add_argument("--auth-token-file", default=None,
+                   help="ingest (write) token: the OTLP ports require 'authorization: Bearer "
+                        "<token>'. Does not open the report API")
+    s.add_argument("--read-token-file", default=None,
+                   help="report API (read-only) token: /allocation, /report.html and /metrics "
+                        "require it. With --http-listen, give both tokens or neither")
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
     s.add_argument("--client-ca", default=None, help="require client certificates signed by this CA (mTLS)")
@@ -108,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--retention-hourly-days", type=int, default=90)
     s.add_argument("--retention-daily-days", type=int, default=800)
     s.add_argument("--retention-monthly-days", type=int, default=None, help="default: forever")
+    s.add_argument("--http-max-connections", type=int, default=256,
+                   help="per HTTP listener (OTLP/HTTP, report API); more are closed at once")
     s.add_argument("--cost-otlp-endpoint", default=None, metavar="URL",
                    help="also push month-to-date cost per tenant as OTLP/gRPC metrics to this "
                         "endpoint (host:port or http://host:port; https:// uses TLS)")
@@ -147,17 +155,86 @@ def _report(argv: list[str]) -> int:
     return int(importlib.import_module("otel_agent.cost.report_cli").main(argv))
 
 
-def _read_token(path: str | None) -> str | None:
+def _read_token(path: str | None, flag: str = "--auth-token-file") -> str | None:
     if path is None:
         return None
     try:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"--auth-token-file {path}: cannot read: {e.strerror or e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{flag} {path}: cannot read: {getattr(e, 'strerror', None) or e}") from e
     if not token:
-        raise ConfigError(f"--auth-token-file {path}: the file is empty")
+        raise ConfigError(f"{flag} {path}: the file is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{flag} {path}: the token has spaces or control characters")
     return token
+
+
+# (flag, lowest, highest): every numeric flag of `serve`, checked before anything starts.
+# Finite only: a NaN or 0 refresh interval spun a core; inf never refreshed.
+RANGES = (
+    ("--max-message-bytes", 1024, 256 * 1024 * 1024),
+    ("--max-series-per-namespace", 1, 10_000_000),
+    ("--refresh-seconds", 0.1, 3600),
+    ("--retention-points-days", 1, 3660),
+    ("--retention-hourly-days", 1, 3660),
+    ("--retention-daily-days", 1, 36600),
+    ("--retention-monthly-days", 1, 36600),
+    ("--cost-otlp-interval-seconds", 0.1, 86400),
+    ("--http-max-connections", 1, 65536),
+)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    import math
+
+    for flag, lo, hi in RANGES:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise ConfigError(f"{flag} {value}: must be a number from {lo:g} to {hi:g}")
+
+
+def check_listen(args: argparse.Namespace) -> None:
+    """Every listen flag is HOST:PORT with a port 0-65535 (grpcio binds a random port for
+    HOST:99999 instead of failing), and no two of them share a port."""
+    import socket
+
+    from otel_agent.cost.aioserver import parse_listen
+
+    seen: dict[tuple[str, int], str] = {}
+    for flag in ("--listen", "--otlp-http-listen", "--http-listen"):
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        host, port = parse_listen(value, flag)
+        try:  # here, not in grpcio, whose failure is a C log line and a RuntimeError
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise ConfigError(f"{flag} {value}: cannot resolve host {host!r}: {e}") from None
+        if port and (host, port) in seen:
+            raise ConfigError(f"{flag} {value}: the same address as {seen[(host, port)]}")
+        seen[(host, port)] = flag
+
+
+def tokens(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(ingest token, read token). Fail closed: with a report API, either both tokens or
+    neither (an open processor, said out loud by giving none); one alone would leave the other
+    side silently open. The two must differ: the read token must not be able to write."""
+    write = _read_token(args.auth_token_file, "--auth-token-file")
+    read = _read_token(args.read_token_file, "--read-token-file")
+    if read is not None and not args.http_listen:
+        raise ConfigError("--read-token-file is the report API's token: it needs --http-listen")
+    if args.http_listen and (write is None) != (read is None):
+        given, missing = (("--auth-token-file", "--read-token-file") if read is None
+                          else ("--read-token-file", "--auth-token-file"))
+        raise ConfigError(f"{given} without {missing}: with --http-listen give both tokens (the "
+                          f"ingest and the report API have separate credentials) or neither")
+    if read is not None and read == write:
+        raise ConfigError("--read-token-file and --auth-token-file hold the same token: the "
+                          "read-only token must not be able to write")
+    return write, read
 
 
 def _pusher_args(args: argparse.Namespace) -> dict | None:
@@ -168,9 +245,7 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
     from otel_agent.cost.allocation import parse_aggregate
     from otel_agent.cost.errors import QueryError
 
-    interval = args.cost_otlp_interval_seconds
-    if not interval > 0:
-        raise ConfigError(f"--cost-otlp-interval-seconds {interval}: must be positive")
+    interval = args.cost_otlp_interval_seconds  # range-checked in check_ranges
     try:
         aggregate = parse_aggregate(args.cost_otlp_by)
     except QueryError as e:
@@ -187,14 +262,17 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
 
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
+    from otel_agent.cost.aioserver import Limits
     from otel_agent.cost.pricing import default_pricing, load_pricing
     from otel_agent.cost.receiver import Receiver, Tls
     from otel_agent.cost.store import Retention, Store
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_listen(args)
+    check_ranges(args)
     pricing = load_pricing(args.pricing) if args.pricing else default_pricing()
-    token = _read_token(args.auth_token_file)
+    token, read_token = tokens(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.client_ca and not args.tls_cert:
@@ -204,16 +282,24 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
                           daily_days=args.retention_daily_days, monthly_days=args.retention_monthly_days)
     pusher_args = _pusher_args(args)
     store = Store(args.ledger, pricing=pricing, retention=retention)
+    limits = Limits(max_connections=args.http_max_connections)
+    health = store.health
     receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
                         max_message_bytes=args.max_message_bytes,
                         max_series_per_namespace=args.max_series_per_namespace,
-                        auth_token=token, tls=tls).start()
+                        auth_token=token, tls=tls, http_limits=limits).start()
     api = None
     if args.http_listen:
         if importlib.util.find_spec("otel_agent.cost.http_api") is None:
+            receiver.stop(0)
             raise ConfigError("--http-listen: the report HTTP API is not installed in this build")
         http_api = importlib.import_module("otel_agent.cost.http_api")
-        api = http_api.serve(store, pricing, args.http_listen, token)
+        try:
+            api = http_api.serve(store, pricing, args.http_listen, read_token, health=health,
+                                 limits=limits)
+        except BaseException:
+            receiver.stop(0)
+            raise
     pusher = None
     if pusher_args is not None:
         from otel_agent.cost.otlp_out import start_pusher
@@ -229,8 +315,9 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    log.info("cost processor: OTLP/gRPC on port %d%s, ledger %s, pricing %s", receiver.port,
+    log.info("cost processor: OTLP/gRPC on port %d%s%s, ledger %s, pricing %s", receiver.port,
              f", OTLP/HTTP on port {receiver.http_port}" if receiver.http_port else "",
+             f", report API on port {api.port}" if api is not None else "",
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()

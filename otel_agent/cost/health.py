@@ -64,6 +64,8 @@ class ProcessorHealth:
         self._last_refresh: float | None = None
         self._loop_beat: float | None = None
         self._refresh_failures = 0
+        self._failing_since: float | None = None
+        self._last_error = ""
 
     # --- writers -------------------------------------------------------------------------
 
@@ -94,10 +96,16 @@ class ProcessorHealth:
             self._quarantined_count = quarantined_count
             if ok:
                 self._last_refresh = self._clock()
+                self._failing_since, self._last_error = None, ""
 
-    def record_refresh_failure(self) -> None:
+    def record_refresh_failure(self, error: BaseException | None = None) -> None:
+        """A refresh turn failed as a whole (the ledger is down, or a fault of ours the loop
+        caught). Failing longer than the loop's deadline makes the processor not ready."""
         with self._lock:
             self._refresh_failures += 1
+            self._failing_since = self._failing_since or self._clock()
+            if error is not None:
+                self._last_error = f"{type(error).__name__}: {error}"[:200]
 
     def record_pruned(self, series: int) -> None:
         with self._lock:
@@ -121,8 +129,12 @@ class ProcessorHealth:
     def snapshot(self) -> dict:
         alive = self.loop_alive()
         with self._lock:
+            failing = (self._failing_since is not None
+                       and self._clock() - self._failing_since > self.loop_deadline_s)
             return {
+                "ready": alive and not failing,
                 "refresh_loop_alive": alive,
+                "last_error": self._last_error,
                 "last_refresh_time": self._last_refresh,
                 "backlog_node_hours": self._backlog,
                 "quarantined_node_hours": self._quarantined_count,

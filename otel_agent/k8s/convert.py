@@ -24,7 +24,7 @@ workload is therefore derived from the pod alone, by two documented heuristics:
 from __future__ import annotations
 
 import re
-from decimal import InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 
 import kubernetes.client
@@ -112,24 +112,33 @@ def strip_runtime_prefix(container_id: str | None) -> ContainerId | None:
     return ContainerId(container_id)
 
 
+def _quantity(value: Any) -> Decimal:
+    """parse_quantity, refusing what no Kubernetes quantity can be: infinity and NaN
+    (a YAML `.inf` or a float from JSON would otherwise pass)."""
+    q = parse_quantity(value)
+    if not q.is_finite():
+        raise ValueError(f"quantity {value!r} is not finite")
+    return q
+
+
 def quantity_cores(value: Any) -> float | None:
     """A CPU quantity ("500m", "2", 1.5) in cores; None when absent. Raises ValueError if malformed."""
     if value is None:
         return None
-    return float(parse_quantity(value))
+    return float(_quantity(value))
 
 
 def quantity_bytes(value: Any) -> int | None:
     """A memory quantity ("256Mi", "1G", "129e6") in bytes, rounded up; None when absent."""
     if value is None:
         return None
-    q = parse_quantity(value)
+    q = _quantity(value)
     return int(q.to_integral_value(rounding="ROUND_CEILING"))
 
 
 def is_quantity(value: Any) -> bool:
     try:
-        parse_quantity(value)
+        _quantity(value)
     except (ValueError, InvalidOperation, TypeError):
         return False
     return True

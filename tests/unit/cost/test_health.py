@@ -98,3 +98,22 @@ def test_the_refresh_loop_survives_anything_and_says_it_once(tmp_path, caplog):
     assert store.health.snapshot()["refresh_failures"] == 3
     assert store.health.loop_alive()
     store.close()
+
+
+def test_not_ready_once_refreshes_fail_past_the_deadline_and_ready_again_after_one_succeeds():
+    t = [1000.0]
+    h = ProcessorHealth(clock=lambda: t[0], loop_deadline_s=60.0)
+    h.beat()
+    assert h.snapshot()["ready"]
+    h.record_refresh_failure(OSError("connection refused"))
+    t[0] += 30
+    h.beat()
+    assert h.snapshot()["ready"]  # a blip is not an outage
+    t[0] += 31
+    h.record_refresh_failure(OSError("connection refused"))
+    h.beat()
+    snap = h.snapshot()
+    assert not snap["ready"] and snap["refresh_loop_alive"]
+    assert snap["last_error"] == "OSError: connection refused"
+    h.record_refresh(backlog=0, quarantined=[], quarantined_count=0)
+    assert h.snapshot()["ready"] and h.snapshot()["last_error"] == ""

@@ -150,3 +150,15 @@ def test_workload_heuristics(kind: str | None, name: str | None, labels: dict, e
 )
 def test_strip_runtime_prefix(raw: str | None, expected: str | None) -> None:
     assert strip_runtime_prefix(raw) == expected
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "Infinity", "NaN"])
+def test_non_finite_quantities_are_refused(value) -> None:
+    # A YAML `.inf` once reached int() and raised OverflowError out of the static loader.
+    from otel_agent.k8s.convert import is_quantity, quantity_bytes, quantity_cores
+
+    assert not is_quantity(value)
+    with pytest.raises(ValueError, match="not finite|quantity"):
+        quantity_bytes(value)
+    with pytest.raises(ValueError, match="not finite|quantity"):
+        quantity_cores(value)

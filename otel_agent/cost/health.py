@@ -25,6 +25,7 @@ PREFIX = "otel_agent_cost_"
 
 # name (without prefix) → (type, help). One table: prometheus() writes exactly these.
 _METRICS = {
+    "ready": ("gauge", "1 when the processor is ready: its refresh loop alive and refreshes not failing past its deadline."),
     "points_accepted_total": ("counter", "Data points stored in the ledger."),
     "points_rejected_total": ("counter", "Data points refused, by reason (also in OTLP partial_success)."),
     "labels_dropped_total": ("counter", "Pod or node labels dropped over the per-resource bound."),
@@ -154,6 +155,7 @@ class ProcessorHealth:
     def prometheus(self) -> str:
         s = self.snapshot()
         values: dict[str, list[tuple[str, float]]] = {
+            "ready": [("", 1 if s["ready"] else 0)],
             "points_accepted_total": [("", s["points"]["accepted"])],
             "points_rejected_total": [(f'reason="{r}"', self._rejected_value(r)) for r in sorted(self._rejected)],
             "labels_dropped_total": [("", s["labels_dropped"])],

@@ -145,17 +145,21 @@ class Rotel(Process):
 
 
 class CostProcessor(Process):
-    """`otel-agent cost serve` on an SQLite ledger under `tmp`."""
+    """`otel-agent cost serve` on an SQLite ledger under `tmp` (or the ledger URL given), with
+    any further `serve` flags."""
 
-    def __init__(self, tmp: Path, *, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, *, port: int | None = None, ledger: str | None = None,
+                 refresh_seconds: float = 1.0, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.db = tmp / "ledger.db"
+        self.ledger = ledger or f"sqlite:///{self.db}"
         pricing = tmp / "pricing.yaml"
         pricing.write_text(PRICING_YAML)
         super().__init__(
             [sys.executable, "-m", "otel_agent.cost.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--ledger", f"sqlite:///{self.db}", "--pricing", str(pricing), "--refresh-seconds", "1"],
-            tmp / "cost.log")
+             "--ledger", self.ledger, "--pricing", str(pricing),
+             "--refresh-seconds", str(refresh_seconds), *args],
+            tmp / f"cost-{self.port}.log" if ledger or args else tmp / "cost.log")
 
     def start(self) -> CostProcessor:
         super().start()

@@ -246,12 +246,15 @@ class Agent:
 
         on_cpu = {s.cgroup_id: s.value for s in own if s.metric == "bpf.cpu.on_cpu_time"}
         # A cgroup that was born and died between two file reads has no cpu.time of its own:
-        # its BPF on-CPU time (within 1% of cpu.stat, tested) stands in. A final file reading
-        # is stale by however long the cgroup lived after it: add what BPF counted after that
-        # read (once), so BPF's error applies to that tail only, never to the exact file value
-        # (taking max(file, BPF) billed BPF's overestimate of a whole life: +1.3% seen in
-        # tests/e2e/faults/test_bpf_map_full.py). Without a BPF value at the last read, the
-        # larger of the two.
+        # its BPF on-CPU time stands in. BPF counts the scheduler's own runtime deltas, the
+        # ones cpu.stat adds up (bpf/cpu.c), so it equals cpu.stat for every moment BPF was
+        # attached and its entry kept, and never exceeds it. A final file reading is stale by
+        # however long the cgroup lived after it: add what BPF counted after that read (once).
+        # That sum falls short by what the cgroup used between the file read and the BPF read
+        # (milliseconds of a preempted agent on a busy node: -5% on a 50 ms container); BPF's
+        # own total falls short by whatever it did not see (life before attach, an evicted
+        # entry). Both are lower bounds: bill the larger. Without a BPF value at the last read,
+        # the larger of file and BPF.
         for cid in fresh:
             if cid not in on_cpu:
                 self._bpf_at_read.pop(cid, None)
@@ -268,7 +271,8 @@ class Agent:
                     self._bpf_settled.add(cid)
                 self._finals[cid] = (fref, [
                     Sample(s.cgroup_id, s.metric,
-                           s.value + max(0.0, value - base) if base is not None else max(s.value, value),
+                           max(s.value + max(0.0, value - base), value) if base is not None
+                           else max(s.value, value),
                            s.attributes)
                     if s.metric == "cpu.time" else s for s in counters
                 ])

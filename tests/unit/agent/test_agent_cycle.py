@@ -225,3 +225,26 @@ def test_a_dead_container_whose_removal_bpf_missed_is_acked_not_resurrected(tree
     series = [v for e in exp.exports for v in container_cpu(e)]
     assert len(series) == 2 and series[0] == series[1] > 0.05  # live, then the final: cpu.stat's
     assert ctr_id in bpf.acked
+
+
+@pytest.mark.parametrize("bpf_at_read, bpf_at_death, billed", [
+    # BPF counted the whole life (created after attach). Its read came after the file read, so
+    # it holds 0.1 s the file reading does not: file + tail would be 0.1 s short; BPF's own
+    # total (the scheduler's runtime deltas, cpu.stat's summands) is the kernel's figure.
+    (22.6, 30.0, 30.0),
+    # BPF missed the first 20 s (the container is older than the agent): its total is far
+    # short; the file reading plus what BPF counted after it is the better of the two.
+    (2.6, 10.0, 29.9),
+])
+def test_a_dead_containers_cpu_is_the_larger_of_file_plus_tail_and_bpfs_total(
+        tree: Path, bpf_at_read: float, bpf_at_death: float, billed: float):
+    agent, exp, bpf = agent_with_fake_bpf(tree)
+    ctr_id = (tree / CTR_DIR).stat().st_ino  # cpu.stat of the fixture: 22.5 s
+    bpf.cpu[ctr_id] = bpf_at_read
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == [22.5]  # alive: the file's figure
+    bpf.cpu[ctr_id] = bpf_at_death
+    shutil.rmtree(tree / CTR_DIR)
+    bpf.removed.add(ctr_id)
+    assert agent.export(agent.collect())
+    assert container_cpu(exp.exports[-1]) == [pytest.approx(billed)]

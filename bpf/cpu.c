@@ -392,13 +392,19 @@ int cpu_sched_stat_runtime(struct bpf_raw_tracepoint_args *ctx)
     } else if (task == s->cur_task || task == bpf_get_current_task()) {
         cgid = learn_current(s, task, cpu, gen);
     } else {
-        /* Running on another CPU: the cgroup its entry remembers. A task with none (not seen
-         * since attach, or its way taken over, which is counted) loses this delta. */
+        /* Running on another CPU: the cgroup its entry remembers, and that CPU must not time
+         * this slice from switch to switch as well. A task with no entry (not seen since
+         * attach, or its way taken over, which is counted) leaves this delta to that. */
         struct task_info *t = task_entry(task);
         if (t) {
             u64 c = t->cgroup_id;
-            if (c != 0 && *(volatile u64 *)&t->task == task)
+            u32 tcpu = t->cpu;
+            if (c != 0 && *(volatile u64 *)&t->task == task) {
                 add_on_cpu(c, delta);
+                struct cpu_slot *o = cpu_slots.lookup(&tcpu);
+                if (o && o->cur_task == task)
+                    o->counted = 1;
+            }
         }
         return 0;
     }

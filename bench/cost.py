@@ -29,6 +29,7 @@ from otel_agent.cost.types import Model, SharePolicy, Window
 
 
 def _requests(n_batches: int, containers: int = 400):
+    """What agents send: levels as UpDownCounters (non-monotonic sums), as semconv has them."""
     from tests.unit.cost.builders import S, Res, container_attrs, node_attrs, request
 
     t0 = (time.time_ns() // (3600 * S) - 2) * 3600 * S
@@ -36,14 +37,14 @@ def _requests(n_batches: int, containers: int = 400):
     for b in range(1, n_batches + 1):
         t = t0 + b * 15 * S
         res = [Res(node_attrs("bench-node")).sum("k8s.node.cpu.time", [(t0, t, 3.0 * b)], unit="s")
-               .gauge("otel_agent.node.cpu.capacity", [(t, 64.0)])]
+               .updown("otel_agent.node.cpu.capacity", [(t0, t, 64.0)], unit="{cpu}")]
         for c in range(containers):
             uid = f"pod{c // 2}"
             r = Res(container_attrs(uid, f"c{c % 2}", deployment=f"wl{c // 4}"))
             r.sum("container.cpu.time", [(t0, t, 0.1 * b)], unit="s")
-            r.gauge("container.memory.working_set", [(t, 1e8)], unit="By")
-            r.gauge("container.memory.usage", [(t, 2e8)], unit="By")
-            r.gauge("k8s.container.cpu.request.desired", [(t, 0.1)])
+            r.updown("container.memory.working_set", [(t0, t, 1e8)], unit="By")
+            r.updown("container.memory.usage", [(t0, t, 2e8)], unit="By")
+            r.updown("k8s.container.cpu.request.desired", [(t0, t, 0.1)], unit="{cpu}")
             r.sum("container.network.io", [(t0, t, 1000.0 * b)], unit="By",
                   dp_attrs={"network.io.direction": "transmit", "otel_agent.network.class": "internet"})
             res.append(r)

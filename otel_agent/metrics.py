@@ -1,22 +1,34 @@
 """Every metric the agent exports, declared once (DESIGN rule 7).
 
 A source emits `Sample(metric=<key>)`; conversion looks the key up here to get the OTLP name
-for the cgroup's scope, the unit, the description and the instrument. Names follow the
-OpenTelemetry semantic conventions where one exists (k8s.*, container.*), then the names of
-the Collector's kubeletstats receiver, then our own under the `otel_agent.` prefix.
+for the cgroup's scope, the unit, the description and the instrument. Names, units and
+instruments follow the OpenTelemetry semantic conventions where they define the metric
+(checked against SEMCONV_VERSION by tests/unit/agent/test_semconv.py and its checked-in
+table); everything else is ours, under the `otel_agent.` prefix, never in a semconv
+namespace (`container.*`, `k8s.*`, `system.*`). The same holds for data-point attributes.
 
 A scope missing from a row's `names` means the metric is not exported for that scope.
+`formerly` keeps the names a row was exported under before a rename, so that consumers (the
+cost processor's ledger) keep accepting agents that are not upgraded yet.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from otel_agent.model import Scope
 
 PREFIX = "otel_agent"
+SEMCONV_VERSION = "1.44.0"  # the semantic-conventions release the names were checked against
+
+# Data-point attributes of our own: semconv defines none for these.
+ATTR_NETWORK_CLASS = f"{PREFIX}.network.class"  # pod-network | cluster-private | internet
+ATTR_PRESSURE_RESOURCE = f"{PREFIX}.pressure.resource"  # cpu | memory | io
+ATTR_PRESSURE_KIND = f"{PREFIX}.pressure.kind"  # some | full
+ATTR_SKIP_REASON = f"{PREFIX}.skip.reason"
+ATTR_BPF_MAP = f"{PREFIX}.bpf.map.name"
 
 
 class Instrument(str, enum.Enum):
@@ -35,6 +47,8 @@ class MetricDef:
     instrument: Instrument
     source: str  # where the value comes from, for the README and `doctor`
     attributes: tuple[str, ...] = ()  # data-point attribute keys this metric carries
+    # names this row was exported under before, per scope, oldest first
+    formerly: Mapping[Scope, tuple[str, ...]] = field(default_factory=dict)
 
 
 C, P, K, N = Scope.CONTAINER, Scope.POD, Scope.KUBEPODS, Scope.NODE
@@ -43,7 +57,8 @@ C, P, K, N = Scope.CONTAINER, Scope.POD, Scope.KUBEPODS, Scope.NODE
 def _own(what: str, *scopes: Scope) -> dict[Scope, str]:
     """Our own name for each scope: otel_agent.<pod|container|node>.<what>.
 
-    KUBEPODS lands on the node resource, so its name says `node.pods`.
+    KUBEPODS has only semconv names (k8s.node.system_container.*, on the resource of kubelet's
+    `pods` system container); should one of ours be needed, it would say `node.pods`.
     """
     base = {C: "container", P: "pod", N: "node", K: "node.pods"}
     return {s: f"{PREFIX}.{base[s]}.{what}" for s in scopes}
@@ -54,8 +69,9 @@ _TABLE: tuple[MetricDef, ...] = (
     MetricDef(
         "cpu.time",
         {C: "container.cpu.time", P: "k8s.pod.cpu.time", N: "k8s.node.cpu.time",
-         K: f"{PREFIX}.node.pods.cpu.time"},
+         K: "k8s.node.system_container.cpu.time"},
         "s", "Total CPU time consumed (cpu.stat usage_usec).", Instrument.COUNTER, "cpu.stat",
+        formerly={K: (f"{PREFIX}.node.pods.cpu.time",)},
     ),
     MetricDef(
         "cpu.mode_time", _own("cpu.mode_time", C, P, N),
@@ -80,25 +96,26 @@ _TABLE: tuple[MetricDef, ...] = (
     MetricDef(
         "memory.usage",
         {C: "container.memory.usage", P: "k8s.pod.memory.usage", N: "k8s.node.memory.usage",
-         K: f"{PREFIX}.node.pods.memory.usage"},
-        "By", "Memory in use, page cache included (memory.current).", Instrument.GAUGE,
-        "memory.current",
+         K: "k8s.node.system_container.memory.usage"},
+        "By", "Memory in use, page cache included (memory.current).", Instrument.UPDOWN,
+        "memory.current", formerly={K: (f"{PREFIX}.node.pods.memory.usage",)},
     ),
     MetricDef(
         "memory.working_set",
         {C: "container.memory.working_set", P: "k8s.pod.memory.working_set",
-         N: "k8s.node.memory.working_set", K: f"{PREFIX}.node.pods.memory.working_set"},
+         N: "k8s.node.memory.working_set", K: "k8s.node.system_container.memory.working_set"},
         "By", "memory.current minus inactive_file: what the kubelet evicts on.",
-        Instrument.GAUGE, "memory.current, memory.stat",
+        Instrument.UPDOWN, "memory.current, memory.stat",
+        formerly={K: (f"{PREFIX}.node.pods.memory.working_set",)},
     ),
     MetricDef(
         "memory.rss",
         {C: "container.memory.rss", P: "k8s.pod.memory.rss", N: "k8s.node.memory.rss"},
-        "By", "Anonymous memory (memory.stat anon).", Instrument.GAUGE, "memory.stat",
+        "By", "Anonymous memory (memory.stat anon).", Instrument.UPDOWN, "memory.stat",
     ),
     MetricDef(
         "memory.page_cache", _own("memory.page_cache", C, P, N),
-        "By", "Page cache (memory.stat file).", Instrument.GAUGE, "memory.stat",
+        "By", "Page cache (memory.stat file).", Instrument.UPDOWN, "memory.stat",
     ),
     MetricDef(
         "memory.peak", _own("memory.peak", C, P),
@@ -123,12 +140,12 @@ _TABLE: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "pids", _own("pids", C, P),
-        "{process}", "Tasks in the cgroup (pids.current).", Instrument.GAUGE, "pids.current",
+        "{process}", "Tasks in the cgroup (pids.current).", Instrument.UPDOWN, "pids.current",
     ),
     MetricDef(
         "pressure.stall_time", _own("pressure.stall_time", C, P, N),
         "s", "Time some or all tasks stalled on a resource (cpu/memory/io.pressure total).",
-        Instrument.COUNTER, "*.pressure", ("pressure.resource", "pressure.kind"),
+        Instrument.COUNTER, "*.pressure", (ATTR_PRESSURE_RESOURCE, ATTR_PRESSURE_KIND),
     ),
     # --- eBPF ------------------------------------------------------------------------------
     MetricDef(
@@ -137,27 +154,31 @@ _TABLE: tuple[MetricDef, ...] = (
         Instrument.COUNTER, "ebpf:cpu",
     ),
     MetricDef(
-        "bpf.cpu.run_queue.delay",
-        {C: "container.cpu.run_queue.delay", P: "k8s.pod.cpu.run_queue.delay"},
+        "bpf.cpu.run_queue.delay", _own("cpu.run_queue.delay", C, P),
         "s", "Time runnable tasks waited for a CPU (sched_wakeup → sched_switch), log2 buckets.",
         Instrument.HISTOGRAM, "ebpf:cpu",
+        formerly={C: ("container.cpu.run_queue.delay",), P: ("k8s.pod.cpu.run_queue.delay",)},
     ),
     MetricDef(
         "bpf.network.io",
         {C: "container.network.io", P: "k8s.pod.network.io"},
         "By", "Bytes sent and received (cgroup_skb egress/ingress); egress by peer class.",
-        Instrument.COUNTER, "ebpf:network", ("network.io.direction", f"{PREFIX}.network.class"),
+        Instrument.COUNTER, "ebpf:network", ("network.io.direction", ATTR_NETWORK_CLASS),
     ),
     MetricDef(
-        "bpf.network.packets",
-        {C: "container.network.packets", P: "k8s.pod.network.packets"},
+        # semconv has the *.network.packet.count pattern only for system.*: ours, same shape
+        "bpf.network.packets", _own("network.packet.count", C, P),
         "{packet}", "Packets sent and received (cgroup_skb egress/ingress).",
-        Instrument.COUNTER, "ebpf:network", ("network.io.direction", f"{PREFIX}.network.class"),
+        Instrument.COUNTER, "ebpf:network", ("network.io.direction", ATTR_NETWORK_CLASS),
+        formerly={C: ("container.network.packets",), P: ("k8s.pod.network.packets",)},
     ),
     MetricDef(
         "bpf.paging.faults",
         {C: "container.paging.faults", P: "k8s.pod.paging.faults"},
-        "{fault}", "User-space page faults (exceptions:page_fault_user).",
+        "{fault}", "Page faults taken in user mode (exceptions:page_fault_user, x86): minor and "
+        "major together, so no system.paging.fault.type (the tracepoint fires before the kernel "
+        "knows which); faults the kernel takes on user memory inside system calls are not "
+        "counted, so it can read below memory.stat pgfault.",
         Instrument.COUNTER, "ebpf:faults",
     ),
     MetricDef(
@@ -173,36 +194,36 @@ _TABLE: tuple[MetricDef, ...] = (
     # --- Kubernetes metadata ---------------------------------------------------------------
     MetricDef(
         "k8s.cpu.request", {C: "k8s.container.cpu.request.desired"},
-        "{cpu}", "CPU requested in the pod spec.", Instrument.GAUGE, "kubernetes",
+        "{cpu}", "CPU requested in the pod spec.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.cpu.limit", {C: "k8s.container.cpu.limit.desired"},
-        "{cpu}", "CPU limit in the pod spec.", Instrument.GAUGE, "kubernetes",
+        "{cpu}", "CPU limit in the pod spec.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.memory.request", {C: "k8s.container.memory.request.desired"},
-        "By", "Memory requested in the pod spec.", Instrument.GAUGE, "kubernetes",
+        "By", "Memory requested in the pod spec.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.memory.limit", {C: "k8s.container.memory.limit.desired"},
-        "By", "Memory limit in the pod spec.", Instrument.GAUGE, "kubernetes",
+        "By", "Memory limit in the pod spec.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.node.cpu.allocatable", {N: "k8s.node.cpu.allocatable"},
-        "{cpu}", "CPU the node offers to pods.", Instrument.GAUGE, "kubernetes",
+        "{cpu}", "CPU the node offers to pods.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.node.cpu.capacity", {N: f"{PREFIX}.node.cpu.capacity"},
         "{cpu}", "CPU the node has; capacity − allocatable is non-allocatable overhead.",
-        Instrument.GAUGE, "kubernetes",
+        Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.node.memory.allocatable", {N: "k8s.node.memory.allocatable"},
-        "By", "Memory the node offers to pods.", Instrument.GAUGE, "kubernetes",
+        "By", "Memory the node offers to pods.", Instrument.UPDOWN, "kubernetes",
     ),
     MetricDef(
         "k8s.node.memory.capacity", {N: f"{PREFIX}.node.memory.capacity"},
-        "By", "Memory the node has.", Instrument.GAUGE, "kubernetes",
+        "By", "Memory the node has.", Instrument.UPDOWN, "kubernetes",
     ),
     # --- the agent's own health (node resource) --------------------------------------------
     MetricDef(
@@ -217,7 +238,7 @@ _TABLE: tuple[MetricDef, ...] = (
     MetricDef(
         "self.entities.skipped", {N: f"{PREFIX}.entities.skipped"},
         "{entity}", "Cgroups, files or pods skipped, by reason.", Instrument.COUNTER, "agent",
-        ("reason",),
+        (ATTR_SKIP_REASON,),
     ),
     MetricDef(
         "self.export.failures", {N: f"{PREFIX}.export.failures"},
@@ -225,21 +246,21 @@ _TABLE: tuple[MetricDef, ...] = (
     ),
     MetricDef(
         "self.bpf.map.entries", {N: f"{PREFIX}.bpf.map.entries"},
-        "{entry}", "Entries in a BPF map.", Instrument.GAUGE, "ebpf", ("bpf.map",),
+        "{entry}", "Entries in a BPF map.", Instrument.GAUGE, "ebpf", (ATTR_BPF_MAP,),
     ),
     MetricDef(
         "self.bpf.map.capacity", {N: f"{PREFIX}.bpf.map.capacity"},
-        "{entry}", "max_entries of a BPF map.", Instrument.GAUGE, "ebpf", ("bpf.map",),
+        "{entry}", "max_entries of a BPF map.", Instrument.GAUGE, "ebpf", (ATTR_BPF_MAP,),
     ),
     MetricDef(
         "self.bpf.map.update_failures", {N: f"{PREFIX}.bpf.map.update_failures"},
         "{update}", "Map updates a BPF program could not make (map full).",
-        Instrument.COUNTER, "ebpf", ("bpf.map",),
+        Instrument.COUNTER, "ebpf", (ATTR_BPF_MAP,),
     ),
     MetricDef(
         "self.bpf.map.evictions", {N: f"{PREFIX}.bpf.map.evictions"},
         "{entry}", "Entries an LRU BPF map dropped before their final value was exported.",
-        Instrument.COUNTER, "ebpf", ("bpf.map",),
+        Instrument.COUNTER, "ebpf", (ATTR_BPF_MAP,),
     ),
 )
 

@@ -11,6 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from otel_agent.metrics import metric
+from otel_agent.model import Scope
 from otel_agent.otlp.flatten import Point
 
 
@@ -28,10 +30,15 @@ class Usage:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-_CPU = {"k8s.pod.cpu.time", "container.cpu.time"}
-_MEM = {"k8s.pod.memory.working_set", "container.memory.working_set"}
-_NET = {"k8s.pod.network.io", "container.network.io"}
-_RQ = {"k8s.pod.cpu.run_queue.delay", "container.cpu.run_queue.delay"}
+def _pod_and_container(key: str) -> frozenset[str]:
+    names = metric(key).names
+    return frozenset(names[s] for s in (Scope.POD, Scope.CONTAINER))
+
+
+_CPU = _pod_and_container("cpu.time")
+_MEM = _pod_and_container("memory.working_set")
+_NET = _pod_and_container("bpf.network.io")
+_RQ = _pod_and_container("bpf.cpu.run_queue.delay")
 
 
 def usage_rows(points: Iterable[Point]) -> list[Usage]:

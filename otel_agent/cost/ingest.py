@@ -16,6 +16,14 @@ edited, stays one series and is never counted twice.
 Only the metrics the ledger bills are kept (the table below is derived from
 otel_agent.metrics, the one place metric names are declared); everything else the agent sends
 is accepted and left to the other backends the Collector fans out to.
+
+Agents are upgraded one node at a time, so the ledger accepts what every deployed agent
+sends: a metric's former names (`MetricDef.formerly`) map to the same quantity, and a value
+semconv made an UpDownCounter (a non-monotonic sum) is taken like the gauge older agents send.
+A series is keyed by the metric's first name whatever name the point arrives with (and
+stored under its current one), so an agent upgraded mid-hour continues its series instead of
+starting a second one (which would bill a counter's history twice, or hold two gauges at
+once), in a ledger written before the rename too.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Iterable
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from otel_agent.metrics import PREFIX, metric
+from otel_agent.metrics import ATTR_NETWORK_CLASS, metric
 from otel_agent.model import Scope
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -52,8 +60,10 @@ class Quantity:
 
     quantity: str  # cpu | memory.working_set | memory.usage | network | cpu.request | ...
     scope: str  # container | pod | kubepods | node
-    counter: bool  # a monotonic sum (cumulative or delta); else a gauge
+    counter: bool  # a monotonic sum (cumulative or delta); else a gauge or non-monotonic sum
     unit: str
+    metric: str  # the metric's current name, stored with its series
+    series_key: str  # the name its series are keyed by: its first name, stable across renames
 
 
 def _quantities() -> dict[str, Quantity]:
@@ -63,7 +73,10 @@ def _quantities() -> dict[str, Quantity]:
     def add(key: str, quantity: str, counter: bool, scopes: Iterable[Scope]) -> None:
         m = metric(key)
         for s in scopes:
-            out[m.names[s]] = Quantity(quantity, s.value, counter, m.unit)
+            names = (*m.formerly.get(s, ()), m.names[s])
+            q = Quantity(quantity, s.value, counter, m.unit, metric=m.names[s], series_key=names[0])
+            for name in names:
+                out[name] = q
 
     add("cpu.time", "cpu", True, (C, P, K, N))
     add("memory.working_set", "memory.working_set", False, (C, P, K, N))
@@ -80,7 +93,7 @@ def _quantities() -> dict[str, Quantity]:
 
 QUANTITIES: dict[str, Quantity] = _quantities()
 NET_DIRECTION = "network.io.direction"
-NET_CLASS = f"{PREFIX}.network.class"
+NET_CLASS = ATTR_NETWORK_CLASS
 
 _WORKLOAD_ATTRS = (  # the owner that names a pod's workload, most specific owner first
     ("k8s.deployment.name", "deployment"), ("k8s.statefulset.name", "statefulset"),
@@ -226,7 +239,7 @@ def _count_points(m, which: str | None) -> int:
 
 def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, now_ns: int,
                    newest_ns: int, oldest_ns: int) -> None:
-    name = m.name
+    name = m.name  # as sent, for error messages; series are keyed by q.series_key
     if which is None:
         b.reject(f"{name}: metric has no data")
         return
@@ -248,8 +261,15 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
             b.reject(f"{name}: aggregation temporality unspecified", len(data.data_points))
             return
     else:
-        if which != "gauge" and not (which == "sum" and not data.is_monotonic):
-            b.reject(f"{name}: expected a gauge, got a monotonic sum", len(data.data_points))
+        # A level: a gauge (agents before semconv 1.44 names) or an UpDownCounter, i.e. a
+        # non-monotonic sum, which is a level only when cumulative (a delta one is a change).
+        if which == "sum" and data.is_monotonic:
+            b.reject(f"{name}: expected a gauge or an UpDownCounter, got a monotonic sum",
+                     len(data.data_points))
+            return
+        if which == "sum" and data.aggregation_temporality != 2:
+            b.reject(f"{name}: an UpDownCounter must be cumulative (a delta is not a level)",
+                     len(data.data_points))
             return
         temporality = GAUGE
     if m.unit and m.unit != q.unit:
@@ -322,11 +342,11 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
             direction = net_class = ""
         s = cache.get((direction, net_class))
         if s is None:
-            sid = series_id(name, temporality, res.cluster, res.node, res.pod_uid,
+            sid = series_id(q.series_key, temporality, res.cluster, res.node, res.pod_uid,
                             res.container_key, direction, net_class)
             s = b.series.get(sid)
             if s is None:
-                s = SeriesRow(sid, name, q.quantity, q.scope, temporality, res.cluster, res.node,
+                s = SeriesRow(sid, q.metric, q.quantity, q.scope, temporality, res.cluster, res.node,
                               res.pod_uid, res.container_key, net_class, direction,
                               res.namespace, res.meta, t)
                 b.series[sid] = s

@@ -31,9 +31,11 @@ Usage in the hour
     ever stored for it, so the rule depends on the set of points only: order, duplicates and
     retention change nothing.
   * A delta-temporality point's value is billed in the hour of its time.
-  * A gauge (memory, requests, capacity) holds from its time until the next point of its series,
-    for at most MAX_GAP_S; integrating gives byte-hours and core-hours. Past the gap the value is
-    unknown and not billed to the tenant: the node's capacity then shows it as idle.
+  * A gauge (memory, requests, capacity: levels, sent as UpDownCounters or, by agents before
+    semconv v1.44, as gauges; stored as temporality "gauge") holds from its time until the next
+    point of its series, for at most MAX_GAP_S; integrating gives byte-hours and core-hours.
+    Past the gap the value is unknown and not billed to the tenant: the node's capacity then
+    shows it as idle.
 
 Splitting a node (per resource, cpu and memory; quantities in core-hours / byte-hours)
   * containers: each container's own usage.

@@ -1,4 +1,6 @@
-"""Resource attributes for the three kinds of OTLP resource we export: container, pod, node.
+"""Resource attributes for the kinds of OTLP resource we export: container, pod, node, and
+the node's `pods` system container (kubelet's name for the kubepods cgroup, semconv's
+`k8s.node.system_container` entity).
 
 Pure functions of a CgroupRef and the metadata we hold for it. When the metadata source does
 not know a pod (API down, pod gone before we saw it) the resource still carries what the
@@ -28,6 +30,9 @@ NODE_LABELS = (
     "kubernetes.azure.com/scalesetpriority",
 )
 CGROUP_ID_ATTR = "otel_agent.cgroup.id"
+# The kubepods cgroup is the kubelet's "pods" system container (its stats summary names it so).
+SYSTEM_CONTAINER_ATTR = "k8s.node.system_container.name"
+KUBEPODS_SYSTEM_CONTAINER = "pods"
 
 
 def node_attributes(node_name: str | None, node: NodeMeta | None) -> dict[str, str]:
@@ -79,8 +84,11 @@ def resource_attributes(
     `extra` (OTEL_RESOURCE_ATTRIBUTES, e.g. k8s.cluster.name) goes on every resource, but
     never overrides what we measured.
     """
-    if ref.scope in (Scope.NODE, Scope.KUBEPODS):
+    if ref.scope is Scope.NODE:
         attrs = node_attributes(node_name, node)
+    elif ref.scope is Scope.KUBEPODS:
+        attrs = node_attributes(node_name, node)
+        attrs[SYSTEM_CONTAINER_ATTR] = KUBEPODS_SYSTEM_CONTAINER
     else:
         attrs = pod_attributes(ref, pod, node_name)
         if ref.scope is Scope.CONTAINER:

@@ -21,7 +21,7 @@ import yaml
 from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, PodMeta
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = pytest.mark.kernel
 
@@ -93,7 +93,7 @@ def test_minimal_set_runs_every_standard_program(node):
     names = names_for_pod(points, pod.uid)
     assert "otel_agent.pod.cpu.on_cpu_time" in names  # cpu family attached
     assert "k8s.pod.cpu.time" in names  # cgroup files
-    maps = {p["attributes"].get("bpf.map") for p in points if p["name"] == "otel_agent.bpf.map.capacity"}
+    maps = {p["attributes"].get("otel_agent.bpf.map.name") for p in points if p["name"] == "otel_agent.bpf.map.capacity"}
     assert "net_traffic" in maps  # network family attached
     assert "not attached" not in err and "unavailable" not in err
 

@@ -22,8 +22,8 @@ from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
-from otel_agent.otlp.sink import OtlpSink
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from tests.support.sink import OtlpSink
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 
@@ -120,7 +120,8 @@ def test_pushes_exact_resources_and_pod_cpu_matches_the_kernel(synth, tmp_path):
     assert ctr_res["otel_agent.cgroup.id"] == str(ctr.cgroup_id)
     assert ctr_points["container.cpu.time"].value == pytest.approx(burner_seconds, rel=0.02)
     req = ctr_points["k8s.container.cpu.request.desired"]
-    assert (req.value, req.unit, req.kind) == (0.5, "{cpu}", "gauge")
+    # an UpDownCounter (semconv): a cumulative sum that is not monotonic
+    assert (req.value, req.unit, req.kind, req.monotonic) == (0.5, "{cpu}", "sum", False)
     assert ctr_points["k8s.container.memory.request.desired"].value == 256 << 20
     modes = {q.attributes["cpu.mode"]: q.value for (name, _, _), q in last.items()
              if name == "otel_agent.container.cpu.mode_time" and q.resource.get("container.id") == ctr.id}
@@ -131,7 +132,7 @@ def test_pushes_exact_resources_and_pod_cpu_matches_the_kernel(synth, tmp_path):
     assert node_points["k8s.node.cpu.time"].resource["k8s.node.name"] == "node-a"
     assert node_points["k8s.node.cpu.allocatable"].value == 1.8
     assert node_points["otel_agent.node.cpu.capacity"].value == 2.0
-    assert node_points["otel_agent.node.pods.cpu.time"].value >= p.value
+    assert node_points["k8s.node.system_container.cpu.time"].value >= p.value
     assert node_points["otel_agent.cycle.duration"].unit == "s"
     assert node_points["otel_agent.series.exported"].value > 0
     # memory.* is bound to cgroup v1 on this machine: absent, never a zero that looks real.

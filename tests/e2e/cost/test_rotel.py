@@ -49,9 +49,9 @@ def _metrics_data(batch: list[scenario.Item]) -> MetricsData:
     for it in batch:
         dp = NumberDataPoint(attributes=dict(it.dp_attrs), start_time_unix_nano=it.start,
                              time_unix_nano=it.time, value=it.value)
-        if it.kind == "sum":
+        if it.kind in ("sum", "updown"):
             data = Sum(data_points=[dp], aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                       is_monotonic=True)
+                       is_monotonic=it.kind == "sum")
         else:
             data = Gauge(data_points=[dp])
         by_res.setdefault(it.attrs, []).append(Metric(name=it.name, description="", unit=it.unit, data=data))

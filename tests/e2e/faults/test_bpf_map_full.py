@@ -26,7 +26,7 @@ from otel_agent.cost.ingest import decode
 from otel_agent.cost.pricing import parse_pricing
 from otel_agent.cost.store import Store
 from otel_agent.k8s.static import write_static
-from otel_agent.otlp.sink import OtlpSink
+from tests.support.sink import OtlpSink
 from tests.e2e.faults.conftest import duty_burner, static_meta
 from tests.support.pipeline import PRICING_YAML, agent_process, cpu_usage_seconds, ledger_cpu
 
@@ -83,11 +83,11 @@ def test_bpf_map_full_is_counted_and_cgroup_metrics_keep_flowing(synth, tmp_path
     assert "eBPF profile minimal: attached lifecycle, cpu" in log, log
     assert f"of {MAP_ENTRIES} entries" in log or "lost data" in log  # the warning
     capacity = _last(points, "otel_agent.bpf.map.capacity")
-    assert capacity and all(v == MAP_ENTRIES for k, v in capacity.items() if dict(k[1])["bpf.map"] != "tasks")
+    assert capacity and all(v == MAP_ENTRIES for k, v in capacity.items() if dict(k[1])["otel_agent.bpf.map.name"] != "tasks")
     failures = _last(points, "otel_agent.bpf.map.update_failures")
     evictions = _last(points, "otel_agent.bpf.map.evictions")
-    lost = {dict(k[1])["bpf.map"]: v for k, v in failures.items() if v > 0}
-    lost.update({f"{dict(k[1])['bpf.map']} (evicted)": v for k, v in evictions.items() if v > 0})
+    lost = {dict(k[1])["otel_agent.bpf.map.name"]: v for k, v in failures.items() if v > 0}
+    lost.update({f"{dict(k[1])['otel_agent.bpf.map.name']} (evicted)": v for k, v in evictions.items() if v > 0})
     assert lost, "a full map counted no failed insert"
     # The per-cgroup CPU map is an LRU hash: full shows as evictions (entries that were read
     # once and are gone while their cgroup lives).

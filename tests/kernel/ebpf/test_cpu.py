@@ -133,7 +133,7 @@ def test_a_tiny_task_table_loses_waits_but_never_charges_them_elsewhere(cgroups)
         steal = stolen.seconds()
     finally:
         col.stop()
-    health = {(s.metric, dict(s.attributes)["bpf.map"]): s.value for s in r.health}
+    health = {(s.metric, dict(s.attributes)["otel_agent.bpf.map.name"]): s.value for s in r.health}
     assert health[("self.bpf.map.capacity", "tasks")] == 4
     assert health[("self.bpf.map.update_failures", "tasks")] > 0
     counted = 0.0

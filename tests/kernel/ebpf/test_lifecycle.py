@@ -70,7 +70,7 @@ def test_tiny_map_fills_says_so_and_keeps_counting(cgroups, caplog):
                 wait_json(cgroups.spawn(ctr, "burn", "0.05"))
                 r = col.read()
                 assert value(r, ids[-1], "bpf.cpu.on_cpu_time") > 0.04  # the newest is counted
-        health = {(s.metric, dict(s.attributes)["bpf.map"]): s.value for s in r.health}
+        health = {(s.metric, dict(s.attributes)["otel_agent.bpf.map.name"]): s.value for s in r.health}
         assert health[("self.bpf.map.capacity", "cpu_time")] == 4
         assert health[("self.bpf.map.entries", "cpu_time")] >= 4 * 0.9
         assert health[("self.bpf.map.evictions", "cpu_time")] + \
@@ -135,7 +135,7 @@ def test_paths_evicted_before_any_read_are_counted(cgroups):
         r = col.read()
     finally:
         col.stop()
-    health = {(s.metric, dict(s.attributes)["bpf.map"]): s.value for s in r.health}
+    health = {(s.metric, dict(s.attributes)["otel_agent.bpf.map.name"]): s.value for s in r.health}
     assert health[("self.bpf.map.entries", "cg_paths")] == 4
     # 10 mkdirs (pod + 9 containers) into 4 entries: at least 6 pushed out unseen
     assert health[("self.bpf.map.evictions", "cg_paths")] >= 6, health

@@ -77,7 +77,7 @@ def test_container_on_pure_v2_gets_every_metric_in_table_units(pure_v2):
     }
     for res in ("cpu", "memory", "io"):
         for kind in ("some", "full"):
-            attrs = (("pressure.kind", kind), ("pressure.resource", res))
+            attrs = (("otel_agent.pressure.kind", kind), ("otel_agent.pressure.resource", res))
             expected[("pressure.stall_time", attrs)] = psi_total(p, f"{res}.pressure", kind) / 1e6
     for line in open(os.path.join(p, "io.stat")):
         dev, *fields = line.split()

@@ -76,6 +76,18 @@ class Res:
         self.metrics.append(metric)
         return self
 
+    def updown(self, name: str, points: list[tuple[int, int, float]], *, unit: str = "",
+               delta: bool = False) -> "Res":
+        """An UpDownCounter as the agent sends it: a non-monotonic sum. points: (start, time, value)"""
+        metric = m.Metric(name=name, unit=unit)
+        metric.sum.is_monotonic = False
+        metric.sum.aggregation_temporality = 1 if delta else 2
+        for start, t, v in points:
+            dp = metric.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t)
+            dp.as_double = v
+        self.metrics.append(metric)
+        return self
+
     def gauge(self, name: str, points: list[tuple[int, float]], *, unit: str = "") -> "Res":
         metric = m.Metric(name=name, unit=unit)
         for t, v in points:

@@ -40,7 +40,7 @@ class Item:
     """One data point of one metric of one resource: the unit batches are cut from."""
 
     attrs: tuple[tuple[str, object], ...]
-    kind: str  # sum | gauge
+    kind: str  # sum (monotonic) | updown (non-monotonic sum: semconv's levels) | gauge
     name: str
     start: int
     time: int
@@ -55,6 +55,7 @@ def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
     T0 = t0  # noqa: N806 - the scenario's origin
     out: list[Item] = []
     na = tuple(node_attrs(node).items())
+    kp = tuple({**node_attrs(node), "k8s.node.system_container.name": "pods"}.items())
     p1 = tuple(pod_attrs("p1", node=node, deployment="web", labels={"team": "alpha"}).items())
     app = tuple(container_attrs("p1", "app", node=node, deployment="web", labels={"team": "alpha"}).items())
     p2c = tuple(container_attrs("p2", "main", node=node, namespace=None).items())
@@ -68,15 +69,15 @@ def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
         extra = jcpu if e >= jd else 0.0
         out += [
             Item(na, "sum", "k8s.node.cpu.time", T0, t, RATES["node"] * e + extra, "s"),
-            Item(na, "sum", "otel_agent.node.pods.cpu.time", T0, t, RATES["kubepods"] * e + extra, "s"),
-            Item(na, "gauge", "otel_agent.node.cpu.capacity", 0, t, 4.0),
-            Item(na, "gauge", "k8s.node.cpu.allocatable", 0, t, 3.5),
+            Item(kp, "sum", "k8s.node.system_container.cpu.time", T0, t, RATES["kubepods"] * e + extra, "s"),
+            Item(na, "updown", "otel_agent.node.cpu.capacity", T0, t, 4.0),
+            Item(na, "updown", "k8s.node.cpu.allocatable", T0, t, 3.5),
             Item(p1, "sum", "k8s.pod.cpu.time", T0, t, RATES["p1"] * e, "s"),
             Item(p2, "sum", "k8s.pod.cpu.time", T0, t, RATES["p2"] * e, "s"),
             Item(p2c, "sum", "container.cpu.time", T0, t, RATES["p2"] * e, "s"),
-            Item(app, "gauge", "container.memory.working_set", 0, t, 1.0 * GIB, "By"),
-            Item(app, "gauge", "container.memory.usage", 0, t, 1.5 * GIB, "By"),
-            Item(app, "gauge", "k8s.container.cpu.request.desired", 0, t, 0.25),
+            Item(app, "updown", "container.memory.working_set", T0, t, 1.0 * GIB, "By"),
+            Item(app, "updown", "container.memory.usage", T0, t, 1.5 * GIB, "By"),
+            Item(app, "updown", "k8s.container.cpu.request.desired", T0, t, 0.25),
             Item(app, "sum", "container.network.io", T0, t, GIB * e / 3600, "By",
                  (("network.io.direction", "transmit"), ("otel_agent.network.class", "internet"))),
         ]
@@ -98,6 +99,8 @@ def pack(batch: list[Item]):
         r = by_res.setdefault(it.attrs, Res(dict(it.attrs)))
         if it.kind == "sum":
             r.sum(it.name, [(it.start, it.time, it.value)], unit=it.unit, dp_attrs=dict(it.dp_attrs))
+        elif it.kind == "updown":
+            r.updown(it.name, [(it.start, it.time, it.value)], unit=it.unit)
         else:
             r.gauge(it.name, [(it.time, it.value)], unit=it.unit)
     return request(*by_res.values())

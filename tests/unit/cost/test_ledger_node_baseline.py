@@ -20,7 +20,7 @@ DAY_OF_CPU = 24 * 3600 * 1.5  # 1.5 cores busy for the day before the agent came
 def _req(t_s: int, node_cpu: float, job_cpu: float | None):
     t = T0 + t_s * S
     res = [Res(node_attrs()).sum("k8s.node.cpu.time", [(BOOT, t, node_cpu)], unit="s")
-                            .sum("otel_agent.node.pods.cpu.time", [(BOOT, t, job_cpu or 0.0)], unit="s")
+                            .sum("k8s.node.system_container.cpu.time", [(BOOT, t, job_cpu or 0.0)], unit="s")
                             .gauge("otel_agent.node.cpu.capacity", [(t, 2.0)])
                             .gauge("k8s.node.cpu.allocatable", [(t, 1.8)])]
     if job_cpu is not None:

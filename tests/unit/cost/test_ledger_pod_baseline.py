@@ -57,7 +57,7 @@ class Node:
         kubepods = sum(p.cpu(t_s) for p in self.pods)  # dead-or-alive usage stays in kubepods
         res = [Res(node_attrs(self.name))
                .sum("k8s.node.cpu.time", [(self.boot_ns, t, kubepods + SYSTEM_CORES * (t_s - self.boot_s))], unit="s")
-               .sum("otel_agent.node.pods.cpu.time", [(self.boot_ns, t, kubepods)], unit="s")
+               .sum("k8s.node.system_container.cpu.time", [(self.boot_ns, t, kubepods)], unit="s")
                .gauge("otel_agent.node.cpu.capacity", [(t, CAPACITY)])
                .gauge("k8s.node.cpu.allocatable", [(t, ALLOCATABLE)])]
         for p in alive:

@@ -78,7 +78,7 @@ def _exports():
         e = round((t - T0) / S)  # elapsed seconds (the last reading: the whole hour)
         out.append(request(
             Res(na).sum("k8s.node.cpu.time", [(T0, t, MACHINE * e)], unit="s")
-                   .sum("otel_agent.node.pods.cpu.time", [(T0, t, KUBEPODS * e)], unit="s")
+                   .sum("k8s.node.system_container.cpu.time", [(T0, t, KUBEPODS * e)], unit="s")
                    .gauge("otel_agent.node.cpu.capacity", [(t, CAPACITY)])
                    .gauge("k8s.node.cpu.allocatable", [(t, ALLOCATABLE)]),
             Res(team).sum("container.cpu.time", [(T0, t, TEAM_A * e)], unit="s")

@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from otel_agent.cost.ingest import QUANTITIES
 from otel_agent.cost.receiver import SERVICE, Receiver
 from otel_agent.cost.store import Store, points_t, series_t
+from otel_agent.metrics import METRICS
 from tests.unit.cost import scenario
 from tests.unit.cost.builders import H, S, T0, kv
 from tests.unit.cost.ledger_helpers import pricing
@@ -62,6 +63,12 @@ def _str_attrs(kvs) -> dict[str, str]:
     return out
 
 
+# A metric's points are stored under its current name, whichever name (otel_agent.metrics
+# formerly) they arrived with.
+SERIES_NAME = {name: m.names[s] for m in METRICS.values() for s in m.formerly
+               for name in (*m.formerly[s], m.names[s])}
+
+
 def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
     """(rejected count, accepted points as (series key, start, time, value)) by the contract."""
     rejected, accepted = 0, []
@@ -82,8 +89,9 @@ def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
                 if q.counter:
                     ok = kind == "sum" and m.sum.is_monotonic and m.sum.aggregation_temporality in (1, 2)
                     temporality = {1: "delta", 2: "cumulative"}.get(m.sum.aggregation_temporality)
-                else:
-                    ok = kind == "gauge" or (kind == "sum" and not m.sum.is_monotonic)
+                else:  # a level: a gauge, or a cumulative UpDownCounter (non-monotonic sum)
+                    ok = kind == "gauge" or (kind == "sum" and not m.sum.is_monotonic
+                                             and m.sum.aggregation_temporality == 2)
                     temporality = "gauge"
                 ok = ok and (not m.unit or m.unit == q.unit) and bool(node)
                 ok = ok and (q.scope not in ("container", "pod") or bool(uid))
@@ -105,7 +113,7 @@ def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
                         rejected += 1
                         continue
                     da = _str_attrs(dp.attributes) if q.quantity == "network" else {}
-                    key = (m.name, temporality, ra.get("k8s.cluster.name", ""), node, uid, ckey,
+                    key = (SERIES_NAME.get(m.name, m.name), temporality, ra.get("k8s.cluster.name", ""), node, uid, ckey,
                            da.get("network.io.direction", ""), da.get("otel_agent.network.class", ""))
                     accepted.append((key, start if q.counter else 0, t, v))
     return rejected, accepted

@@ -213,7 +213,8 @@ class Accounts:
         and its entry kept, and never exceeds it. A final file reading is stale by however long
         the cgroup lived after it: add what BPF counted after that read (once). That sum falls
         short by what the cgroup used between the file read and the BPF read (a busy node
-        preempts the agent between the two); BPF's own total falls short by whatever it did not
+        preempts the agent between the two: -5.7% on a 0.11 s container in
+        tests/e2e/faults/test_busy_node.py); BPF's own total falls short by whatever it did not
         see (life before attach, an evicted entry). Both are lower bounds: the larger is billed.
         Without a BPF value at the last read, the larger of file and BPF."""
         on_cpu = {s.cgroup_id: s.value for s in own if s.metric == BPF_ON_CPU}

@@ -41,7 +41,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from otel_agent.cost.errors import QueryError
+from otel_agent.cost.errors import QueryCancelled, QueryError
 from otel_agent.cost.ingest import UNKNOWN
 from otel_agent.cost.ledger import (KIND_CONTAINER, KIND_IDLE, KIND_NODE, KIND_OVERHEAD,
                                     KIND_POD, KIND_UNALLOCATED)
@@ -95,8 +95,16 @@ def steps(window: Window, step: timedelta | str | None) -> list[Window]:
 def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
                 step: timedelta | str | None = None, model: Model = Model.CHARGEBACK,
                 share_idle: SharePolicy = SharePolicy.NONE, idle_by_node: bool = False,
-                filter: str | None = None, refresh: bool = True) -> list[list[Allocation]]:  # noqa: A002
-    """One list of Allocations per step, sorted by total cost (then name), descending."""
+                filter: str | None = None, refresh: bool = True,  # noqa: A002
+                should_stop: Callable[[], bool] | None = None) -> list[list[Allocation]]:
+    """One list of Allocations per step, sorted by total cost (then name), descending.
+
+    `should_stop` (e.g. "the HTTP client went away") is polled before each step's read and
+    each step's allocation; when it returns True the query raises QueryCancelled."""
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise QueryCancelled("report query stopped: should_stop said so")
+
     model = Model(model)
     share_idle = SharePolicy(share_idle)
     keyfn = _aggregate_key(aggregate)
@@ -108,6 +116,7 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
     loaded = []
     currencies: set[str] = set()
     for w in steps(window, step):
+        check()
         loaded.append((w, _load(store, w, model, labels, currencies)))
     if len(currencies) > 1 and model != Model.USAGE:
         raise QueryError(f"the ledger holds money in {' and '.join(sorted(currencies))} within "
@@ -115,8 +124,12 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
                          "currency changed): report the periods before and after the change "
                          "separately")
     currency = next(iter(currencies)) if len(currencies) == 1 else store.pricing.currency
-    return [_allocate(fine, w, currency, keyfn, aggregate, model, share_idle, idle_by_node,
-                      clauses) for w, fine in loaded]
+    out = []
+    for w, fine in loaded:
+        check()
+        out.append(_allocate(fine, w, currency, keyfn, aggregate, model, share_idle, idle_by_node,
+                             clauses))
+    return out
 
 
 def _table_for(w: Window) -> sa.Table:

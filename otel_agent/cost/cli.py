@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pricing", default=None, help="pricing YAML (default: the shipped OpenCost defaults)")
     s.add_argument("--http-listen", default=None,
                    help=f"report HTTP API on HOST:PORT (OpenCost's port is {DEFAULT_REPORT_PORT})")
-    s.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
+    s.add_argument("--auth-token-file", default=None,
+                   help="ingest (write) token: the OTLP ports require 'authorization: Bearer "
+                        "<token>'. Does not open the report API")
+    s.add_argument("--read-token-file", default=None,
+                   help="report API (read-only) token: /allocation, /report.html and /metrics "
+                        "require it. With --http-listen, give both tokens or neither")
     s.add_argument("--tls-cert", default=None)
     s.add_argument("--tls-key", default=None)
     s.add_argument("--client-ca", default=None, help="require client certificates signed by this CA (mTLS)")
@@ -48,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--retention-hourly-days", type=int, default=90)
     s.add_argument("--retention-daily-days", type=int, default=800)
     s.add_argument("--retention-monthly-days", type=int, default=None, help="default: forever")
+    s.add_argument("--http-max-connections", type=int, default=256,
+                   help="per HTTP listener (OTLP/HTTP, report API); more are closed at once")
     s.add_argument("--cost-otlp-endpoint", default=None, metavar="URL",
                    help="also push month-to-date cost per tenant as OTLP/gRPC metrics to this "
                         "endpoint (host:port or http://host:port; https:// uses TLS)")
@@ -87,17 +94,86 @@ def _report(argv: list[str]) -> int:
     return int(importlib.import_module("otel_agent.cost.report_cli").main(argv))
 
 
-def _read_token(path: str | None) -> str | None:
+def _read_token(path: str | None, flag: str = "--auth-token-file") -> str | None:
     if path is None:
         return None
     try:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"--auth-token-file {path}: cannot read: {e.strerror or e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{flag} {path}: cannot read: {getattr(e, 'strerror', None) or e}") from e
     if not token:
-        raise ConfigError(f"--auth-token-file {path}: the file is empty")
+        raise ConfigError(f"{flag} {path}: the file is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{flag} {path}: the token has spaces or control characters")
     return token
+
+
+# (flag, lowest, highest): every numeric flag of `serve`, checked before anything starts.
+# Finite only: a NaN or 0 refresh interval spun a core; inf never refreshed.
+RANGES = (
+    ("--max-message-bytes", 1024, 256 * 1024 * 1024),
+    ("--max-series-per-namespace", 1, 10_000_000),
+    ("--refresh-seconds", 0.1, 3600),
+    ("--retention-points-days", 1, 3660),
+    ("--retention-hourly-days", 1, 3660),
+    ("--retention-daily-days", 1, 36600),
+    ("--retention-monthly-days", 1, 36600),
+    ("--cost-otlp-interval-seconds", 0.1, 86400),
+    ("--http-max-connections", 1, 65536),
+)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    import math
+
+    for flag, lo, hi in RANGES:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise ConfigError(f"{flag} {value}: must be a number from {lo:g} to {hi:g}")
+
+
+def check_listen(args: argparse.Namespace) -> None:
+    """Every listen flag is HOST:PORT with a port 0-65535 (grpcio binds a random port for
+    HOST:99999 instead of failing), and no two of them share a port."""
+    import socket
+
+    from otel_agent.cost.aioserver import parse_listen
+
+    seen: dict[tuple[str, int], str] = {}
+    for flag in ("--listen", "--otlp-http-listen", "--http-listen"):
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
+        host, port = parse_listen(value, flag)
+        try:  # here, not in grpcio, whose failure is a C log line and a RuntimeError
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise ConfigError(f"{flag} {value}: cannot resolve host {host!r}: {e}") from None
+        if port and (host, port) in seen:
+            raise ConfigError(f"{flag} {value}: the same address as {seen[(host, port)]}")
+        seen[(host, port)] = flag
+
+
+def tokens(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(ingest token, read token). Fail closed: with a report API, either both tokens or
+    neither (an open processor, said out loud by giving none); one alone would leave the other
+    side silently open. The two must differ: the read token must not be able to write."""
+    write = _read_token(args.auth_token_file, "--auth-token-file")
+    read = _read_token(args.read_token_file, "--read-token-file")
+    if read is not None and not args.http_listen:
+        raise ConfigError("--read-token-file is the report API's token: it needs --http-listen")
+    if args.http_listen and (write is None) != (read is None):
+        given, missing = (("--auth-token-file", "--read-token-file") if read is None
+                          else ("--read-token-file", "--auth-token-file"))
+        raise ConfigError(f"{given} without {missing}: with --http-listen give both tokens (the "
+                          f"ingest and the report API have separate credentials) or neither")
+    if read is not None and read == write:
+        raise ConfigError("--read-token-file and --auth-token-file hold the same token: the "
+                          "read-only token must not be able to write")
+    return write, read
 
 
 def _pusher_args(args: argparse.Namespace) -> dict | None:
@@ -108,9 +184,7 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
     from otel_agent.cost.allocation import parse_aggregate
     from otel_agent.cost.errors import QueryError
 
-    interval = args.cost_otlp_interval_seconds
-    if not interval > 0:
-        raise ConfigError(f"--cost-otlp-interval-seconds {interval}: must be positive")
+    interval = args.cost_otlp_interval_seconds  # range-checked in check_ranges
     try:
         aggregate = parse_aggregate(args.cost_otlp_by)
     except QueryError as e:
@@ -125,16 +199,71 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
             "aggregate": aggregate}
 
 
+class ServeHealth:
+    """The refresher's health for /readyz and /metrics, until cost/health.py's
+    ProcessorHealth (quarantine, backlog) takes over. Ready: started, and the last refresh
+    succeeded or the failures have lasted less than three intervals."""
+
+    def __init__(self, refresh_seconds: float) -> None:
+        import time
+
+        self._clock = time.time
+        self._interval = refresh_seconds
+        self._lock = threading.Lock()
+        self._started = False
+        self._ok = self._failures = 0
+        self._last_ok = self._failing_since = None  # type: float | None
+        self._last_error = ""
+
+    def started(self) -> None:
+        with self._lock:
+            self._started = True
+
+    def refreshed(self, error: BaseException | None) -> None:
+        with self._lock:
+            now = self._clock()
+            if error is None:
+                self._ok += 1
+                self._last_ok, self._failing_since, self._last_error = now, None, ""
+            else:
+                self._failures += 1
+                self._failing_since = self._failing_since or now
+                self._last_error = str(error)[:200]
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            failing = (self._failing_since is not None
+                       and self._clock() - self._failing_since > 3 * self._interval)
+            return {"ready": self._started and not failing, "refreshes_ok": self._ok,
+                    "refresh_failures": self._failures, "last_refresh_ok_unix": self._last_ok,
+                    "last_error": self._last_error}
+
+    def prometheus(self) -> str:
+        s = self.snapshot()
+        return ("# HELP otel_agent_cost_ready 1 when the cost processor is ready.\n"
+                "# TYPE otel_agent_cost_ready gauge\n"
+                f"otel_agent_cost_ready {int(s['ready'])}\n"
+                "# HELP otel_agent_cost_refresh_failures_total Ledger refreshes that failed.\n"
+                "# TYPE otel_agent_cost_refresh_failures_total counter\n"
+                f"otel_agent_cost_refresh_failures_total {s['refresh_failures']}\n"
+                "# HELP otel_agent_cost_refreshes_total Ledger refreshes that succeeded.\n"
+                "# TYPE otel_agent_cost_refreshes_total counter\n"
+                f"otel_agent_cost_refreshes_total {s['refreshes_ok']}\n")
+
+
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
+    from otel_agent.cost.aioserver import Limits
     from otel_agent.cost.pricing import default_pricing, load_pricing
     from otel_agent.cost.receiver import Receiver, Tls
     from otel_agent.cost.store import Retention, Store
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_listen(args)
+    check_ranges(args)
     pricing = load_pricing(args.pricing) if args.pricing else default_pricing()
-    token = _read_token(args.auth_token_file)
+    token, read_token = tokens(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.client_ca and not args.tls_cert:
@@ -144,16 +273,24 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
                           daily_days=args.retention_daily_days, monthly_days=args.retention_monthly_days)
     pusher_args = _pusher_args(args)
     store = Store(args.ledger, pricing=pricing, retention=retention)
+    limits = Limits(max_connections=args.http_max_connections)
+    health = ServeHealth(args.refresh_seconds)
     receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
                         max_message_bytes=args.max_message_bytes,
                         max_series_per_namespace=args.max_series_per_namespace,
-                        auth_token=token, tls=tls).start()
+                        auth_token=token, tls=tls, http_limits=limits).start()
     api = None
     if args.http_listen:
         if importlib.util.find_spec("otel_agent.cost.http_api") is None:
+            receiver.stop(0)
             raise ConfigError("--http-listen: the report HTTP API is not installed in this build")
         http_api = importlib.import_module("otel_agent.cost.http_api")
-        api = http_api.serve(store, pricing, args.http_listen, token)
+        try:
+            api = http_api.serve(store, pricing, args.http_listen, read_token, health=health,
+                                 limits=limits)
+        except BaseException:
+            receiver.stop(0)
+            raise
     pusher = None
     if pusher_args is not None:
         from otel_agent.cost.otlp_out import start_pusher
@@ -169,11 +306,13 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    log.info("cost processor: OTLP/gRPC on port %d%s, ledger %s, pricing %s", receiver.port,
+    log.info("cost processor: OTLP/gRPC on port %d%s%s, ledger %s, pricing %s", receiver.port,
              f", OTLP/HTTP on port {receiver.http_port}" if receiver.http_port else "",
+             f", report API on port {api.port}" if api is not None else "",
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()
+    health.started()
     last_retention = 0.0
     import time
 
@@ -184,8 +323,10 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
                 if time.monotonic() - last_retention > 3600:
                     store.apply_retention(datetime.now(timezone.utc))
                     last_retention = time.monotonic()
+                health.refreshed(None)
             except OtelAgentError as e:  # the ledger is down: keep receiving, retry later
                 log.warning("ledger refresh failed, will retry: %s", e)
+                health.refreshed(e)
     finally:
         receiver.stop()
         if pusher is not None:

@@ -27,3 +27,7 @@ class StoreUnavailable(OtelAgentError):
 
 class QueryError(ConfigError):
     """An allocation query is malformed (unknown aggregate, bad filter)."""
+
+
+class QueryCancelled(OtelAgentError):
+    """A report query stopped on request (`should_stop`): its client went away."""

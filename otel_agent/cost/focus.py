@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Mapping, Sequence
 
-from otel_agent.cost.report import GIB, ReportQuery, _num, special_kind
+from otel_agent.cost.report import GIB, ReportQuery, _num, csv_safe, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
 from otel_agent.errors import ConfigError
 
@@ -299,7 +299,7 @@ def render_focus(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     w = csv.DictWriter(buf, fieldnames=header(opts.version), lineterminator="\n")
     w.writeheader()
     for r in rows(sets, q, opts):
-        w.writerow(r)
+        w.writerow(csv_safe(r))
     return buf.getvalue()
 
 

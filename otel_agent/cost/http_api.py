@@ -2,33 +2,51 @@
 tools and dashboards written for OpenCost (its UI, kubectl-cost, Grafana JSON datasources)
 read our ledger without changes. The HTML report is served beside it for people.
 
-Stdlib `http.server` in a thread: a handful of requests a minute from dashboards needs no
-framework, and the cost processor stays one dependency lighter.
+Served by aiohttp (aioserver.py says why it replaced `http.server`): one event loop thread
+takes the requests; each ledger query runs in a small thread pool behind a `Gate`, so a busy
+server answers 503 with Retry-After at once instead of queueing, and a query whose client went
+away is told to stop (`should_stop`, checked between steps) instead of running on.
 
-Endpoints (GET):
+Endpoints (GET, HEAD):
   /allocation, /allocation/compute   window (required), aggregate, step, accumulate,
                                      shareIdle, idleByNode, includeIdle, filter, model
   /report.html                       the same parameters, rendered as the HTML report
-  /healthz                           liveness, never needs the token
+  /healthz                           liveness: the process answers; never needs a token
+  /readyz                            readiness from the health provider (`is_ready`);
+                                     never needs a token (kubelet probes carry none)
+  /metrics                           the processor's own metrics, Prometheus text format
+                                     (the health provider's `prometheus()` and the API's own)
+
+Bounded work per request, each refusal a 400 naming the parameter: at most `max_steps` steps;
+a window no longer than the ledger keeps rows of the grain the step reads (hourly rows for
+steps under a day, daily rows for longer ones: `--retention-*-days`); a response of at most
+`max_response_bytes`.
 
 Errors are JSON `{"code": 400, "status": "error", "message": ...}` with the same HTTP status,
-and a message that names the parameter and what it allows. With `auth_token` set, every
-endpoint but /healthz needs `Authorization: Bearer <token>` (401 otherwise).
+and a message that names the parameter and what it allows. With a token (`cost serve
+--read-token-file`), every endpoint but /healthz and /readyz needs `Authorization: Bearer
+<token>` (401 otherwise). The ingest token does not open this API.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import json
 import logging
+import math
 import re
-import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import parse_qs, urlsplit
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Protocol
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from otel_agent.cost import aioserver
+from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits
+from otel_agent.cost.auth import bearer_ok
+from otel_agent.cost.errors import QueryCancelled
 
 from otel_agent.cost.report import (ReportQuery, accumulate_sets, currency_of,
                                     ledger_reconciliation, opencost_json, parse_aggregate,
@@ -47,6 +65,11 @@ PARAMS = ("window", "aggregate", "step", "accumulate", "shareIdle", "idleByNode"
 IGNORED = ("resolution", "external", "shareTenancyCosts", "shareNamespaces", "shareLabels",
            "shareCost", "shareSplit", "reconcile", "splitIdle", "format")
 MAX_QUERY_BYTES = 4096
+# One query's work: 90 days of hourly steps (the hourly rows' default retention) fits.
+MAX_STEPS = 2200
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+BYTES_PER_ALLOCATION = 600  # an allocation's JSON is ~700 bytes: refuse early past 1.2x the cap
+RETRY_AFTER_SECONDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,158 +145,207 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
                     include_idle=_bool("includeIdle", p.get("includeIdle"), True))
 
 
+class Health(Protocol):
+    """What `cost serve` hands the API: the processor's own health (cost/health.py)."""
+
+    def snapshot(self) -> dict: ...
+
+    def prometheus(self) -> str: ...
+
+
+def check_work(q: ReportQuery, *, max_steps: int = MAX_STEPS, retention: Any = None) -> None:
+    """Refuse, before any ledger read, a query whose work is out of bounds: too many steps, or
+    a window longer than the ledger keeps rows of the grain its step reads."""
+    span = q.window.end - q.window.start
+    if q.step is not None:
+        n = math.ceil(span / q.step)
+        if n > max_steps:
+            raise ConfigError(f"step: {n} steps of {_human(q.step)} in this window; at most "
+                              f"{max_steps} per query: use a longer step or a shorter window")
+    if retention is None:
+        return
+    if q.step is not None and q.step < timedelta(days=1):
+        keep, grain, flag = retention.hourly_days, "hourly", "--retention-hourly-days"
+    elif q.step is not None:
+        keep, grain, flag = retention.daily_days, "daily", "--retention-daily-days"
+    else:
+        keep, grain, flag = retention.monthly_days, "monthly", "--retention-monthly-days"
+    if keep is not None and span > timedelta(days=keep):
+        hint = "a longer step or " if grain != "monthly" else ""
+        raise ConfigError(f"window: {span.days} days is more than the ledger keeps at the "
+                          f"{grain} grain this step reads ({keep} days, {flag}): use "
+                          f"{hint}a window of at most {keep} days")
+
+
+def is_ready(snapshot: dict) -> bool:
+    """Ready unless the health snapshot says otherwise: its `ready`, or else whether its
+    refresh loop is alive (cost/health.py's ProcessorHealth)."""
+    if "ready" in snapshot:
+        return bool(snapshot["ready"])
+    return bool(snapshot.get("refresh_loop_alive", True))
+
+
+def _human(step: timedelta) -> str:
+    s = int(step.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
 class ApiHandle:
     """A running API server: `.port`, `.url`, `.stop()` (idempotent)."""
 
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
-        self._server, self._thread = server, thread
-        self._stopped = False
-        self._lock = threading.Lock()
-        self.host, self.port = server.server_address[:2]
+    def __init__(self, server: HttpServer, gate: Gate) -> None:
+        self._server, self.gate = server, gate
+        self.host, self.port = server.host, server.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in str(self.host) else self.host
-        return f"http://{host}:{self.port}"
+        return self._server.url
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections
 
     def stop(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        self._server.stop()
+        self.gate.close()
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    text = (listen or "").strip()
-    if text.startswith("["):  # [::1]:9003
-        host, _, port = text[1:].partition("]")
-        port = port.lstrip(":")
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
-    try:
-        n = int(port) if port else DEFAULT_PORT
-    except ValueError as e:
-        raise ConfigError(f"listen address {listen!r}: port {port!r} is not a number; "
-                          f"expected HOST:PORT like 127.0.0.1:9003") from e
-    if not 0 <= n <= 65535 or not host:
-        raise ConfigError(f"listen address {listen!r}: expected HOST:PORT like 127.0.0.1:9003")
-    return host, n
+def parse_listen(listen: str, flag: str = "--http-listen") -> tuple[str, int]:
+    return aioserver.parse_listen(listen, flag, DEFAULT_PORT)
 
 
 def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, *,
           query_fn: Callable[..., Any] | None = None,
-          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> ApiHandle:
-    """Start the API on `listen` (HOST:PORT; port 0 picks a free one) in a daemon thread."""
-    host, port = parse_listen(listen)
-    token = auth_token.encode() if auth_token else None
+          clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+          health: Health | None = None, limits: Limits = Limits(), workers: int = 2,
+          waiting: int = 2, max_steps: int = MAX_STEPS,
+          max_response_bytes: int = MAX_RESPONSE_BYTES) -> ApiHandle:
+    """Start the API on `listen` (HOST:PORT; port 0 picks a free one) on its own thread.
+    `auth_token` is the read token (`--read-token-file`)."""
     currency = getattr(pricing, "currency", None) or "USD"
+    retention = getattr(store, "retention", None)
+    gate = Gate("cost-api", running=workers, waiting=waiting)
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "otel-agent-cost"
-        protocol_version = "HTTP/1.1"
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        return as_json(status, {"code": status, "status": "error", "message": message}, headers)
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # route through logging
-            log.debug("%s " + fmt, self.address_string(), *args)
+    def as_json(status: int, obj: Any, headers: dict[str, str] | None = None) -> web.Response:
+        return send(status, (json.dumps(obj) + "\n").encode(), "application/json", headers)
 
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def send(status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+             ) -> web.Response:
+        h = {"Cache-Control": "no-store", **(headers or {})}
+        r = web.Response(status=status, body=body, headers=h)
+        r.content_type, _, charset = ctype.partition("; charset=")
+        if charset:
+            r.charset = charset
+        return r
 
-        def _json(self, status: int, obj: Any, extra: dict[str, str] | None = None) -> None:
-            self._send(status, (json.dumps(obj) + "\n").encode(), "application/json", extra)
-
-        def _error(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
-            self._json(status, {"code": status, "status": "error", "message": message}, extra)
-
-        def _authorized(self) -> bool:
-            if token is None:
-                return True
-            got = self.headers.get("Authorization", "")
-            scheme, _, cred = got.partition(" ")
-            return scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token)
-
-        def do_HEAD(self) -> None:  # noqa: N802
-            self.do_GET()
-
-        def do_GET(self) -> None:  # noqa: N802
-            try:
-                self._route()
-            except Exception:  # the thread boundary: a bug answers 500, the server lives on
-                log.exception("cost API request failed: %s", self.path)
+    def compute(path: str, aq: ApiQuery, stop: threading.Event) -> web.Response:
+        """In a worker thread: the ledger query and its rendering."""
+        try:
+            sets = run_query(store, aq.query, query_fn, should_stop=stop.is_set)
+        except QueryCancelled:
+            log.info("cost API query abandoned: its client went away")
+            return error(499, "client went away")
+        except ConfigError as e:
+            return error(400, str(e))
+        except OtelAgentError as e:
+            log.warning("cost API query failed: %s", e)
+            return error(500, str(e))
+        if not aq.include_idle:
+            sets = [[a for a in s if a.name != IDLE] for s in sets]
+        n = sum(len(s) for s in sets)
+        if n * BYTES_PER_ALLOCATION > max_response_bytes:
+            return error(400, too_big(f"about {n * BYTES_PER_ALLOCATION:,}"))
+        if path == "/report.html":
+            from otel_agent.cost.html_report import render_html
+            rec = None
+            if query_fn is None and aq.query.model == Model.CHARGEBACK:
                 try:
-                    self._error(500, "internal error; see the cost processor's log")
-                except OSError:
-                    pass
-
-        def _other(self) -> None:
-            self._error(405, f"method {self.command} not allowed; use GET", {"Allow": "GET, HEAD"})
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = _other  # noqa: N815
-
-        def _route(self) -> None:
-            parts = urlsplit(self.path)
-            path = parts.path.rstrip("/") or "/"
-            if path == "/healthz":
-                return self._json(200, {"status": "ok"})
-            if path not in ("/allocation", "/allocation/compute", "/report.html"):
-                return self._error(404, f"no such endpoint {path!r}; try /allocation, "
-                                        f"/allocation/compute or /report.html")
-            if not self._authorized():
-                return self._error(401, "missing or wrong bearer token",
-                                   {"WWW-Authenticate": 'Bearer realm="otel-agent-cost"'})
-            try:
-                aq = parse_params(parts.query, clock())
-                sets = run_query(store, aq.query, query_fn)
-            except ConfigError as e:
-                return self._error(400, str(e))
-            except OtelAgentError as e:
-                log.warning("cost API query failed: %s", e)
-                return self._error(500, str(e))
-            if not aq.include_idle:
-                sets = [[a for a in s if a.name != IDLE] for s in sets]
-            if path == "/report.html":
-                from otel_agent.cost.html_report import render_html
-                rec = None
-                if query_fn is None and aq.query.model == Model.CHARGEBACK:
-                    try:
-                        rec = ledger_reconciliation(store, aq.query,
-                                                    currency_of(sets, currency))
-                    except OtelAgentError as e:
-                        log.warning("reconciliation for the HTML report failed: %s", e)
-                body = render_html(sets or [[]], aq.query, default_currency=currency,
-                                   reconciliation=rec)
-                return self._send(200, body.encode(), "text/html; charset=utf-8")
+                    rec = ledger_reconciliation(store, aq.query, currency_of(sets, currency))
+                except OtelAgentError as e:
+                    log.warning("reconciliation for the HTML report failed: %s", e)
+            body = render_html(sets or [[]], aq.query, default_currency=currency,
+                               reconciliation=rec).encode()
+            ctype = "text/html; charset=utf-8"
+        else:
             if aq.accumulate:
                 sets = accumulate_sets(sets)
             try:
-                body = opencost_json(sets)
+                doc = opencost_json(sets)
             except OtelAgentError as e:
-                return self._error(500, str(e))
-            body.setdefault("currency", currency)
-            return self._json(200, body)
+                return error(500, str(e))
+            doc.setdefault("currency", currency)
+            body = (json.dumps(doc) + "\n").encode()
+            ctype = "application/json"
+        if len(body) > max_response_bytes:
+            return error(400, too_big(f"{len(body):,}"))
+        return send(200, body, ctype)
 
-    server_cls = ThreadingHTTPServer
-    if ":" in host:
-        server_cls = type("ThreadingHTTPServer6", (ThreadingHTTPServer,),
-                          {"address_family": socket.AF_INET6})
+    def too_big(size: str) -> str:
+        return (f"response: {size} bytes, over the limit of {max_response_bytes:,}: use "
+                f"accumulate=true, a longer step, a shorter window or a filter")
+
+    def metrics_text() -> str:
+        own = ("# HELP otel_agent_cost_api_busy_total Report queries refused because the API "
+               "was busy (503).\n# TYPE otel_agent_cost_api_busy_total counter\n"
+               f"otel_agent_cost_api_busy_total {gate.rejected}\n"
+               "# HELP otel_agent_cost_api_abandoned_total Report queries stopped because "
+               "their client went away.\n# TYPE otel_agent_cost_api_abandoned_total counter\n"
+               f"otel_agent_cost_api_abandoned_total {gate.cancelled}\n"
+               "# HELP otel_agent_cost_api_queries_in_progress Report queries running or "
+               "queued.\n# TYPE otel_agent_cost_api_queries_in_progress gauge\n"
+               f"otel_agent_cost_api_queries_in_progress {gate.in_use}\n")
+        return (health.prometheus() if health is not None else "") + own
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await route(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the request boundary: a bug answers 500, we go on
+            log.exception("cost API request failed: %s", request.path_qs)
+            return error(500, "internal error; see the cost processor's log")
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return error(405, f"method {request.method} not allowed; use GET", {"Allow": "GET, HEAD"})
+        path = request.path.rstrip("/") or "/"
+        if path == "/healthz":
+            return as_json(200, {"status": "ok"})
+        if path == "/readyz":
+            snap = health.snapshot() if health is not None else {"ready": True}
+            return as_json(200 if is_ready(snap) else 503, snap)
+        if path not in ("/allocation", "/allocation/compute", "/report.html", "/metrics"):
+            return error(404, f"no such endpoint {path!r}; try /allocation, "
+                              f"/allocation/compute or /report.html")
+        if not bearer_ok(auth_token, request.headers.get("Authorization")):
+            return error(401, "missing or wrong bearer token",
+                         {"WWW-Authenticate": 'Bearer realm="otel-agent-cost"'})
+        if path == "/metrics":
+            text = await asyncio.get_running_loop().run_in_executor(None, metrics_text)
+            return send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        try:
+            aq = parse_params(request.rel_url.raw_query_string, clock())
+            check_work(aq.query, max_steps=max_steps, retention=retention)
+        except ConfigError as e:
+            return error(400, str(e))
+        try:
+            return await gate.run(lambda stop: compute(path, aq, stop))
+        except Busy:
+            return error(503, f"busy: {gate.running} report queries running and {gate.waiting} "
+                              f"waiting; retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
     try:
-        server = server_cls((host, port), Handler)
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {listen!r}: {e.strerror}") from e
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="cost-http-api", daemon=True)
-    t.start()
-    return ApiHandle(server, t)
+        server = HttpServer(app, listen, flag="--http-listen", name="cost-http-api",
+                            limits=limits, default_port=DEFAULT_PORT)
+    except BaseException:
+        gate.close()
+        raise
+    return ApiHandle(server, gate)

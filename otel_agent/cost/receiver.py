@@ -13,26 +13,35 @@ What the OTLP contract means here:
     INVALID_ARGUMENT naming what was wrong instead of grpcio's generic INTERNAL.
   * Bounded: message size (grpc.max_receive_message_length → RESOURCE_EXHAUSTED; HTTP 413),
     series per tenant (namespace), so one runaway workload cannot grow the ledger unbounded.
+  * A fault of ours is transient: an unexpected exception while storing answers UNAVAILABLE
+    (HTTP 503 + Retry-After), never INTERNAL, which the Collector's OTLP exporter drops for
+    good, even from a persistent queue.
+  * Authentication before the body. OTLP/HTTP (aiohttp, see aioserver.py) checks the token
+    on the headers and never reads the body of a refused request. On gRPC an interceptor sees
+    the metadata first and refuses without asking for the message; what grpcio still takes in
+    of such a body is bounded by HTTP/2 flow control, not by us: measured (tests/e2e/attacks/
+    test_grpc_auth.py), see the README's "What we guarantee". The bearer scheme is
+    case-insensitive on every port (auth.py).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
-import ssl
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 import grpc
+from aiohttp import web
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest, ExportMetricsServiceResponse)
 
+from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits, Tls, parse_listen
+from otel_agent.cost.auth import bearer_ok
 from otel_agent.cost.errors import StoreUnavailable
 from otel_agent.cost.ingest import Batch, decode
 from otel_agent.cost.store import Store
@@ -43,13 +52,6 @@ log = logging.getLogger(__name__)
 SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_SERIES_PER_NAMESPACE = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class Tls:
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None  # set: clients must present a certificate signed by it
 
 
 class Rejected(Exception):
@@ -140,12 +142,74 @@ class Ingestor:
             del batch.series[sid]
 
 
-def _authorized(token: str | None, header: str | None) -> bool:
-    if token is None:
-        return True
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+# --- the front doors -------------------------------------------------------------------------
+
+# What one gRPC client may hold. grpcio's C core speaks HTTP/2 on its own threads; a Python
+# worker is taken only once a whole, authenticated message has arrived (unary Export), so slow
+# or idle gRPC clients hold no Python thread. These bound what they hold in the core:
+GRPC_MAX_CONCURRENT_STREAMS = 16        # per connection
+GRPC_HANDSHAKE_TIMEOUT_MS = 10_000      # TLS + HTTP/2 preface, then the connection is closed
+GRPC_MAX_CONNECTION_IDLE_MS = 5 * 60_000
+GRPC_MAX_CONNECTION_AGE_MS = 30 * 60_000  # clients reconnect (and re-resolve) now and then
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 60_000
+GRPC_MAX_CONNECTIONS = 1024
+GRPC_MAX_METADATA_BYTES = 16 * 1024
+# OTLP/HTTP: at most this many bodies of max_message_bytes in memory at once, summed over
+# requests; past it new requests get 503 + Retry-After before their body is read.
+HTTP_BODY_BUDGET_MESSAGES = 4
+RETRY_AFTER_SECONDS = 5
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_concurrent_streams", GRPC_MAX_CONCURRENT_STREAMS),
+            ("grpc.server_handshake_timeout_ms", GRPC_HANDSHAKE_TIMEOUT_MS),
+            ("grpc.max_connection_idle_ms", GRPC_MAX_CONNECTION_IDLE_MS),
+            ("grpc.max_connection_age_ms", GRPC_MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", GRPC_MAX_CONNECTION_AGE_GRACE_MS),
+            ("grpc.max_allowed_incoming_connections", GRPC_MAX_CONNECTIONS),
+            ("grpc.max_metadata_size", GRPC_MAX_METADATA_BYTES),
+            # Without BDP probing a stream's window grows only when the handler asks for a
+            # message; a refused call never asks. Measured, 8 unauthenticated 16 MiB calls:
+            # peak RSS +30 MiB with probing, +1.4 MiB without (+166 MiB when the token was
+            # checked after the body). In-cluster links have no bandwidth-delay to probe for.
+            ("grpc.http2.bdp_probe", 0),
+            # a client may ping to keep a quiet connection alive, but not flood us with pings
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2)]
+
+
+def _deny(_requests: object, context: grpc.ServicerContext) -> None:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+
+class BearerInterceptor(grpc.ServerInterceptor):
+    """Checks the token when the call's headers arrive, before its message is read.
+
+    grpcio runs interceptors on its serving thread as soon as the metadata is in. A wrong or
+    missing token gets a request-*streaming* handler that aborts without asking for the
+    message, so grpcio never assembles the (up to 16 MiB) body of an unauthenticated call; an
+    authenticated one continues to the unary Export handler. What grpcio still takes in of a
+    refused call is what HTTP/2 flow control let the client send before the refusal (with BDP
+    probing off, measured ~0.2 MiB a call: 8 refused 16 MiB calls, +1.4 MiB peak RSS); no
+    Python API bounds it further."""
+
+    _denied = grpc.stream_unary_rpc_method_handler(_deny)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.denied = 0
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201
+        header = None
+        for k, v in handler_call_details.invocation_metadata or ():
+            if k == "authorization":
+                header = v if isinstance(v, str) else None
+                break
+        if bearer_ok(self.token, header):
+            return continuation(handler_call_details)
+        self.denied += 1
+        return self._denied
 
 
 class Receiver:
@@ -155,148 +219,170 @@ class Receiver:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  max_series_per_namespace: int = DEFAULT_MAX_SERIES_PER_NAMESPACE,
                  auth_token: str | None = None, tls: Tls | None = None,
-                 now_ns: Callable[[], int] = time.time_ns, workers: int = 8):
+                 now_ns: Callable[[], int] = time.time_ns, workers: int = 8,
+                 http_limits: Limits = Limits()):
         self.ingestor = Ingestor(store, max_series_per_namespace=max_series_per_namespace, now_ns=now_ns)
         self.auth_token = auth_token
         self.max_message_bytes = max_message_bytes
+        # Checked here: grpcio binds a random port for "HOST:99999" instead of failing.
+        parse_listen(listen, "--listen")
+        interceptors = [BearerInterceptor(auth_token)] if auth_token else []
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
-            options=[("grpc.max_receive_message_length", max_message_bytes)])
+            interceptors=interceptors, options=grpc_options(max_message_bytes))
         handler = grpc.unary_unary_rpc_method_handler(
             self._grpc_export, request_deserializer=None,
             response_serializer=ExportMetricsServiceResponse.SerializeToString)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        creds = None
         if tls:
             creds = grpc.ssl_server_credentials(
                 [(_read(tls.key_file, "--tls-key"), _read(tls.cert_file, "--tls-cert"))],
                 root_certificates=_read(tls.client_ca_file, "--client-ca") if tls.client_ca_file else None,
                 require_client_auth=tls.client_ca_file is not None)
-            port = self._server.add_secure_port(listen, creds)
-        else:
-            port = self._server.add_insecure_port(listen)
+        try:
+            port = (self._server.add_secure_port(listen, creds) if tls
+                    else self._server.add_insecure_port(listen))
+        except RuntimeError:  # newer grpcio raises where older ones returned 0
+            port = 0
         if port == 0:
             raise ConfigError(f"--listen {listen}: cannot listen there (address in use or invalid)")
         self.port = port
-        self._http: ThreadingHTTPServer | None = None
+        self._http: HttpServer | None = None
         self.http_port: int | None = None
-        if http_listen:
-            self._http = _http_server(self, http_listen, tls)
-            self.http_port = self._http.server_address[1]
+        self._http_listen, self._tls, self._http_limits = http_listen, tls, http_limits
+        self._gate: Gate | None = None
+        self._body_bytes = 0  # OTLP/HTTP bodies in memory now (touched on the loop only)
 
     def start(self) -> "Receiver":
         self._server.start()
-        if self._http:
-            threading.Thread(target=self._http.serve_forever, name="otlp-http", daemon=True).start()
+        if self._http_listen:
+            self._gate = Gate("otlp-http", running=2, waiting=32)
+            try:
+                self._http = HttpServer(self._http_app(), self._http_listen, flag="--otlp-http-listen",
+                                        name="otlp-http", limits=self._http_limits, tls=self._tls)
+            except BaseException:
+                self._server.stop(0)
+                raise
+            self.http_port = self._http.port
         return self
 
     def stop(self, grace_s: float = 2.0) -> None:
         if self._http:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
             self._http = None
+        if self._gate:
+            self._gate.close()
+            self._gate = None
         self._server.stop(grace_s).wait()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
 
     def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> ExportMetricsServiceResponse:
-        md = dict(context.invocation_metadata() or ())
-        if not _authorized(self.auth_token, md.get("authorization")):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        # The token was checked by BearerInterceptor before the body was read.
         try:
             return self.ingestor.export(body)
         except Rejected as r:
             context.abort(r.code, r.message)
         except Exception:  # noqa: BLE001 - the thread boundary: log, answer retryable
-            log.exception("export failed")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error; see the cost processor's log")
+            log.exception("export failed; answering UNAVAILABLE so the client retries")
+            context.abort(grpc.StatusCode.UNAVAILABLE, _FAULT)
         raise AssertionError("unreachable")
 
+    # --- OTLP/HTTP ---------------------------------------------------------------------------
+
+    def _http_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_message_bytes)
+        app.router.add_route("*", "/{tail:.*}", self._http_export)
+        return app
+
+    async def _http_export(self, request: web.Request) -> web.StreamResponse:
+        if request.path != "/v1/metrics":
+            return _plain(404, "only POST /v1/metrics\n")
+        if request.method != "POST":
+            return _plain(405, "only POST /v1/metrics\n", {"Allow": "POST"})
+        if not bearer_ok(self.auth_token, request.headers.get("Authorization")):
+            return _status(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        ctype = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+        if ctype != "application/x-protobuf":
+            return _plain(415, "only application/x-protobuf\n")
+        length = request.content_length
+        if length is None or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            return _plain(411, "Content-Length required\n", close=True)
+        if length > self.max_message_bytes:
+            return _plain(413, "message larger than the receiver's limit\n", close=True)
+        gz = request.headers.get("Content-Encoding", "").strip().lower() == "gzip"
+        cost = length + (self.max_message_bytes if gz else 0)
+        budget = HTTP_BODY_BUDGET_MESSAGES * self.max_message_bytes
+        if self._body_bytes and self._body_bytes + cost > budget:
+            return _status(grpc.StatusCode.UNAVAILABLE, "busy: too many bodies in flight; retry later",
+                           close=True)
+        assert self._gate is not None
+        self._body_bytes += cost
+        try:
+            try:
+                body = await asyncio.wait_for(request.read(), self._http_limits.body_timeout_seconds)
+            except asyncio.TimeoutError:
+                return _plain(408, "request body not received in time\n", close=True)
+            except (web.HTTPException, ConnectionError, web.RequestPayloadError) as e:
+                return _plain(400, f"request body not read: {e}\n", close=True)
+            try:
+                resp = await self._gate.run(lambda _stop: self._ingest_http(body, gz))
+            except Busy:
+                return _status(grpc.StatusCode.UNAVAILABLE, "busy; retry later")
+        finally:
+            self._body_bytes -= cost
+        if isinstance(resp, Rejected):
+            return _status(resp.code, resp.message)
+        return web.Response(status=200, body=resp.SerializeToString(),
+                            content_type="application/x-protobuf")
+
+    def _ingest_http(self, body: bytes, gz: bool) -> ExportMetricsServiceResponse | Rejected:
+        """In a worker thread: unzip (bounded), ingest; errors as a Rejected to answer with."""
+        if gz:
+            unzipped = _gunzip(body, self.max_message_bytes)
+            if unzipped is None:
+                return Rejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                "bad gzip body, or larger than the receiver's limit once unzipped")
+            body = unzipped
+        try:
+            return self.ingestor.export(body)
+        except Rejected as r:
+            return r
+        except Exception:  # noqa: BLE001 - the thread boundary: log, answer retryable
+            log.exception("export failed; answering 503 so the client retries")
+            return Rejected(grpc.StatusCode.UNAVAILABLE, _FAULT)
+
+
+# OTLP: UNAVAILABLE (HTTP 503) is retried by every exporter; INTERNAL is not: the Collector's
+# OTLP exporter drops such a batch for good, even from a persistent queue.
+_FAULT = "transient fault in the cost processor (see its log); retry later"
 
 _HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
                 grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
                 grpc.StatusCode.INTERNAL: 500}
 
 
-def _http_server(receiver: Receiver, listen: str, tls: Tls | None) -> ThreadingHTTPServer:
-    host, _, port = listen.rpartition(":")
+def _plain(code: int, text: str, headers: dict[str, str] | None = None, *,
+           close: bool = False) -> web.Response:
+    h = dict(headers or {})
+    if close:  # an unread body stays on the socket: do not reuse it
+        h["Connection"] = "close"
+    return web.Response(status=code, text=text, content_type="text/plain", headers=h)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
 
-        def log_message(self, fmt: str, *args) -> None:  # noqa: ANN002
-            log.debug("otlp-http: " + fmt, *args)
-
-        def _reply(self, code: int, body: bytes, ctype: str = "application/x-protobuf",
-                   retry_after: bool = False) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            if retry_after:
-                self.send_header("Retry-After", "5")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _error(self, code: grpc.StatusCode, message: str) -> None:
-            st = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
-            self._reply(_HTTP_STATUS.get(code, 500), st.SerializeToString(),
-                        retry_after=code == grpc.StatusCode.UNAVAILABLE)
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path.split("?")[0] != "/v1/metrics":
-                self._reply(404, b"only POST /v1/metrics\n", "text/plain")
-                return
-            if not _authorized(receiver.auth_token, self.headers.get("Authorization")):
-                self._error(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-                return
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            if ctype != "application/x-protobuf":
-                self._reply(415, b"only application/x-protobuf\n", "text/plain")
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                length = -1
-            if length < 0:  # read(-1) would wait for the client to close: a hung handler
-                self._reply(411, b"Content-Length required\n", "text/plain")
-                self.close_connection = True
-                return
-            if length > receiver.max_message_bytes:
-                self._reply(413, b"message larger than the receiver's limit\n", "text/plain")
-                self.close_connection = True
-                return
-            body = self.rfile.read(length)
-            if self.headers.get("Content-Encoding") == "gzip":
-                body = _gunzip(body, receiver.max_message_bytes)
-                if body is None:
-                    self._error(grpc.StatusCode.INVALID_ARGUMENT,
-                                "bad gzip body, or larger than the receiver's limit once unzipped")
-                    return
-            try:
-                resp = receiver.ingestor.export(body)
-            except Rejected as r:
-                self._error(r.code, r.message)
-                return
-            except Exception:  # noqa: BLE001 - the thread boundary
-                log.exception("export failed")
-                self._error(grpc.StatusCode.INTERNAL, "internal error")
-                return
-            self._reply(200, resp.SerializeToString())
-
-    try:
-        server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--otlp-http-listen {listen}: cannot listen there: {e}") from e
-    server.daemon_threads = True
-    if tls:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file:
-            ctx.load_verify_locations(tls.client_ca_file)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    return server
+def _status(code: grpc.StatusCode, message: str, *, close: bool = False) -> web.Response:
+    """An OTLP/HTTP error: a google.rpc.Status body, Retry-After on the retryable ones."""
+    st = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    h: dict[str, str] = {}
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        h["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if close:
+        h["Connection"] = "close"
+    return web.Response(status=_HTTP_STATUS.get(code, 500), body=st.SerializeToString(),
+                        content_type="application/x-protobuf", headers=h)
 
 
 def _gunzip(body: bytes, limit: int) -> bytes | None:

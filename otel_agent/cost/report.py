@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Sequence
 
+from otel_agent.cost.errors import QueryCancelled
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
 from otel_agent.errors import ConfigError, OtelAgentError
 
@@ -74,22 +75,27 @@ QueryFn = Callable[..., list[list[Allocation]]]
 
 
 def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None, *,
-              refresh: bool | None = None) -> list[list[Allocation]]:
+              refresh: bool | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[list[Allocation]]:
     """Ask the ledger (`otel_agent.cost.allocation.allocations`) for one list per step.
 
     `refresh=False` reads the ledger as it is, without rebuilding dirty hours first: a report
-    process that does not have the server's pricing must not re-price anything."""
+    process that does not have the server's pricing must not re-price anything.
+    `should_stop` is polled between units of work; when it says yes the query raises
+    `QueryCancelled` (the HTTP API passes "the client went away")."""
     if query_fn is None:
         try:
             from otel_agent.cost.allocation import allocations as query_fn
         except ImportError as e:
             raise ReportError(f"the ledger query module is not available: {e}") from e
-    extra = {} if refresh is None else {"refresh": refresh}
+    extra: dict[str, Any] = {} if refresh is None else {"refresh": refresh}
+    if should_stop is not None:
+        extra["should_stop"] = should_stop
     try:
         sets = query_fn(store, q.window, aggregate=q.aggregate, step=q.step, model=q.model,
                         share_idle=q.share_idle, idle_by_node=q.idle_by_node, filter=q.filter,
                         **extra)
-    except ConfigError:
+    except (ConfigError, QueryCancelled):
         raise
     except OtelAgentError as e:
         raise ReportError(str(e)) from e
@@ -364,6 +370,27 @@ CSV_COLUMNS = ("window_start", "window_end", "name", "cpu_core_hours", "cpu_cost
                "currency", "properties")
 
 
+# OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula
+# (`=HYPERLINK(...)` in a namespace or label value). Numbers we wrote ourselves are left alone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def csv_safe(row: Any) -> Any:
+    """A CSV row (list or dict) with every text cell that a spreadsheet would run as a formula
+    prefixed with a single quote, the OWASP rule. Every CSV the project writes goes through
+    this (render_csv here, FOCUS in focus.py)."""
+    if isinstance(row, dict):
+        return {k: _cell(v) for k, v in row.items()}
+    return [_cell(v) for v in row]
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, str) and v.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(v):
+        return "'" + v
+    return v
+
+
 def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     """One row per allocation per step; quantities in GiB, properties as a JSON object."""
     buf = io.StringIO()
@@ -371,7 +398,7 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     w.writerow(CSV_COLUMNS)
     for s in sets:
         for a in sorted(s, key=lambda a: (special_kind(a.name) is not None, a.name)):
-            w.writerow([
+            w.writerow(csv_safe([
                 _ts(a.window.start), _ts(a.window.end), a.name,
                 _num(a.cpu_core_hours), _num(a.cpu_cost),
                 _num(a.ram_byte_hours / GIB), _num(a.ram_cost),
@@ -380,7 +407,7 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
                 _num(a.pv_byte_hours / GIB), _num(a.pv_cost),
                 _num(a.shared_cost), _num(a.total_cost), a.currency,
                 json.dumps(dict(a.properties), sort_keys=True, separators=(",", ":")),
-            ])
+            ]))
     return buf.getvalue()
 
 
@@ -414,4 +441,4 @@ def _num(x: float) -> str:
 
 __all__ = ["ReportQuery", "run_query", "parse_aggregate", "parse_enum", "accumulate",
            "accumulate_sets", "reconcile", "Reconciliation", "render_table", "render_csv",
-           "render_json", "opencost_json", "ReportError", "Totals"]
+           "render_json", "opencost_json", "ReportError", "Totals", "csv_safe"]

@@ -97,7 +97,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, ReportQuery]:
         filter=a.filter or None,
     )
     if not a.ledger.startswith(("sqlite:", "postgresql:", "postgresql+")):
-        raise ConfigError(f"--ledger {a.ledger!r}: expected sqlite:///path/ledger.db or "
+        from otel_agent.cost.store import _safe
+
+        raise ConfigError(f"--ledger {_safe(a.ledger)!r}: expected sqlite:///path/ledger.db or "
                           f"postgresql://...")
     return a, q
 

@@ -170,11 +170,11 @@ def make_engine(url: str) -> Engine:
 
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
         if not path or path == ":memory:":
-            raise LedgerUrlError(f"ledger URL {url!r}: use sqlite:///path/ledger.db (a file: the "
+            raise LedgerUrlError(f"ledger URL {_safe(url)!r}: use sqlite:///path/ledger.db (a file: the "
                                  "ledger must survive a restart)")
         parent = Path(path).parent
         if not parent.is_dir():
-            raise LedgerUrlError(f"ledger URL {url!r}: directory {parent} does not exist")
+            raise LedgerUrlError(f"ledger URL {_safe(url)!r}: directory {parent} does not exist")
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -188,9 +188,13 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return sa.create_engine(url, pool_pre_ping=True)
-    raise LedgerUrlError(f"ledger URL {url!r}: must start with sqlite:/// or postgresql://")
+        pg = "postgresql+psycopg://" + url.split("://", 1)[1]
+        try:
+            return sa.create_engine(pg, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ValueError) as e:  # their text quotes the URL, password too
+            raise LedgerUrlError(f"ledger URL {_safe(url)!r}: not a valid postgresql:// URL "
+                                 f"({type(e).__name__})") from None
+    raise LedgerUrlError(f"ledger URL {_safe(url)!r}: must start with sqlite:/// or postgresql://")
 
 
 def _insert(engine: Engine, table: sa.Table):
@@ -574,4 +578,5 @@ def _safe(url: str) -> str:
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only for a message
-        return url.split("@")[-1]
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rsplit('@', 1)[-1]}" if "@" in rest else url

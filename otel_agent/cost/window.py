@@ -31,11 +31,12 @@ ALLOWED = ("today, yesterday, week, lastweek, month, lastmonth, a duration like 
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
           "w": timedelta(weeks=1)}
-_DURATION = re.compile(r"^(\d+)([mhdw])$")
+# Digits are bounded before int() sees them (int() refuses over 4,300 digits: a ValueError).
+_DURATION = re.compile(r"^(\d{1,18})([mhdw])$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_UNIX_PAIR = re.compile(r"^(\d+),(\d+)$")
-_STEP = re.compile(r"^(\d+)([mhdw])$")
+_UNIX_PAIR = re.compile(r"^(\d{1,18}),(\d{1,18})$")
+_STEP = re.compile(r"^(\d{1,18})([mhdw])$")
 # Long enough for any report; short enough that a typo like 9999999d is caught.
 _MAX_SPAN = timedelta(days=366 * 10)
 
@@ -70,7 +71,11 @@ def parse_step(text: str) -> timedelta:
     m = _STEP.match((text or "").strip().lower())
     if not m or int(m.group(1)) == 0:
         raise WindowError(f"bad step {text!r}; allowed: a positive duration like 30m, 1h, 1d or 1w")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    # Bound the number before multiplying: 10**30 weeks overflows timedelta (a 500, once).
+    n, unit = int(m.group(1)), _UNITS[m.group(2)]
+    if n > _MAX_SPAN // unit:
+        raise WindowError(f"step {text!r} is longer than 10 years; allowed: at most 10 years")
+    return n * unit
 
 
 def _parse(text: str, now: datetime) -> Window | None:

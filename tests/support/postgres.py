@@ -49,8 +49,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """Yield a postgresql:// URL of a fresh, empty database; stop and delete it afterwards."""
+def postgres_cluster(password: str | None = None) -> Iterator[str]:
+    """Yield a postgresql:// URL of a fresh, empty database; stop and delete it afterwards.
+    With `password`, the server checks it (scram-sha-256) and the URL carries it."""
     reason = available()
     if reason:
         raise RuntimeError(reason)
@@ -69,12 +70,20 @@ def postgres_cluster() -> Iterator[str]:
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
 
     try:
-        run(find_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+        auth = ["-A", "trust"]
+        if password is not None:
+            pwfile = root / "pw"
+            pwfile.write_text(password + "\n")
+            if as_root:
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        run(find_bin("initdb"), "-D", str(data), "-U", "postgres", *auth, "-E", "UTF8",
             "--no-sync")
         opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root} "
                 "-c fsync=on -c max_connections=50")
         run(find_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", opts, "-w", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        cred = f"postgres:{password}" if password is not None else "postgres"
+        yield f"postgresql://{cred}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*run_as, find_bin("pg_ctl") or "pg_ctl", "-D", str(data), "-m",
                         "immediate", "-w", "stop"], env=env, cwd=root,

@@ -30,7 +30,8 @@ class FixtureLedger:
     def __init__(self) -> None:
         self.calls: list[dict] = []
 
-    def __call__(self, store, window, *, aggregate, step, model, share_idle, idle_by_node, filter):
+    def __call__(self, store, window, *, aggregate, step, model, share_idle, idle_by_node, filter,
+                 should_stop=None):
         self.calls.append(dict(window=window, aggregate=aggregate, step=step, model=model,
                                share_idle=share_idle, idle_by_node=idle_by_node, filter=filter))
         if filter == 'namespace:"boom"':

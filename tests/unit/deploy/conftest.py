@@ -31,25 +31,45 @@ def kubectl() -> str:
     return exe
 
 
+def clone_deploy(dst_parent: Path) -> Path:
+    """deploy/ as a fresh clone has it: the files git tracks or would add (.gitignore honoured),
+    so secrets a developer generated in the work tree never leak into a test."""
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "deploy"],
+        check=True, capture_output=True, text=True).stdout.split()
+    for f in files:
+        src = ROOT / f
+        if src.is_file():
+            dst = dst_parent / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return dst_parent / "deploy"
+
+
+def gen_secrets(deploy: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(deploy / "gen-secrets.sh"), *args], check=True,
+                          capture_output=True, text=True,
+                          env={**os.environ, "VENDOR_TOKEN": "vendor-key"})
+
+
+def render(deploy: Path, rel: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([kubectl(), "kustomize", str(deploy / rel)],
+                          capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture(scope="session")
 def deploy_copy(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("deploy") / "deploy"
-    shutil.copytree(DEPLOY, dst, ignore=shutil.ignore_patterns("cost-token", "*.crt", "*.key",
-                                                               "vendor-token", "ledger-url"))
-    subprocess.run(
-        ["bash", str(dst / "gen-secrets.sh"), "--postgres-url", "postgresql://ledger:pw@db/ledger"],
-        check=True, capture_output=True, text=True, env={**os.environ, "VENDOR_TOKEN": "vendor-key"},
-    )
+    # --gateway-san localhost: the agent-to-gateway test dials the gateway on loopback.
+    dst = clone_deploy(tmp_path_factory.mktemp("clone"))
+    gen_secrets(dst, "--postgres-url", "postgresql://ledger:pw@db/ledger", "--gateway-san", "localhost")
     return dst
 
 
 @pytest.fixture(scope="session")
 def rendered(deploy_copy) -> dict[str, list[dict]]:
-    exe = kubectl()
     out: dict[str, list[dict]] = {}
     for name, rel in OVERLAYS.items():
-        r = subprocess.run([exe, "kustomize", str(deploy_copy / rel)],
-                           capture_output=True, text=True, timeout=120)
+        r = render(deploy_copy, rel)
         assert r.returncode == 0, f"kustomize {name}: {r.stderr}"
         out[name] = [d for d in yaml.safe_load_all(r.stdout) if d]
     return out

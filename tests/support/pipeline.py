@@ -218,6 +218,17 @@ def ledger_cpu(db: Path) -> tuple[dict[str, PodBill], float]:
     return bills, unallocated
 
 
+def ledger_container_cpu(db: Path) -> dict[tuple[str, str], float]:
+    """Per (pod uid, container name): the CPU seconds the ledger bills to that container (its
+    container rows, summed over hours). Read after the cost processor stopped."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as c:
+        for uid, container, qty in c.execute("SELECT pod_uid, container, usage_qty FROM ledger_hourly "
+                                             "WHERE resource = 'cpu' AND kind = 'container'"):
+            out[(uid, container)] += qty * 3600
+    return dict(out)
+
+
 def ledger_counts(db: Path) -> dict[str, int]:
     """Stored points per metric name (for asserting which series made it)."""
     out: dict[str, int] = defaultdict(int)

@@ -331,3 +331,15 @@ def test_prometheus_holds_what_the_agent_and_the_cost_processor_sent(loaded: Loa
     got = {r["metric"]["k8s_namespace_name"]: float(r["value"][1])
            for r in p.query("otel_agent_cost_total", at)}
     assert got == pytest.approx(pushed)
+
+
+def test_a_renamed_metric_or_label_would_fail(loaded: Loaded):
+    """The check above can fail: the names before the semconv v1.44 rename, a missing unit
+    suffix or a label without the gateway's resource labels find nothing."""
+    p, at = loaded.prom, loaded.end + 1
+    for expr in ("container_cpu_run_queue_delay_seconds_bucket",  # before the rename
+                 "k8s_pod_network_packets_total",
+                 "container_cpu_time_total",  # no unit suffix
+                 'otel_agent_node_pods_cpu_time_seconds_total',
+                 'k8s_pod_cpu_time_seconds_total{namespace="shop"}'):  # cAdvisor's label name
+        assert p.query(expr, at) == [], expr

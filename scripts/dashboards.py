@@ -82,7 +82,8 @@ def _datasource() -> dict:
 
 def _query(name: str, label: str, query: str, *, multi: bool = True, regex: str = "") -> dict:
     return {"name": name, "label": label, "type": "query", "datasource": DS,
-            "definition": query, "query": {"query": query, "refId": f"{name}-var"},
+            # the classic string form: every Grafana since 7 reads it (newer ones migrate it)
+            "definition": query, "query": query,
             "refresh": 2, "sort": 1, "regex": regex, "hide": 0,
             "includeAll": multi, "multi": multi, "allValue": ".*" if multi else None,
             "current": {}, "options": []}

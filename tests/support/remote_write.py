@@ -35,7 +35,9 @@ v1.0.0, which contrib's translator calls for names):
       `service.namespace/service.name` → `job`, `service.instance.id` → `instance`;
       external labels only where no attribute set the label; then `__name__`;
     * `otel_scope_name` and `otel_scope_version` are added from the instrumentation scope
-      unless `disable_scope_info` (empty ones are left out);
+      (empty ones are left out). The gateway leaves `disable_scope_info` unset; with it set,
+      this module leaves both out, where the newest helper.go still adds them to histogram
+      points (it then only drops the `otel_scope_info` series);
     * timestamps: nanoseconds → milliseconds; a point flagged "no recorded value" is the
       stale NaN (0x7ff0000000000002);
     * `target_info` (unless disabled): one per resource, value 1, at the newest point's time,

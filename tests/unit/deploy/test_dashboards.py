@@ -61,7 +61,7 @@ def test_dashboard_structure(name):
     for i, v in enumerate(variables):  # defined before use: Grafana resolves them in order
         if v["type"] == "query":
             assert v["datasource"] == DS_REF
-            assert v["query"]["query"] == v["definition"]
+            assert v["query"] == v["definition"]
             assert _vars_used(v["definition"]) <= set(names[:i]) | BUILTIN, v["name"]
             assert v["definition"].startswith("label_values(")
         if v["type"] == "custom":

@@ -270,7 +270,7 @@ def _cost() -> Dashboard:
             Panel("Cost this month ($currency)", "Everything billed since the start of the UTC month: "
                   "tenants, __idle__, __overhead__ and __unallocated__ together (= the nodes' cost "
                   "+ network egress).",
-                  (Target(f'sum(otel_agent_cost_total{{k8s_cluster_name=~"$cluster", currency="$currency"}})',
+                  (Target('sum(otel_agent_cost_total{k8s_cluster_name=~"$cluster", currency="$currency"})',
                           "total", ()),),
                   kind="stat", unit="short", width=6),
             Panel("Idle and overhead ($currency)", "Capacity nobody used (__idle__) and what the node spent "

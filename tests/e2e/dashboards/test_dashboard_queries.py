@@ -19,7 +19,6 @@ labels the dashboard groups by. A renamed metric, a dropped label or a broken qu
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import time
@@ -43,6 +42,7 @@ from otel_agent.model import (CgroupId, ContainerMeta, NodeMeta, PodMeta, PodUid
                               Sample)
 from otel_agent.otlp.sink import OtlpSink
 from scripts.dashboards import DASHBOARDS, Target
+from tests.e2e.dashboards.panels import check_target, substitute, targets
 from tests.support import remote_write as rw
 from tests.support.prometheus import Prometheus
 
@@ -69,7 +69,6 @@ CYCLES, CYCLE_GAP_SECONDS = 3, 1.5
 VARS = {"cluster": CLUSTER, "node": NODE, "namespace": "shop", "workload_kind": "k8s_deployment_name",
         "workload": "web", "currency": "USD", "datasource": "prometheus"}
 ALL = {**VARS, "cluster": ".*", "node": ".*", "namespace": ".*", "workload": ".*"}
-BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 
 
 class _Metadata:
@@ -219,47 +218,10 @@ def loaded(tmp_path_factory) -> Loaded:
         prom.stop()
 
 
-def _substitute(text: str, values: dict[str, str]) -> str:
-    allv = {**BUILTINS, **values}
-
-    def repl(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        if name not in allv:
-            raise AssertionError(f"template variable ${name} is not defined: {text}")
-        return allv[name]
-
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", repl, text)
-
-
-def _targets():
-    for d in DASHBOARDS:
-        for row in d.rows:
-            for p in row.panels:
-                for i, t in enumerate(p.targets):
-                    yield pytest.param(t, id=f"{d.uid}:{p.title}:{chr(65 + i)}")
-
-
 @pytest.mark.parametrize("values", [VARS, ALL], ids=["one-value", "all"])
-@pytest.mark.parametrize("target", list(_targets()))
+@pytest.mark.parametrize("target", list(targets()))
 def test_panel_query_returns_the_labels_it_groups_by(loaded: Loaded, target: Target, values):
-    expr = _substitute(target.expr, values)
-    expect = {_substitute(k, values) for k in target.expect}
-    result = loaded.prom.query_range(expr, loaded.start, loaded.end + 1, 1)
-    assert result, f"no data: {expr}"
-    for series in result:
-        assert any(math.isfinite(float(v)) for _, v in series["values"]), f"{expr}: {series}"
-        if values is VARS:
-            assert set(series["metric"]) == expect, f"{expr}: labels {series['metric']}"
-        else:  # "All" (.*) also matches pods the metadata source does not know: no namespace
-            assert set(series["metric"]) <= expect, f"{expr}: labels {series['metric']}"
-    assert any(set(s["metric"]) == expect for s in result), f"{expr}: {result}"
-    if values is VARS:  # a chosen namespace or workload is what comes back
-        for key in ("k8s_namespace_name", "k8s_deployment_name", "k8s_node_name", "k8s_cluster_name"):
-            chosen = {"k8s_namespace_name": "shop", "k8s_deployment_name": "web",
-                      "k8s_node_name": NODE, "k8s_cluster_name": CLUSTER}[key]
-            got = {s["metric"][key] for s in result if key in s["metric"]}
-            if got and "__idle__" not in got and "__overhead__" not in got:
-                assert got == {chosen}, f"{expr}: {key} {got}"
+    check_target(loaded.prom, target, values, loaded.start, loaded.end + 1, chosen=values is VARS)
 
 
 def test_every_variable_query_finds_the_loaded_values(loaded: Loaded):
@@ -269,7 +231,7 @@ def test_every_variable_query_finds_the_loaded_values(loaded: Loaded):
                 continue
             m = re.fullmatch(r"label_values\((.*),\s*([$\w]+)\)", v["definition"])
             assert m, v["definition"]
-            selector, label = _substitute(m.group(1), VARS), _substitute(m.group(2), VARS)
+            selector, label = substitute(m.group(1), VARS), substitute(m.group(2), VARS)
             values = loaded.prom.api("label/" + label + "/values", **{"match[]": selector},
                                      start=f"{loaded.start:.3f}", end=f"{loaded.end + 1:.3f}")
             assert VARS[v["name"]] in values, f"{d.uid} ${v['name']}: {values}"

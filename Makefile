@@ -22,7 +22,7 @@ test-unit: setup
 	$(PY) -m pytest tests/unit
 
 demo: setup
-	$(PY) -m otel_agent.demo
+	$(PY) -m demo
 
 bench: setup
 	$(PY) -m bench

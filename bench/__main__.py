@@ -18,9 +18,8 @@ def main() -> int:
     import bench.cost
     import bench.ebpf
 
-    print("== agent: collection cycle and memory ==")
+    print("== agent: the whole process against a naive read of its files ==")
     bench.agent.main([])
-    bench.agent.main_memory()
     print("\n== eBPF: cost per event, ping-pong slowdown, start-up ==")
     bench.ebpf.main()
     print("\n== cost processor: ingest and reports ==")

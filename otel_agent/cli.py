@@ -160,10 +160,11 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
     from otel_agent.otlp.exporter import make_exporter
 
     root = _cgroup_root(cfg)
+    # Before anything is started: a bad OTEL_EXPORTER_OTLP_* value is a one-line error.
+    exporter = make_exporter(cfg) if with_exporter else None
     metadata = _metadata(cfg)
     metadata.start()
     bpf = _bpf(cfg, root)
-    exporter = make_exporter(cfg) if with_exporter else None
     return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf)
 
 
@@ -174,8 +175,45 @@ def _shutdown(agent) -> None:
     agent.metadata.stop()
 
 
+class _Loop:
+    """What the health endpoint reads before the agent exists (it binds first, so a busy port
+    fails in milliseconds, before eBPF is compiled)."""
+
+    agent: Any = None
+
+    def heartbeat(self) -> float:
+        return self.agent.heartbeat if self.agent is not None else time.monotonic()
+
+    def cycles(self) -> int:
+        return self.agent.cycles if self.agent is not None else 0
+
+
+def _health(cfg: AgentConfig, loop: _Loop):
+    if not cfg.health_listen:
+        return None
+    from otel_agent.health import HealthServer
+
+    try:
+        return HealthServer(cfg.health_listen, heartbeat=loop.heartbeat, cycles=loop.cycles,
+                            stale_after_seconds=3 * cfg.interval_seconds
+                            + (cfg.export_timeout_seconds or 10.0))
+    except (OSError, ValueError, OverflowError) as e:  # busy port, unknown host, bad address
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"health_listen {cfg.health_listen!r} (OTEL_AGENT_HEALTH_LISTEN, "
+                          f"--health-listen): cannot listen there: {why}; choose a free "
+                          "HOST:PORT, or off") from e
+
+
 def cmd_run(cfg: AgentConfig) -> int:
-    agent = build_agent(cfg)
+    loop = _Loop()
+    health = _health(cfg, loop)
+    try:
+        agent = build_agent(cfg)
+    except BaseException:
+        if health is not None:
+            health.stop()
+        raise
+    loop.agent = agent
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -184,14 +222,6 @@ def cmd_run(cfg: AgentConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    health = None
-    if cfg.health_listen:
-        from otel_agent.health import HealthServer
-
-        health = HealthServer(cfg.health_listen, heartbeat=lambda: agent.heartbeat,
-                              cycles=lambda: agent.cycles,
-                              stale_after_seconds=3 * cfg.interval_seconds
-                              + (cfg.export_timeout_seconds or 10.0))
     if health is not None:
         log.info("health endpoint on port %d: /healthz, /readyz", health.port)
     log.info("otel-agent %s: every %.3g s, cgroups under %s, metadata from %s, eBPF %s",
@@ -207,7 +237,11 @@ def cmd_run(cfg: AgentConfig) -> int:
 
 
 def cmd_once(cfg: AgentConfig, fmt: str, window_seconds: float) -> int:
-    from otel_agent.otlp.flatten import flatten_sdk
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from otel_agent.otlp.flatten import flatten_pb
     from otel_agent.render import format_json, format_table, usage_rows
 
     agent = build_agent(cfg, with_exporter=False)
@@ -217,7 +251,7 @@ def cmd_once(cfg: AgentConfig, fmt: str, window_seconds: float) -> int:
         cycle = agent.collect()
     finally:
         _shutdown(agent)
-    points = list(flatten_sdk(cycle.data))
+    points = list(flatten_pb(ExportMetricsServiceRequest.FromString(cycle.data.request())))
     if fmt == "json":
         print(format_json(points))
     else:

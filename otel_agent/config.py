@@ -49,29 +49,52 @@ class AgentConfig:
     log_level: str = "INFO"
 
 
+# Bounds on what a value can mean here. An interval under 0.1 s is shorter than a cycle on a
+# busy node, over a day no export would ever come; 1e303 ms would overflow the loop's timer.
+INTERVAL_SECONDS_RANGE = (0.1, 86_400.0)
+EXPORT_TIMEOUT_SECONDS_RANGE = (0.001, 3_600.0)
+# Map sizes the kernel could allocate on a node: a billion entries is a typo, not a node.
+MAP_ENTRIES_MAX = 1 << 22
+
+
 # setting name -> (environment variable, parser). The file uses the setting names.
-def _ms_to_seconds(v: str) -> float:
-    return _positive_float(v) / 1000.0
+def _seconds_in(lo: float, hi: float, *, scale: float = 1.0) -> Callable[[Any], float]:
+    """A positive number of seconds (of milliseconds with scale=1000) between lo and hi s."""
+    unit = "ms" if scale == 1000.0 else "s"
+
+    def parse(v: Any) -> float:
+        f = _positive_float(v) / scale
+        if not lo <= f <= hi:
+            raise ValueError(f"must be between {lo * scale:g} and {hi * scale:g} {unit}")
+        return f
+
+    return parse
 
 
 def _positive_float(v: Any) -> float:
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("must be a number") from None
     if not f > 0 or f != f or f == float("inf"):
         raise ValueError("must be a positive number")
     return f
 
 
-def _positive_int(v: Any) -> int:
+def _positive_int(v: Any, *, most: int | None = None) -> int:
     try:
         i = int(str(v), 10)
     except ValueError:
         raise ValueError("must be a whole number") from None
     if i <= 0:
         raise ValueError("must be a positive whole number")
+    if most is not None and i > most:
+        raise ValueError(f"must be at most {most}")
     return i
+
+
+def _entries(v: Any) -> int:
+    return _positive_int(v, most=MAP_ENTRIES_MAX)
 
 
 def _bool(v: Any) -> bool:
@@ -156,7 +179,7 @@ def _text(v: Any) -> str:
 
 
 _SETTINGS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
-    "interval_seconds": ("OTEL_METRIC_EXPORT_INTERVAL", _positive_float),
+    "interval_seconds": ("OTEL_METRIC_EXPORT_INTERVAL", _seconds_in(*INTERVAL_SECONDS_RANGE)),
     "endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT", _text),
     "protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", _protocol),
     "insecure": ("OTEL_EXPORTER_OTLP_INSECURE", _bool),
@@ -167,17 +190,18 @@ _SETTINGS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "cgroup_root": ("OTEL_AGENT_CGROUP_ROOT", _path),
     "kubepods": ("OTEL_AGENT_KUBEPODS", _text),
     "bpf_profile": ("OTEL_AGENT_BPF_PROFILE", _choice(BPF_PROFILES)),
-    "bpf_map_entries": ("OTEL_AGENT_BPF_MAP_ENTRIES", _positive_int),
-    "bpf_task_entries": ("OTEL_AGENT_BPF_TASK_ENTRIES", _positive_int),
+    "bpf_map_entries": ("OTEL_AGENT_BPF_MAP_ENTRIES", _entries),
+    "bpf_task_entries": ("OTEL_AGENT_BPF_TASK_ENTRIES", _entries),
     "pod_cidrs": ("OTEL_AGENT_POD_CIDRS", _cidrs),
     "cluster_cidrs": ("OTEL_AGENT_CLUSTER_CIDRS", _cidrs),
     "health_listen": ("OTEL_AGENT_HEALTH_LISTEN", _listen),
     "resource_attributes": ("OTEL_RESOURCE_ATTRIBUTES", _resource_attributes),
-    "export_timeout_seconds": (None, _positive_float),
+    "export_timeout_seconds": (None, _seconds_in(*EXPORT_TIMEOUT_SECONDS_RANGE)),
     "log_level": ("OTEL_AGENT_LOG_LEVEL", _choice(("DEBUG", "INFO", "WARNING", "ERROR"))),
 }
 # Environment values whose unit differs from the setting's.
-_ENV_PARSERS: dict[str, Callable[[Any], Any]] = {"interval_seconds": _ms_to_seconds}
+_ENV_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "interval_seconds": _seconds_in(*INTERVAL_SECONDS_RANGE, scale=1000.0)}
 
 SETTINGS = tuple(_SETTINGS)
 

@@ -27,7 +27,3 @@ class ParseError(OtelAgentError):
 
 class CgroupMountError(SourceError):
     """No usable cgroup v2 hierarchy: the whole cgroup source is unavailable."""
-
-
-class SyntheticError(OtelAgentError):
-    """The synthetic kubelet could not create, fill or remove its cgroup directories."""

@@ -92,10 +92,11 @@ class CgroupReading:
 
 
 class _Cgroup:
-    """One cgroup's files: [name, fd, last text, samples made from it] each.
+    """One cgroup's files: [name, fd, last bytes read, samples made from them] each.
 
-    fd -1 means 'open per read' (open file limit hit). The last text and its samples let an
-    unchanged file (an idle container's cpu.stat, PSI at rest) cost only its read.
+    fd -1 means 'open per read' (open file limit hit). The last bytes and their samples let an
+    unchanged file (an idle container's cpu.stat, PSI at rest) cost only its read (and a bytes
+    comparison: nothing is decoded or parsed).
     """
 
     __slots__ = ("path", "files", "absent")
@@ -187,7 +188,9 @@ class CgroupReader:
         """Descriptors kept open between reads."""
         return self._kept
 
-    def read(self, refs: Iterable[CgroupRef]) -> CgroupReading:
+    def read(self, refs: Iterable[CgroupRef], *, more: bool = False) -> CgroupReading:
+        """Read `refs`; cgroups read before and not in `refs` are gone (closed), unless `more`:
+        then `refs` are read in addition to what this cycle already read."""
         out = CgroupReading()
         samples = out.samples
         seen: set[CgroupId] = set()
@@ -210,9 +213,10 @@ class CgroupReader:
             except OSError as e:  # EACCES and the like: this cgroup only, retried next cycle
                 out.skipped[READ_ERROR] += 1
                 self._log_once(f"open {ref.scope}", "cannot open cgroup %s: %s", ref.path, e)
-        for cid in [c for c in self._open if c not in seen]:
-            self._forget(cid)
-            out.gone.add(cid)
+        if not more:
+            for cid in [c for c in self._open if c not in seen]:
+                self._forget(cid)
+                out.gone.add(cid)
         return out
 
     # --- opening ---------------------------------------------------------------------------
@@ -298,23 +302,29 @@ class CgroupReader:
         cid = ref.cgroup_id
         exported = EXPORTED[ref.scope]
         append = samples.append
+        extend = samples.extend
         read_size = self._read_size
         pread = os.pread
         current: int | None = None
         reuse = self._reuse_unchanged
         for entry in cg.files:
-            name, fd, last_text, last_samples = entry
+            name, fd, last_data, last_samples = entry
             try:
                 if fd >= 0:
                     data = pread(fd, read_size[name], 0)
+                    # Equal to the last (complete) read: complete and unchanged, the same
+                    # values already built. Most files on a quiet node, so checked first.
+                    if reuse and data == last_data:
+                        extend(last_samples)
+                        continue
                     if len(data) >= read_size[name]:
                         data = self._read_file(cg, name, fd)
                 else:
                     data = self._read_file(cg, name, fd)
-                text = data.decode()
-                if text == last_text and reuse:
-                    samples.extend(last_samples)  # unchanged: the same values, already built
+                if reuse and data == last_data:
+                    extend(last_samples)
                     continue
+                text = data.decode()
             except OSError as e:
                 if e.errno in _GONE_ERRNOS:
                     raise _Gone from e
@@ -379,7 +389,7 @@ class CgroupReader:
                         append(Sample(cid, "disk.operations", io.rios, read_attrs))
                         append(Sample(cid, "disk.operations", io.wios, write_attrs))
                 if name not in _DEPENDENT:
-                    entry[2] = text
+                    entry[2] = data
                     entry[3] = samples[start:]
             except ParseError as e:
                 del samples[start:]

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from otel_agent.ebpf import system
 from otel_agent.ebpf.classes import trie_entries
 from otel_agent.ebpf.config import BpfConfig
-from otel_agent.ebpf.decode import Cumulative, HeldBack, RawCounters, held_back, to_samples
+from otel_agent.accounting import Cumulative, HeldBack
+from otel_agent.ebpf.decode import RawCounters, held_back, to_samples
 from otel_agent.ebpf.layout import MAP_LAYOUTS, LpmKey, size_mismatches
 from otel_agent.ebpf.maps import FAIL_SLOTS, MapReader, lib, per_cpu_sum
 from otel_agent.errors import SourceError
@@ -128,6 +129,7 @@ class BpfCollector:
         self._scanned_at = 0.0
         self._warned: set[str] = set()
         self._health: list[MapHealth] = []
+        self._entries_now: dict[str, int] = {}
         self._root_id = 0
         self._task_ways = 0
 
@@ -365,6 +367,9 @@ class BpfCollector:
         nothing_to_export = removed - have
         if nothing_to_export:  # removed before counting anything: free now, there is no final value
             self._free_lifecycle(nothing_to_export)
+        # What the lifecycle maps hold now, for their health: they were read whole just above.
+        self._entries_now = {"cg_removed": len(removed) - len(nothing_to_export),
+                             "cg_paths": len(paths) - len(nothing_to_export & paths.keys())}
         unknown = [i for i in have if i not in paths and i not in self._scan]
         if unknown and time.monotonic() - self._scanned_at > SCAN_INTERVAL_SECONDS:
             self._rescan()
@@ -477,6 +482,8 @@ class BpfCollector:
                 r = self._readers[name]
                 if name in PER_CGROUP_MAPS:
                     entries = sum(len(v) for v in self._keys.get(name, {}).values())
+                elif name in self._entries_now:
+                    entries = self._entries_now[name]
                 else:
                     try:
                         entries = r.count()

@@ -1,7 +1,8 @@
 """Raw map contents → Samples and HistogramSamples. Pure: no BCC, no kernel.
 
 The collector copies maps into plain dicts (RawCounters); everything about units, attribute
-names and histogram bounds is decided here, where a unit test can see it.
+names and histogram bounds is decided here, where a unit test can see it. Keeping the series
+monotonic across evictions (Cumulative, HeldBack) is accounting: otel_agent/accounting.py.
 """
 
 from __future__ import annotations
@@ -78,25 +79,6 @@ def to_samples(raw: RawCounters) -> tuple[list[Sample], list[HistogramSample]]:
     return samples, hists
 
 
-def _flat(v: object) -> tuple[int, ...]:
-    if isinstance(v, int):
-        return (v,)
-    out: list[int] = []
-    for x in v:  # type: ignore[union-attr]
-        out.extend(_flat(x))
-    return tuple(out)
-
-
-def _unflat(template: object, flat: tuple[int, ...], pos: int = 0) -> tuple[object, int]:
-    if isinstance(template, int):
-        return flat[pos], pos + 1
-    out = []
-    for x in template:  # type: ignore[union-attr]
-        y, pos = _unflat(x, flat, pos)
-        out.append(y)
-    return tuple(out), pos
-
-
 def held_back(slots, now_ns: int) -> tuple[dict[int, int], dict[int, Hist]]:
     """What the CPU program holds in its per-CPU slots (struct cpu_slot, bpf/cpu.c) and has not
     written to cpu_time / runq yet, per cgroup: on-CPU ns added up while one cgroup's tasks
@@ -117,62 +99,3 @@ def held_back(slots, now_ns: int) -> tuple[dict[int, int], dict[int, Hist]]:
             waits[s.wait_cgroup] = (tuple(a + int(b) for a, b in zip(slots_, s.wait_slots)),
                                     total + s.wait_sum_ns)
     return cpu, waits
-
-
-class HeldBack:
-    """Adds held-back amounts (held_back) to map values, keeping every series monotonic.
-
-    The maps are read before the slots, so a flush from slot to map between the two reads is
-    missed once: that read comes out low, never high. Each value is kept at or above the last
-    one reported, so a low read shows as a pause, never as a counter going down. Restarts of an
-    evicted entry are still told by the map values alone (Cumulative), before this."""
-
-    def __init__(self) -> None:
-        self._last: dict[object, tuple[int, ...]] = {}
-
-    def apply(self, key: object, value: object, extra: object | None) -> object:
-        flat = _flat(value)
-        if extra is not None:
-            flat = tuple(a + b for a, b in zip(flat, _flat(extra)))
-        last = self._last.get(key)
-        if last is not None and len(last) == len(flat):
-            flat = tuple(max(a, b) for a, b in zip(flat, last))
-        self._last[key] = flat
-        return _unflat(value, flat)[0]
-
-    def forget(self, key: object) -> None:
-        self._last.pop(key, None)
-
-
-class Cumulative:
-    """Keeps each series monotonic when its map entry was evicted (LRU) and created again.
-
-    A value that went down means the kernel's entry restarted from zero: the last value read
-    becomes a base added from then on. What the entry counted between the last read and the
-    eviction is lost; the collector counts such restarts as evictions so that is visible.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[object, tuple[int, ...]] = {}
-        self._base: dict[object, tuple[int, ...]] = {}
-
-    def update(self, key: object, value: object) -> tuple[object, bool]:
-        """(value with base added, whether a restart was detected)."""
-        flat = _flat(value)
-        last = self._last.get(key)
-        restarted = last is not None and len(last) == len(flat) and any(a < b for a, b in zip(flat, last))
-        if restarted:
-            base = self._base.get(key, (0,) * len(flat))
-            self._base[key] = tuple(b + l for b, l in zip(base, last))  # type: ignore[arg-type]
-        self._last[key] = flat
-        base = self._base.get(key)
-        if base is None:
-            return value, restarted
-        return _unflat(value, tuple(a + b for a, b in zip(flat, base)))[0], restarted
-
-    def forget(self, key: object) -> None:
-        self._last.pop(key, None)
-        self._base.pop(key, None)
-
-    def keys(self) -> list[object]:
-        return list(self._last)

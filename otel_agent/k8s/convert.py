@@ -1,8 +1,12 @@
 """Kubernetes API objects → PodMeta / NodeMeta, as pure functions.
 
-The informer, the tests and anything else holding a `V1Pod`/`V1Node` (or the same object as
-the API's plain JSON dict) share this one conversion, so what a pod "is" to the agent is
-decided in one place and tested on fixture objects without a cluster (DESIGN rule 4).
+The informer, the tests and anything else holding a pod or node, as the API's plain JSON dict
+(what the informer reads) or as a `V1Pod`/`V1Node`, share this one conversion, so what a pod
+"is" to the agent is decided in one place and tested on fixture objects without a cluster
+(DESIGN rule 4). The informer does not let the client build its models: in client 37 they are
+pydantic classes built on first use, ~25 MB of the agent's memory for a handful of fields
+(bench/agent.py). The JSON is read defensively instead: a field of the wrong type is a
+ValueError for that pod, never a crash.
 
 The agent's RBAC is get/list/watch on pods and get on nodes, nothing more: the owning
 workload is therefore derived from the pod alone, by two documented heuristics:
@@ -19,7 +23,6 @@ workload is therefore derived from the pod alone, by two documented heuristics:
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import InvalidOperation
 from typing import Any, Iterable, Mapping
@@ -61,15 +64,40 @@ RUNTIME_PREFIXES: tuple[str, ...] = ("containerd://", "cri-o://", "docker://")
 
 _CRONJOB_JOB_NAME = re.compile(r"^(?P<cronjob>.+)-(?P<minutes>\d{8,})$")
 
-# Deserializing a dict into the client's models is pure (no request is made); one shared
-# instance avoids building a connection pool per call.
-_DESERIALIZER = kubernetes.client.ApiClient()
+# Models (from callers that hold them) become the API's JSON form; no request is made.
+_SERIALIZER = kubernetes.client.ApiClient()
 
 
-def _as_model(obj: Any, klass: str) -> Any:
+def _as_json(obj: Any) -> Mapping[str, Any]:
     if isinstance(obj, Mapping):
-        return _DESERIALIZER.deserialize(json.dumps(obj), klass, "application/json")
-    return obj
+        return obj
+    return _SERIALIZER.sanitize_for_serialization(obj)
+
+
+def _field(obj: Mapping[str, Any] | None, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """obj[key] if it is of `kind`, None if absent or null; ValueError otherwise."""
+    if obj is None:
+        return None
+    v = obj.get(key)
+    if v is None or isinstance(v, kind):
+        return v
+    raise ValueError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {type(v).__name__}")
+
+
+def _str_map(obj: Mapping[str, Any] | None, key: str, where: str) -> dict[str, str]:
+    m = _field(obj, key, Mapping, where) or {}
+    for k, v in m.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise ValueError(f"{where}.{key}: {k!r} must map to a string")
+    return {k: str(v) for k, v in m.items()}
+
+
+def _dicts(obj: Mapping[str, Any] | None, key: str, where: str) -> list[Mapping[str, Any]]:
+    items = _field(obj, key, list, where) or []
+    for i, it in enumerate(items):
+        if not isinstance(it, Mapping):
+            raise ValueError(f"{where}.{key}[{i}]: expected a mapping")
+    return items
 
 
 def strip_runtime_prefix(container_id: str | None) -> ContainerId | None:
@@ -136,20 +164,24 @@ def workload_attributes(owner_kind: str | None, owner_name: str | None, pod_labe
     return out
 
 
-def _controller(owner_references: Any) -> tuple[str | None, str | None]:
-    refs = list(owner_references or ())
+def _controller(meta: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    refs = _dicts(meta, "ownerReferences", "metadata")
     if not refs:
         return None, None
-    chosen = next((r for r in refs if getattr(r, "controller", False)), refs[0])
-    return chosen.kind, chosen.name
+    chosen = next((r for r in refs if r.get("controller") is True), refs[0])
+    return (_field(chosen, "kind", str, "metadata.ownerReferences"),
+            _field(chosen, "name", str, "metadata.ownerReferences"))
 
 
-def _container_meta(container: Any, container_id: ContainerId | None) -> ContainerMeta:
-    resources = container.resources
-    requests = (resources.requests if resources else None) or {}
-    limits = (resources.limits if resources else None) or {}
+def _container_meta(container: Mapping[str, Any], container_id: ContainerId | None) -> ContainerMeta:
+    resources = _field(container, "resources", Mapping, "spec.containers") or {}
+    requests = _field(resources, "requests", Mapping, "resources") or {}
+    limits = _field(resources, "limits", Mapping, "resources") or {}
+    name = _field(container, "name", str, "spec.containers")
+    if not name:
+        raise ValueError("spec.containers: a container without a name")
     return ContainerMeta(
-        name=container.name,
+        name=name,
         container_id=container_id,
         cpu_request_cores=quantity_cores(requests.get("cpu")),
         cpu_limit_cores=quantity_cores(limits.get("cpu")),
@@ -170,45 +202,57 @@ def pod_meta(pod: kubernetes.client.V1Pod | Mapping[str, Any], *, labels: Iterab
 
     Container ids come from status (init and ephemeral containers too), without the runtime
     prefix; a container not started yet has no id. Requests/limits are in cores and bytes.
+    Raises ValueError for a pod whose fields have the wrong types or no uid.
     """
-    pod = _as_model(pod, "V1Pod")
-    meta = pod.metadata
-    spec = pod.spec
-    status = pod.status
+    pod = _as_json(pod)
+    meta = _field(pod, "metadata", Mapping, "pod") or {}
+    spec = _field(pod, "spec", Mapping, "pod")
+    status = _field(pod, "status", Mapping, "pod")
     ids: dict[str, ContainerId | None] = {}
-    if status is not None:
-        for statuses in (status.init_container_statuses, status.container_statuses, status.ephemeral_container_statuses):
-            for cs in statuses or ():
-                ids[cs.name] = strip_runtime_prefix(cs.container_id)
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        for cs in _dicts(status, key, "status"):
+            name = _field(cs, "name", str, f"status.{key}")
+            if name:
+                ids[name] = strip_runtime_prefix(_field(cs, "containerID", str, f"status.{key}"))
     containers: list[ContainerMeta] = []
-    if spec is not None:
-        for group in (spec.init_containers, spec.containers, spec.ephemeral_containers):
-            for c in group or ():
-                containers.append(_container_meta(c, ids.get(c.name)))
-    all_labels = dict(meta.labels or {})
-    kind, name = _controller(meta.owner_references)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for c in _dicts(spec, key, "spec"):
+            containers.append(_container_meta(c, ids.get(c.get("name"))))
+    uid = _field(meta, "uid", str, "metadata")
+    if not uid:
+        raise ValueError("metadata.uid: missing")
+    all_labels = _str_map(meta, "labels", "metadata")
+    kind, name = _controller(meta)
     return PodMeta(
-        uid=PodUid(meta.uid),
-        name=meta.name,
-        namespace=meta.namespace or "default",
-        node_name=spec.node_name if spec is not None else None,
+        uid=PodUid(uid),
+        name=_field(meta, "name", str, "metadata") or "",
+        namespace=_field(meta, "namespace", str, "metadata") or "default",
+        node_name=_field(spec, "nodeName", str, "spec"),
         labels=select_labels(all_labels, labels),
         workload=workload_attributes(kind, name, all_labels),
         containers=tuple(containers),
-        qos=_qos(status.qos_class if status is not None else None),
+        qos=_qos(_field(status, "qosClass", str, "status")),
     )
+
+
+def resource_version(obj: Any) -> str | None:
+    """metadata.resourceVersion of an API object (JSON form), if it is a string."""
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    rv = meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+    return rv if isinstance(rv, str) and rv else None
 
 
 def node_meta(node: kubernetes.client.V1Node | Mapping[str, Any], *, labels: Iterable[str] = NODE_LABELS) -> NodeMeta:
     """The node's capacity/allocatable (cores, bytes) and the labels pricing needs."""
-    node = _as_model(node, "V1Node")
-    status = node.status
-    capacity = (status.capacity if status else None) or {}
-    allocatable = (status.allocatable if status else None) or {}
+    node = _as_json(node)
+    meta = _field(node, "metadata", Mapping, "node") or {}
+    status = _field(node, "status", Mapping, "node")
+    capacity = _field(status, "capacity", Mapping, "status") or {}
+    allocatable = _field(status, "allocatable", Mapping, "status") or {}
     return NodeMeta(
-        name=node.metadata.name,
-        uid=node.metadata.uid,
-        labels=select_labels(node.metadata.labels, labels),
+        name=_field(meta, "name", str, "metadata") or "",
+        uid=_field(meta, "uid", str, "metadata"),
+        labels=select_labels(_str_map(meta, "labels", "metadata"), labels),
         cpu_capacity_cores=quantity_cores(capacity.get("cpu")),
         cpu_allocatable_cores=quantity_cores(allocatable.get("cpu")),
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
@@ -223,6 +267,7 @@ __all__ = [
     "node_meta",
     "pod_meta",
     "quantity_bytes",
+    "resource_version",
     "quantity_cores",
     "select_labels",
     "strip_runtime_prefix",

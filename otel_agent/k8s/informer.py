@@ -31,10 +31,12 @@ cgroup path says (pod uid, container id); only an audit log or the kubelet could
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
+import urllib.parse
 from decimal import InvalidOperation
 from typing import Any, Callable, Iterable
 
@@ -45,7 +47,7 @@ from kubernetes.client.exceptions import ApiException
 
 from otel_agent.errors import ConfigError
 from otel_agent.k8s.apiconfig import load_api_client
-from otel_agent.k8s.convert import NODE_LABELS, node_meta, pod_meta
+from otel_agent.k8s.convert import NODE_LABELS, node_meta, pod_meta, resource_version
 from otel_agent.k8s.source import SourceStatus
 from otel_agent.model import NodeMeta, PodMeta, PodUid
 
@@ -100,7 +102,7 @@ class KubernetesSource:
             raise ConfigError(f"watch_timeout_seconds: {watch_timeout_seconds} is not allowed; use a whole number ≥ 1")
         self.node_name = node_name
         self._api_client = api_client if api_client is not None else load_api_client()
-        self._core = kubernetes.client.CoreV1Api(self._api_client)
+        self._core = _RawCoreV1(self._api_client)
         self._pod_labels = tuple(pod_labels)
         self._node_labels = tuple(node_labels)
         self._grace_seconds = grace_seconds
@@ -124,7 +126,7 @@ class KubernetesSource:
         self._stop = threading.Event()
         self._synced = threading.Event()
         self._thread: threading.Thread | None = None
-        self._watch: watch.Watch | None = None
+        self._watch: _RawWatch | None = None
         self._node_due = 0.0
         self._events_in_watch = 0
         self._node_error: str | None = None
@@ -277,7 +279,8 @@ class KubernetesSource:
         if now < self._node_due:
             return
         try:
-            v1node = self._core.read_node(self.node_name, _request_timeout=self._timeout(self._request_timeout_seconds))
+            v1node = self._core.read_node(self.node_name,
+                                          _request_timeout=self._timeout(self._request_timeout_seconds))
         except ApiException as e:
             if e.status in (401, 403, 404):
                 # The API answers but will not tell us about the node: pods still work, so
@@ -292,7 +295,7 @@ class KubernetesSource:
         self._node_error = None
         try:
             meta = node_meta(v1node, labels=self._node_labels)
-        except (ValueError, InvalidOperation) as e:
+        except (ValueError, InvalidOperation, TypeError) as e:
             log.warning("node %s has unreadable capacity: %s", self.node_name, e)
             meta = None
         with self._lock:
@@ -300,11 +303,12 @@ class KubernetesSource:
                 self._node = meta
         self._node_due = now + self._node_refresh_seconds
 
-    def _convert(self, v1pod: Any) -> PodMeta | None:
+    def _convert(self, pod: Any) -> PodMeta | None:
         try:
-            return pod_meta(v1pod, labels=self._pod_labels)
+            return pod_meta(pod, labels=self._pod_labels)
         except (ValueError, InvalidOperation, TypeError, AttributeError) as e:
-            uid = PodUid(str(getattr(getattr(v1pod, "metadata", None), "uid", "?")))
+            meta = pod.get("metadata") if isinstance(pod, dict) else None
+            uid = PodUid(str(meta.get("uid", "?") if isinstance(meta, dict) else "?")[:64])
             if uid not in self._skipped:  # one entity failing is logged once, never fatal
                 self._skipped.add(uid)
                 log.warning("skipping pod %s: %s", uid, e)
@@ -315,8 +319,9 @@ class KubernetesSource:
             field_selector=self._field_selector,
             _request_timeout=self._timeout(self._request_timeout_seconds),
         )
+        items = resp.get("items") if isinstance(resp, dict) else None
         fresh: dict[PodUid, PodMeta] = {}
-        for item in resp.items or ():
+        for item in items if isinstance(items, list) else ():
             meta = self._convert(item)
             if meta is not None:
                 fresh[meta.uid] = meta
@@ -328,7 +333,7 @@ class KubernetesSource:
             for uid in fresh:
                 self._deleted.pop(uid, None)
             self._pods = fresh
-            self._resource_version = resp.metadata.resource_version if resp.metadata else None
+            self._resource_version = resource_version(resp)
             self._error = None
             self._prune_locked()
         self.relists += 1
@@ -336,7 +341,7 @@ class KubernetesSource:
         log.debug("listed %d pods on %s at resourceVersion %s", len(fresh), self.node_name, self._resource_version)
 
     def _watch_once(self) -> None:
-        w = watch.Watch()
+        w = _RawWatch()
         self._watch = w
         self._events_in_watch = 0
         if self._stop.is_set():
@@ -367,7 +372,7 @@ class KubernetesSource:
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED") or obj is None:
             return
-        rv = obj.metadata.resource_version if obj.metadata else None
+        rv = resource_version(obj)
         meta = self._convert(obj)
         with self._lock:
             if rv:
@@ -386,3 +391,77 @@ class KubernetesSource:
         now = self._clock()
         for uid in [u for u, (_, exp) in self._deleted.items() if exp <= now]:
             del self._deleted[uid]
+
+
+class _RawWatch(watch.Watch):
+    """A watch whose events carry the API's JSON (`object` is the plain dict): no client
+    models are built (see k8s/convert.py). It still follows resourceVersion for its own
+    reconnects, as the stock Watch does for the objects it deserializes."""
+
+    def get_return_type(self, func):  # noqa: ARG002 (the client's signature)
+        return None
+
+    def unmarshal_event(self, data, return_type):
+        js = super().unmarshal_event(data, None)
+        if isinstance(js, dict) and js.get("type") in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+            rv = resource_version(js.get("object"))
+            if rv:
+                self.resource_version = rv
+        return js
+
+
+class _RawCoreV1:
+    """The three calls the informer makes, as plain GETs through the client's ApiClient (its
+    configuration, auth and connection pool), answering the API's JSON.
+
+    Why not CoreV1Api: in client 37 every API method is a pydantic `validate_call` built on
+    first use, which imports and builds the models of its return type (~20 MB that stays in
+    the agent's memory, measured in bench/agent.py) although the agent keeps a handful of
+    fields. A non-2xx answer raises ApiException with the status, as the generated methods do.
+    """
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any):
+        c = self.api_client
+        method, url, headers, _, _ = c.param_serialize(
+            method="GET", resource_path=path, query_params=query,
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+        r = c.call_api(method, url, header_params=headers, _request_timeout=timeout)
+        if not 200 <= r.status <= 299:
+            body = r.read()
+            raise ApiException(status=r.status, reason=r.reason,
+                               body=body.decode("utf-8", "replace")[:2000] if body else None)
+        return r
+
+    def read_node(self, name: str, *, _request_timeout: Any = None) -> Any:
+        return _json(self._get(f"/api/v1/nodes/{urllib.parse.quote(name, safe='')}", [],
+                               _request_timeout))
+
+    def list_pod_for_all_namespaces(self, *, field_selector: str | None = None,
+                                    resource_version: str | None = None,
+                                    allow_watch_bookmarks: bool | None = None,
+                                    timeout_seconds: int | None = None, watch: bool | None = None,
+                                    _request_timeout: Any = None, _preload_content: bool = True) -> Any:
+        """The pod list as JSON; with watch=True (kubernetes.watch), the raw streaming response."""
+        query: list[tuple[str, Any]] = []
+        for key, value in (("fieldSelector", field_selector), ("resourceVersion", resource_version),
+                           ("allowWatchBookmarks", allow_watch_bookmarks),
+                           ("timeoutSeconds", timeout_seconds), ("watch", watch)):
+            if value is not None:
+                query.append((key, str(value).lower() if isinstance(value, bool) else value))
+        r = self._get("/api/v1/pods", query, _request_timeout)
+        return r.response if watch else _json(r)
+
+
+def _json(resp: Any) -> Any:
+    """The body of a `_preload_content=False` response, parsed; ValueError if it is not JSON."""
+    try:
+        return json.loads(resp.read())
+    except (TypeError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"the API server answered something that is not JSON: {e}") from e
+    finally:
+        release = getattr(getattr(resp, "response", resp), "release_conn", None)
+        if release is not None:
+            release()  # without preloading, urllib3 keeps the connection until told

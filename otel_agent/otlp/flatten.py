@@ -1,15 +1,13 @@
 """OTLP data flattened to rows, from either side of the wire.
 
-`once` prints what the agent would send (SDK objects); the demo prints what a receiver got
-(protobuf). Both go through the same rows so the table is the same.
+`once` prints what the agent would send, the demo what a receiver got: both are protobuf
+requests and go through the same rows, so the table is the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
-
-from opentelemetry.sdk.metrics.export import Histogram, MetricsData, Sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,28 +25,6 @@ class Point:
     explicit_bounds: tuple[float, ...] = ()
     monotonic: bool = False
     temporality: str = ""
-
-
-def flatten_sdk(data: MetricsData) -> Iterator[Point]:
-    for rm in data.resource_metrics:
-        res = {k: str(v) for k, v in rm.resource.attributes.items()}
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                d = m.data
-                if isinstance(d, Histogram):
-                    for p in d.data_points:
-                        yield Point(res, m.name, m.unit or "", dict(p.attributes), float(p.sum),
-                                    "histogram", p.start_time_unix_nano, p.time_unix_nano,
-                                    p.count, tuple(p.bucket_counts), tuple(p.explicit_bounds),
-                                    temporality=d.aggregation_temporality.name.lower())
-                else:
-                    kind = "sum" if isinstance(d, Sum) else "gauge"
-                    for p in d.data_points:
-                        yield Point(res, m.name, m.unit or "", dict(p.attributes), float(p.value),
-                                    kind, p.start_time_unix_nano, p.time_unix_nano,
-                                    monotonic=bool(getattr(d, "is_monotonic", False)),
-                                    temporality=(d.aggregation_temporality.name.lower()
-                                                 if isinstance(d, Sum) else ""))
 
 
 def _anyvalue(v: Any) -> str:

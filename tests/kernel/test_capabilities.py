@@ -21,7 +21,7 @@ import yaml
 from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, PodMeta
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = pytest.mark.kernel
 

@@ -28,12 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The README's pricing example, shared with the cost tests.
 from tests.unit.cost.ledger_helpers import PRICING_YAML  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The pipeline's processes as the demo starts them: one definition (demo/processes.py).
+from demo.processes import (ROTEL_ENV, cpu_usage_seconds, free_port, rotel_argv,  # noqa: E402,F401
+                            rotel_binary)
 
 
 def wait_port(port: int, timeout_seconds: float = 30.0, proc: subprocess.Popen | None = None) -> bool:
@@ -48,14 +45,6 @@ def wait_port(port: int, timeout_seconds: float = 30.0, proc: subprocess.Popen |
         except OSError:
             time.sleep(0.1)
     return False
-
-
-def cpu_usage_seconds(cgroup: Path) -> float:
-    """The kernel's CPU time of a cgroup subtree since its creation (cpu.stat usage_usec)."""
-    for line in (cgroup / "cpu.stat").read_text().splitlines():
-        if line.startswith("usage_usec "):
-            return int(line.split()[1]) / 1e6
-    raise AssertionError(f"{cgroup}/cpu.stat has no usage_usec")
 
 
 def proc_status_kib(pid: int, field: str = "VmRSS") -> int:
@@ -128,15 +117,6 @@ class Process:
             return ""
 
 
-def rotel_binary() -> Path | None:
-    try:
-        import rotel
-    except ImportError:
-        return None
-    p = Path(rotel.__file__).parent / "rotel-agent"
-    return p if p.is_file() else None
-
-
 class Rotel(Process):
     """rotel (a Rust OpenTelemetry collector) receiving OTLP/gRPC, exporting OTLP/gRPC."""
 
@@ -146,13 +126,12 @@ class Rotel(Process):
             raise RuntimeError("the rotel wheel (with its rotel-agent binary) is not installed")
         self.port = port or free_port()
         http_port = free_port()
+        self.http_port = http_port
         super().__init__(
-            [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{self.port}",
-             "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--pid-file", str(tmp / "rotel.pid"),
-             "--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{exporter_port}",
-             "--otlp-exporter-protocol", "grpc", "--batch-timeout", "100ms",
-             "--otlp-exporter-retry-initial-backoff", "200ms", "--otlp-exporter-retry-max-backoff", "1s"],
-            tmp / "rotel.log", env={**os.environ, "ROTEL_LOG_LEVEL": "info"})
+            rotel_argv(binary, self.port, exporter_port, http_port=http_port, extra=(
+                "--pid-file", str(tmp / "rotel.pid"), "--otlp-exporter-retry-initial-backoff",
+                "200ms", "--otlp-exporter-retry-max-backoff", "1s")),
+            tmp / "rotel.log", env={**os.environ, **ROTEL_ENV})
 
     @property
     def endpoint(self) -> str:

@@ -22,8 +22,8 @@ from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
-from otel_agent.otlp.sink import OtlpSink
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from tests.support.sink import OtlpSink
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from otel_agent.cgroups.mount import find_cgroup2_mount
-from otel_agent.otlp.sink import OtlpSink
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from tests.support.sink import OtlpSink
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 AGENT = [sys.executable, "-m", "otel_agent"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from otel_agent.cgroups.mount import find_cgroup2_mount
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from demo.synthetic import SyntheticNode, unique_prefix
 from tests.support.pipeline import CostProcessor, Rotel, rotel_binary
 
 # Burns `s` seconds of CPU in slices of `slice_s`, sleeping `sleep_s` between slices, so a

@@ -4,7 +4,7 @@ server, → rotel → cost processor).
 
 While the API is down the agent reads the pod's cgroups like any other, but cannot name it:
 it exports it under its pod uid (from the cgroup path) and keeps the dead pod's final values
-(agent.UNRESOLVED_GRACE_SECONDS) until metadata arrives. When the API is back the informer
+(accounting.UNRESOLVED_GRACE_SECONDS) until metadata arrives. When the API is back the informer
 resumes its watch from the last resourceVersion, the server replays the pod's ADDED and
 DELETED, and the ledger (latest metadata per series wins) bills the pod's CPU to its real
 namespace: late rather than never.

@@ -26,7 +26,7 @@ from otel_agent.cost.ingest import decode
 from otel_agent.cost.pricing import parse_pricing
 from otel_agent.cost.store import Store
 from otel_agent.k8s.static import write_static
-from otel_agent.otlp.sink import OtlpSink
+from tests.support.sink import OtlpSink
 from tests.e2e.faults.conftest import duty_burner, static_meta
 from tests.support.pipeline import PRICING_YAML, agent_process, cpu_usage_seconds, ledger_cpu
 

@@ -31,12 +31,12 @@ from otel_agent.cost.pricing import default_pricing
 from otel_agent.cost.report_cli import main as report_main
 from otel_agent.cost.store import Store
 from otel_agent.cost.window import parse_window
-from otel_agent.demo import (BURN, DUTY, MAX_HEADER_BYTES, RECV, SEND, agent_command, agent_env,
-                             free_port, hour_window, rotel_binary, start_cost_processor,
-                             start_rotel, stop_process, wait_for_ledger)
+from demo.__main__ import BURN, DUTY, MAX_HEADER_BYTES, RECV, SEND, hour_window
+from demo.processes import (agent_command, agent_env, free_port, rotel_binary, start_cost_processor,
+                            start_rotel, stop_process, wait_for_ledger)
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from demo.synthetic import SyntheticNode, unique_prefix
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 

@@ -21,7 +21,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from otel_agent.cost.receiver import SERVICE
-from otel_agent.otlp.sink import OtlpSink
+from tests.support.sink import OtlpSink
 from tests.unit.cost import scenario
 from tests.unit.cost.builders import S
 from tests.unit.cost.ledger_helpers import PRICING_YAML

@@ -19,7 +19,7 @@ from otel_agent.cgroups.discovery import discover
 from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.cgroups.reader import FILE_METRICS, CgroupReader
 from otel_agent.model import QosClass
-from otel_agent.synthetic import SyntheticNode, unique_prefix
+from demo.synthetic import SyntheticNode, unique_prefix
 
 _QOS = (QosClass.GUARANTEED, QosClass.BURSTABLE, QosClass.BEST_EFFORT)
 _RUNTIMES = ("containerd", "cri-o", "docker")

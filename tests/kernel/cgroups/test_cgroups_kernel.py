@@ -19,7 +19,7 @@ from otel_agent.cgroups.layout import classify
 from otel_agent.cgroups.mount import cgroup2_mounts, controllers, find_cgroup2_mount
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.model import QosClass, Scope
-from otel_agent.synthetic import SyntheticNode, sweep_stale, unique_prefix
+from demo.synthetic import SyntheticNode, sweep_stale, unique_prefix
 
 pytestmark = pytest.mark.kernel
 
@@ -146,3 +146,57 @@ def test_sweep_stale_removes_dead_runs_only(root):
         assert removed == [stale.path] and live.path.exists()
         assert orphan.wait(timeout=5) == -9
     assert not stale.path.exists() and not live.path.exists()
+
+
+def test_discoverer_sees_every_creation_and_removal_on_real_cgroupfs(root, node):
+    """nr_descendants of kubepods counts tiers, pods and containers as the kernel has them;
+    a walk is skipped only while nothing was created or removed."""
+    from otel_agent.cgroups.discovery import Discoverer
+
+    def ids(d):
+        return {r.cgroup_id for r in d.refs if r.scope in (Scope.POD, Scope.CONTAINER)}
+
+    p = node.add_pod("shop", "web-1", containers=("app",))
+    d = Discoverer(root, kubepods=node.kubepods)
+    try:
+        assert ids(d.discover(0.0)) == {p.cgroup_id, p.containers[0].cgroup_id}
+        d.discover(1.0)
+        assert d.walks == 1
+        q = node.add_pod("shop", "web-2", containers=("app", "sidecar"))  # created: count moves
+        assert ids(d.discover(2.0)) == {p.cgroup_id, p.containers[0].cgroup_id, q.cgroup_id,
+                                        *(c.cgroup_id for c in q.containers)}
+        assert d.walks == 2
+        node.remove_pod(p)  # removed: count moves too
+        assert ids(d.discover(3.0)) == {q.cgroup_id, *(c.cgroup_id for c in q.containers)}
+        assert d.walks == 3
+        d.discover(4.0)
+        assert d.walks == 3
+    finally:
+        d.close()
+
+
+def test_agent_reads_a_container_created_while_another_went_in_the_same_cycle(root, node):
+    """One removal and one creation leave kubepods' descendant count unchanged, so the walk is
+    skipped; the reader's ENODEV for the removed one makes the agent walk and read the new one
+    in the same cycle (and export the removed one's final)."""
+    from otel_agent.agent import Agent
+    from otel_agent.config import AgentConfig
+    from tests.unit.agent.test_agent_cycle import DictMetadata, RecordingExporter
+
+    pod = node.add_pod("shop", "web-1", containers=("a",))
+    meta, exp = DictMetadata(), RecordingExporter()
+    agent = Agent(AgentConfig(node_name="node-a", kubepods=node.kubepods, bpf_profile="off"),
+                  cgroup_root=root, metadata=meta, exporter=exp)
+    try:
+        for _ in range(2):
+            assert agent.export(agent.collect())
+        walks = agent.discoverer.walks
+        old = pod.container("a")
+        node.remove_container(old, pod)
+        new = node.add_container(pod, "b")
+        assert agent.export(agent.collect())
+        ids = {p.resource.get("container.id") for p in exp.exports[-1] if p.name == "container.cpu.time"}
+        assert {old.id, new.id} <= ids
+        assert agent.discoverer.walks == walks + 1
+    finally:
+        agent.close()

@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_agent.agent import Agent
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import SourceStatus
 from otel_agent.model import NodeMeta, PodMeta, PodUid
-from otel_agent.otlp.flatten import flatten_sdk
+from otel_agent.otlp.flatten import flatten_pb
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "cgroups" / "trees" / "pure-v2"
 POD = PodUid("0b6f3f1e-1111-4a5b-8c9d-000000000001")
@@ -46,22 +46,19 @@ class DictMetadata:
         return SourceStatus(True, "dict")
 
 
-class RecordingExporter(MetricExporter):
+class RecordingExporter:
     def __init__(self) -> None:
-        super().__init__()
         self.exports: list[list] = []
         self.fail = False
 
-    def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs):
+    def export(self, encoded) -> bool:
         if self.fail:
-            return MetricExportResult.FAILURE
-        self.exports.append(list(flatten_sdk(metrics_data)))  # copy: structures are reused
-        return MetricExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return False
+        self.exports.append([p for r in encoded.requests()
+                             for p in flatten_pb(ExportMetricsServiceRequest.FromString(r))])
         return True
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+    def shutdown(self) -> None:
         pass
 
 
@@ -225,3 +222,4 @@ def test_a_dead_container_whose_removal_bpf_missed_is_acked_not_resurrected(tree
     series = [v for e in exp.exports for v in container_cpu(e)]
     assert len(series) == 2 and series[0] == series[1] > 0.05  # live, then the final: cpu.stat's
     assert ctr_id in bpf.acked
+

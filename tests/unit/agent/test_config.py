@@ -56,6 +56,11 @@ def test_task_table_size_from_env_or_file(tmp_path: Path):
     [
         ({"OTEL_METRIC_EXPORT_INTERVAL": "soon"}, "environment OTEL_METRIC_EXPORT_INTERVAL: 'soon' must be a number"),
         ({"OTEL_METRIC_EXPORT_INTERVAL": "-5"}, "must be a positive number"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "1e303"}, "must be between 100 and 8.64e+07 ms"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "1e400"}, "must be a positive number"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "0.5"}, "must be between 100 and"),
+        ({"OTEL_METRIC_EXPORT_INTERVAL": "nan"}, "must be a positive number"),
+        ({"OTEL_AGENT_BPF_MAP_ENTRIES": "1" + "0" * 12}, "must be at most 4194304"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "http/json is not supported"),
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "udp"}, "must be one of grpc, http/protobuf"),
         ({"OTEL_EXPORTER_OTLP_INSECURE": "maybe"}, "must be true or false"),
@@ -95,3 +100,48 @@ def test_cli_reports_bad_setting_without_traceback():
     assert p.returncode == 2
     assert "OTEL_METRIC_EXPORT_INTERVAL" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ("interval_seconds: 1e303\n", "interval_seconds: '1e303' must be between 0.1 and 86400 s"),
+    ("interval_seconds: 1" + "0" * 400 + "\n", "must be a number"),
+    ("export_timeout_seconds: 1e9\n", "must be between 0.001 and 3600 s"),
+    ("bpf_task_entries: 99999999999\n", "must be at most 4194304"),
+])
+def test_absurd_file_values_are_refused(tmp_path: Path, raw, fragment):
+    f = tmp_path / "agent.yaml"
+    f.write_text(raw)
+    with pytest.raises(ConfigError) as e:
+        load(file=f, env={})
+    assert fragment in str(e.value)
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otel_agent", *args],
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_absurd_interval_exits_2_with_one_line():
+    p = _run("run", "--bpf-profile", "off", "--health-listen", "off",
+             env={"OTEL_METRIC_EXPORT_INTERVAL": "1e303"})
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "OTEL_METRIC_EXPORT_INTERVAL" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("listen", ["busy", "no-such-host.invalid:8089", "127.0.0.1:99999"])
+def test_bad_or_busy_health_listen_exits_2_with_one_line(listen):
+    """Two agents side by side: the second one's port is taken. One line naming the setting,
+    exit 2, before anything is loaded (no traceback, no eBPF compile)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        if listen == "busy":
+            listen = f"127.0.0.1:{s.getsockname()[1]}"
+        p = _run("run", "--bpf-profile", "off", "--metadata", "cgroup",
+                 "--health-listen", listen, env={"OTEL_METRIC_EXPORT_INTERVAL": "1000"})
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert "health_listen" in p.stderr.replace("-", "_") and "Traceback" not in p.stderr

@@ -3,7 +3,7 @@
 The conventions are a checked-in table (tests/fixtures/semconv/, made by
 scripts/semconv_table.py from the release named in otel_agent.metrics.SEMCONV_VERSION). Checked
 twice: the declarations in otel_agent/metrics.py, and what the agent really puts on the wire
-(an agent cycle on a fixture cgroup tree, the eBPF decoder's samples through the converter).
+(an agent cycle on a fixture cgroup tree, the eBPF decoder's samples through the encoder).
 
 * A name outside `otel_agent.` must be semconv's, not deprecated, with semconv's instrument and
   unit; its data-point attributes are semconv's for that metric, or ours.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_agent.agent import Agent
 from otel_agent.config import AgentConfig
@@ -35,8 +36,8 @@ from otel_agent.model import (
     QosClass,
     Scope,
 )
-from otel_agent.otlp.convert import Converter, Snapshot, StartTimes
-from otel_agent.otlp.flatten import Point, flatten_sdk
+from otel_agent.otlp.encode import Encoder, Snapshot, StartTimes
+from otel_agent.otlp.flatten import Point, flatten_pb
 from tests.unit.agent.test_agent_cycle import (
     CTR_ID,
     FIXTURE,
@@ -217,9 +218,9 @@ def test_ebpf_samples_on_the_wire_are_semconv_or_own_names(semconv):
         ctr: CgroupRef(ctr, Scope.CONTAINER, "/p/c", pod_uid=POD, container_id=CTR_ID,
                        runtime="containerd"),
     }
-    conv = Converter(node_name="node-a", start_times=StartTimes(1, 2, 3))
-    points = list(flatten_sdk(conv.convert(Snapshot(10, refs, samples, hists,
-                                                    {POD: PodMeta(POD, "web-1", "shop")}))))
+    enc = Encoder(node_name="node-a", start_times=StartTimes(1, 2, 3))
+    request = enc.encode(Snapshot(10, refs, samples, hists, {POD: PodMeta(POD, "web-1", "shop")})).request()
+    points = list(flatten_pb(ExportMetricsServiceRequest.FromString(request)))
     assert {"container.network.io", "k8s.pod.paging.faults",
             "otel_agent.container.cpu.run_queue.delay",
             "otel_agent.pod.network.packet.count"} <= {p.name for p in points}

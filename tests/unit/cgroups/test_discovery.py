@@ -106,3 +106,34 @@ def test_pods_come_and_go_between_calls(tmp_path):
     d = discover(root)
     assert {r.pod_uid for r in by_scope(d, Scope.POD)} == before - {UID_B} | {new_uid}
     assert_ids_are_inodes(d)
+
+
+def test_discoverer_walks_only_when_kubepods_descendants_change_or_a_cgroup_went(tmp_path):
+    from otel_agent.cgroups.discovery import Discoverer
+
+    root = tmp_path / "cg"
+    shutil.copytree(TREES / "pure-v2", root)
+    stat = root / "kubepods.slice" / "cgroup.stat"
+    stat.write_text("nr_descendants 7\nnr_dying_descendants 0\n")
+    d = Discoverer(root, kubepods="kubepods.slice", max_age_seconds=60)
+    first = d.discover(now=0.0)
+    assert d.walks == 1
+    again = d.discover(now=1.0)
+    assert d.walks == 1 and again.refs == first.refs and again.skipped == first.skipped
+    stat.write_text("nr_descendants 8\nnr_dying_descendants 0\n")  # a cgroup was created
+    d.discover(now=2.0)
+    assert d.walks == 2
+    d.discover(now=3.0)
+    assert d.walks == 2
+    d.invalidate()  # the reader saw one go (and one may have come with the count unchanged)
+    d.discover(now=4.0)
+    assert d.walks == 3
+    d.discover(now=70.0)  # older than max_age_seconds: a full walk all the same
+    assert d.walks == 4
+    d.close()
+    stat.unlink()  # no cgroup.stat to go by: walk every time, as discover() alone
+    d = Discoverer(root, kubepods="kubepods.slice")
+    d.discover(now=71.0)
+    d.discover(now=72.0)
+    assert d.walks == 2
+    d.close()

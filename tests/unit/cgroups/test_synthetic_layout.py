@@ -11,9 +11,9 @@ import os
 import pytest
 
 from otel_agent.cgroups.discovery import discover
-from otel_agent.errors import SyntheticError
+
 from otel_agent.model import QosClass, Scope
-from otel_agent.synthetic import SyntheticNode, sweep_stale, unique_prefix
+from demo.synthetic import SyntheticError, SyntheticNode, sweep_stale, unique_prefix
 
 
 @pytest.mark.parametrize("driver", ["systemd", "cgroupfs"])

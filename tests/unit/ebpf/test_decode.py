@@ -6,7 +6,8 @@ import pytest
 
 from otel_agent.ebpf import BpfConfig
 from otel_agent.ebpf.classes import classify, trie_entries
-from otel_agent.ebpf.decode import BOUNDS, Cumulative, RawCounters, log2_bounds_seconds, to_samples
+from otel_agent.accounting import Cumulative, HeldBack
+from otel_agent.ebpf.decode import BOUNDS, RawCounters, log2_bounds_seconds, to_samples
 from otel_agent.ebpf.system import effective_caps, missing_network_caps, missing_tracing_caps, v2_hierarchy_id
 from otel_agent.errors import ConfigError
 from otel_agent.metrics import METRICS
@@ -149,7 +150,6 @@ def test_held_back_adds_pending_running_and_waits_per_cgroup():
 def test_held_back_values_never_go_down():
     """A flush between the map read and the slot read makes one read low: a pause, never a
     decrease; the next read carries on."""
-    from otel_agent.ebpf.decode import HeldBack
 
     h = HeldBack()
     assert h.apply("k", 100, 30) == 130  # 100 in the map, 30 held in a slot

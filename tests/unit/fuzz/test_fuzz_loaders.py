@@ -186,7 +186,7 @@ def test_byte_mutations(tmp_path, kind, cut, junk, at):
 
 
 @FUZZ
-@given(interval=st.floats(0.001, 1e6), labels=st.lists(st.text("abc-_./", min_size=1, max_size=8),
+@given(interval=st.floats(0.1, 86_400.0), labels=st.lists(st.text("abc-_./", min_size=1, max_size=8),
                                                        max_size=5),
        profile=st.sampled_from(config.BPF_PROFILES))
 def test_valid_config_loads_what_was_written(tmp_path, interval, labels, profile):

@@ -3,7 +3,7 @@ cost processor → a chargeback ledger that adds up, checked against the kernel.
 
 Why each piece is the real one: the point is to show that money billed to a tenant is what the
 kernel counted for it, so nothing in the path is simulated. Tenants are real processes in real
-kubelet-layout cgroups (otel_agent/synthetic.py) in three namespaces: a CPU-heavy web service,
+kubelet-layout cgroups (demo/synthetic.py) in three namespaces: a CPU-heavy web service,
 a network-heavy uploader sending to an ingest pod over loopback TCP, and a CronJob's burst of
 short-lived jobs that each live well under one export interval. The agent (`otel-agent run`,
 static metadata, eBPF when the kernel allows) pushes OTLP/gRPC to rotel, a Rust OpenTelemetry
@@ -19,8 +19,11 @@ plus one header per segment (when eBPF network is attached), or a ledger that do
 
 The cgroups and processes it creates are removed at the end (leftovers of a crashed run are
 swept first); the ledger, logs and report stay in a temp directory it prints, so the reader can
-run `otel-agent cost report` on them. The helpers that start the cost processor and rotel are
-also used by tests/e2e/pipeline.
+run `otel-agent cost report` on them. The helpers that start the cost processor and rotel
+(demo/processes.py) are the tests' too.
+
+The demo is not part of the agent's package (nor of its image): `make demo` runs
+`python -m demo` from a clone.
 """
 
 from __future__ import annotations
@@ -34,9 +37,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 import argparse  # noqa: E402
 import json
 import re
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -49,7 +49,9 @@ from otel_agent.errors import OtelAgentError
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
-from otel_agent.synthetic import SynthPod, SyntheticNode, sweep_stale, unique_prefix
+from demo.processes import (agent_command, agent_env, cpu_usage_seconds, free_port, rotel_binary,
+                            start_cost_processor, start_rotel, stop_process, wait_for_ledger)
+from demo.synthetic import SynthPod, SyntheticNode, sweep_stale, unique_prefix
 
 DEMO_PREFIX = "otel-agent-demo"
 BILLING_TOLERANCE = 0.05  # a pod billed further than this from its cpu.stat is data lost
@@ -78,127 +80,6 @@ SEND = ("import socket,time,json\nc=socket.create_connection(('127.0.0.1',{port}
 # Largest IP + TCP header one skb carries (IPv6 40 + TCP with full options 60): the egress
 # cgroup_skb sees at most the payload plus this per segment.
 MAX_HEADER_BYTES = 100
-
-
-# --- the pipeline's processes (shared with tests/e2e/pipeline) ----------------------------
-
-
-def rotel_binary() -> Path | None:
-    """rotel-agent from the `rotel` wheel (a test extra), or None when it is not installed."""
-    try:
-        import rotel
-    except ImportError:
-        return None
-    p = Path(rotel.__file__).parent / "rotel-agent"
-    return p if p.is_file() and os.access(p, os.X_OK) else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_cost_processor(workdir: Path, *extra: str,
-                         timeout_seconds: float = 60) -> tuple[subprocess.Popen, int, str]:
-    """`otel-agent cost serve` on a free loopback port with a SQLite ledger in `workdir`.
-    Returns the process, its OTLP/gRPC port (read from its log) and the ledger URL."""
-    ledger = f"sqlite:///{workdir / 'ledger.db'}"
-    log_path = workdir / "cost.log"
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otel_agent.cost.cli", "serve", "--listen", "127.0.0.1:0",
-         "--ledger", ledger, "--refresh-seconds", "1", *extra],
-        stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        m = re.search(r"OTLP/gRPC on port (\d+)", log_path.read_text(errors="replace"))
-        if m:
-            return proc, int(m.group(1)), ledger
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    stop_process(proc)
-    raise OtelAgentError(f"the cost processor did not start; {log_path}:\n"
-                         + log_path.read_text(errors="replace")[-2000:])
-
-
-def start_rotel(binary: Path, port: int, upstream_port: int, log_path: Path) -> subprocess.Popen:
-    """rotel: OTLP/gRPC in on `port`, out over OTLP/gRPC to the cost processor."""
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [str(binary), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
-         "--otlp-http-endpoint", f"127.0.0.1:{free_port()}",
-         "--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{upstream_port}",
-         "--otlp-exporter-protocol", "grpc", "--batch-timeout", "100ms"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ROTEL_LOG_LEVEL": "info"})
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # listening once a connect succeeds
-        if proc.poll() is not None:
-            raise OtelAgentError(f"rotel exited with {proc.returncode}; see {log_path}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    stop_process(proc)
-    raise OtelAgentError(f"rotel did not listen on port {port} within 30 s; see {log_path}")
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
-def ledger_newest_ns(ledger_url: str) -> int:
-    """Newest point time stored in a SQLite ledger (0 when none yet): has an export arrived?"""
-    path = ledger_url[len("sqlite:///"):]
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as c:
-            return int(c.execute("SELECT coalesce(max(time_ns), 0) FROM points").fetchone()[0])
-    except sqlite3.Error:
-        return 0  # not created yet, or busy
-
-
-def wait_for_ledger(ledger_url: str, newer_than_ns: int, timeout_seconds: float) -> bool:
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if ledger_newest_ns(ledger_url) > newer_than_ns:
-            return True
-        time.sleep(0.2)
-    return False
-
-
-def agent_command(static: Path, kubepods: str, node_name: str, bpf_profile: str) -> list[str]:
-    return [sys.executable, "-m", "otel_agent", "run", "--metadata", "static",
-            "--static-metadata", str(static), "--kubepods", kubepods,
-            "--bpf-profile", bpf_profile, "--health-listen", "off",
-            "--node-name", node_name, "--pod-labels", "app,team"]
-
-
-def agent_env(endpoint: str, interval_ms: int, cluster: str, **extra: str) -> dict[str, str]:
-    return dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-                OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_METRIC_EXPORT_INTERVAL=str(interval_ms),
-                OTEL_RESOURCE_ATTRIBUTES=f"k8s.cluster.name={cluster}", **extra)
-
-
-def cpu_usage_seconds(path: Path) -> float | None:
-    """The cgroup's own count (cpu.stat usage_usec), None once the cgroup is gone."""
-    try:
-        for line in (path / "cpu.stat").read_text().splitlines():
-            if line.startswith("usage_usec "):
-                return int(line.split()[1]) / 1e6
-    except OSError:
-        return None
-    return None
 
 
 def hour_window(start: datetime, end: datetime) -> str:
@@ -439,7 +320,7 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m otel_agent.demo",
+    ap = argparse.ArgumentParser(prog="python -m demo",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--duration-seconds", type=float, default=45.0)
     ap.add_argument("--interval-ms", type=int, default=5000)

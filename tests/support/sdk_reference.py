@@ -1,21 +1,9 @@
-"""Samples → the OpenTelemetry SDK's metrics data model. Pure: no clock, no I/O.
+"""The reference our encoder is proven against: Samples → the OpenTelemetry SDK's data model,
+then the SDK's own protobuf encoder (`encode_metrics`).
 
-One OTLP resource per container, per pod, per node, and one for the node's kubepods cgroup
-(semconv's `pods` system container). The instrument of each metric is the one its row in
-otel_agent.metrics names: counters go out as cumulative monotonic sums, UpDownCounters
-(semconv's choice for memory, requests, limits, allocatable) as cumulative sums with
-is_monotonic false, gauges as gauges. Sums carry a start time that is stable for the life of
-the series (DESIGN rule 2):
-
-* cgroup-file counters count from the cgroup's creation, which is after the node booted, so
-  their start time is the node's boot time: the same across agent restarts, so a restarted
-  agent continues each series instead of starting (and double-billing) a new one. A cgroup
-  re-created under the same pod is a new series because `otel_agent.cgroup.id` differs.
-* BPF counters count from when the programs were attached: that is their start time.
-* the agent's own counters count from the agent's start.
-
-Resources are cached per cgroup for as long as the metadata object they were built from is
-the same object: attributes do not change between cycles, only values do (DESIGN, costs).
+This was the agent's converter before otel_agent/otlp/encode.py wrote OTLP bytes itself; it is
+kept, unchanged in what it produces, so tests/unit/agent/test_encode.py can decode both
+encodings and compare them.
 """
 
 from __future__ import annotations
@@ -50,39 +38,11 @@ from otel_agent.model import (
     Sample,
     Scope,
 )
+from otel_agent.otlp.encode import Snapshot, StartTimes, family
 from otel_agent.otlp.resources import resource_attributes
 
 SCOPE = InstrumentationScope("otel_agent", __version__)
 _CUMULATIVE = AggregationTemporality.CUMULATIVE
-
-
-@dataclass(frozen=True, slots=True)
-class StartTimes:
-    """Start time (ns since epoch) of each family of counters."""
-
-    cgroup: int  # node boot time
-    ebpf: int  # BPF programs attached
-    agent: int  # agent process started
-
-
-def family(m: MetricDef) -> str:
-    if m.source.startswith("ebpf"):
-        return "ebpf"
-    if m.source in ("agent", "kubernetes"):
-        return "agent"
-    return "cgroup"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything one collection cycle produced, ready to convert."""
-
-    time_unix_nano: int
-    refs: Mapping[CgroupId, CgroupRef]
-    samples: Sequence[Sample]
-    histograms: Sequence[HistogramSample] = ()
-    pods: Mapping[PodUid, PodMeta] | None = None
-    node: NodeMeta | None = None
 
 
 class Converter:
@@ -254,3 +214,12 @@ def count_points(data: MetricsData) -> int:
         for sm in rm.scope_metrics
         for metric in sm.metrics
     )
+
+
+def sdk_request(snap: Snapshot, *, node_name: str | None, extra_attributes: Mapping[str, str] = {},
+                start_times: StartTimes):
+    """The ExportMetricsServiceRequest the SDK's encoder makes of this snapshot."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    c = Converter(node_name=node_name, extra_attributes=extra_attributes, start_times=start_times)
+    return encode_metrics(c.convert(snap))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from otel_agent.errors import SyntheticError
+from otel_agent.errors import OtelAgentError
 from otel_agent.model import CgroupId, ContainerId, PodUid, QosClass
 
 DRIVERS = ("systemd", "cgroupfs")
@@ -38,6 +38,10 @@ _TIER_NAME = {QosClass.BURSTABLE: "burstable", QosClass.BEST_EFFORT: "besteffort
 _SYSTEMD_SCOPE_PREFIX = {"containerd": "cri-containerd-", "cri-o": "crio-", "docker": "docker-"}
 _PREFIX_OWNER = re.compile(r"-(\d+)-[0-9a-f]+$")
 _KILL_TIMEOUT_SECONDS = 10.0
+
+
+class SyntheticError(OtelAgentError):
+    """The synthetic kubelet could not create, fill or remove its cgroup directories."""
 
 
 def unique_prefix(base: str = "otel-agent-demo") -> str:

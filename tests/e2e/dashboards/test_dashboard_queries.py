@@ -1,7 +1,7 @@
 """Every query of every shipped dashboard, on a real Prometheus holding our own export.
 
 The data is ours end to end, as far as this machine allows:
-- the real agent (`Agent.collect` + `export`, the SDK's OTLP/gRPC exporter to a real gRPC
+- the real agent (`Agent.collect` + `export`, its own OTLP/gRPC exporter to a real gRPC
   receiver) on a copy of a fixture cgroup tree (three pods on containerd, CRI-O and Docker, a
   pure v2 node with memory, io and PSI: this host binds memory to cgroup v1), three cycles
   with the counters in the files moved forward between them, so rates are not zero;
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
 from otel_agent.agent import Agent
 from otel_agent.config import AgentConfig
@@ -40,11 +39,12 @@ from otel_agent.k8s.source import SourceStatus
 from otel_agent.metrics import ATTR_BPF_MAP
 from otel_agent.model import (CgroupId, ContainerMeta, NodeMeta, PodMeta, PodUid, QosClass,
                               Sample)
-from otel_agent.otlp.sink import OtlpSink
+from otel_agent.otlp.exporter import make_exporter
 from scripts.dashboards import DASHBOARDS, Target
 from tests.e2e.dashboards.panels import check_target, substitute, targets
 from tests.support import remote_write as rw
 from tests.support.prometheus import Prometheus
+from tests.support.sink import OtlpSink
 
 pytestmark = pytest.mark.e2e
 
@@ -176,9 +176,10 @@ def loaded(tmp_path_factory) -> Loaded:
     prom = Prometheus(tmp / "prometheus")
     store = None
     try:
-        agent = Agent(AgentConfig(node_name=NODE, resource_attributes={"k8s.cluster.name": CLUSTER}),
-                      cgroup_root=tree, metadata=_Metadata(),
-                      exporter=OTLPMetricExporter(endpoint=f"127.0.0.1:{sink.port}", insecure=True),
+        cfg = AgentConfig(node_name=NODE, resource_attributes={"k8s.cluster.name": CLUSTER},
+                          insecure=True)
+        exporter = make_exporter(cfg, {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"})
+        agent = Agent(cfg, cgroup_root=tree, metadata=_Metadata(), exporter=exporter,
                       bpf=_MapValues(tree))
         for cycle in range(CYCLES):
             if cycle:
@@ -186,6 +187,7 @@ def loaded(tmp_path_factory) -> Loaded:
                 _advance(tree, cycle)
             assert agent.export(agent.collect())
         assert sink.wait_for(CYCLES, 10)
+        exporter.shutdown()
 
         store = Store(f"sqlite:///{tmp / 'ledger.db'}", pricing=default_pricing())
         for req in sink.requests:

@@ -20,14 +20,15 @@ import time
 import pytest
 
 from otel_agent.cgroups.mount import find_cgroup2_mount
-from otel_agent.demo import RECV, SEND, _node_meta, _pod_meta, agent_command, agent_env
+from demo.__main__ import RECV, SEND, _node_meta, _pod_meta
+from demo.processes import agent_command, agent_env
+from demo.synthetic import SyntheticNode, unique_prefix
 from otel_agent.k8s.static import write_static
-from otel_agent.otlp.sink import OtlpSink
-from otel_agent.synthetic import SyntheticNode, unique_prefix
 from scripts.dashboards import Target
 from tests.e2e.dashboards.panels import check_target, targets
 from tests.support import remote_write as rw
 from tests.support.prometheus import Prometheus
+from tests.support.sink import OtlpSink
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 

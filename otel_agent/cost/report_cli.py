@@ -17,6 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from otel_agent.cost.focus import (DEFAULT_FOCUS_VERSION, FOCUS_VERSION_HELP, FOCUS_VERSIONS,
+                                   FocusOptions, render_focus)
 from otel_agent.cost.report import (AGGREGATE_HELP, Reconciliation, ReportError, ReportQuery,
                                     currency_of, ledger_reconciliation, parse_aggregate,
                                     parse_enum, render_csv, render_json, render_table, run_query)
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", default=None, metavar="DUR", help="split the window: 1h, 1d, ...")
     p.add_argument("--filter", default=None, help='e.g. namespace:"shop"')
     p.add_argument("--format", default="table", help="table, csv, json, focus or html")
+    p.add_argument("--focus-version", default=None, metavar="V", help=FOCUS_VERSION_HELP)
     p.add_argument("--output", default=None, metavar="FILE", help="write here instead of stdout")
     p.add_argument("--pricing", default=None, metavar="FILE",
                    help="the cost processor's pricing file; with it, hours not yet priced are "
@@ -64,6 +67,12 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, ReportQuery]:
     a = build_parser().parse_args(list(argv))
     if a.format not in FORMATS:
         raise ConfigError(f"unknown --format {a.format!r}; allowed: {', '.join(FORMATS)}")
+    if a.focus_version is not None:
+        if a.format != "focus":
+            raise ConfigError("--focus-version: only with --format focus")
+        if a.focus_version not in FOCUS_VERSIONS:
+            raise ConfigError(f"--focus-version: unknown FOCUS version {a.focus_version!r}; "
+                              f"allowed: {', '.join(FOCUS_VERSIONS)}")
     now = datetime.now(timezone.utc)
     if a.now:
         try:
@@ -101,7 +110,7 @@ def _opt(name: str, fn: Callable[[str], Any], value: str) -> Any:
 
 
 def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery,
-           reconciliation: Reconciliation | None = None) -> str:
+           reconciliation: Reconciliation | None = None, focus_version: str | None = None) -> str:
     if fmt == "table":
         return render_table(sets, q, reconciliation=reconciliation)
     if fmt == "csv":
@@ -109,8 +118,7 @@ def render(fmt: str, sets: list[list[Allocation]], q: ReportQuery,
     if fmt == "json":
         return render_json(sets)
     if fmt == "focus":
-        from otel_agent.cost.focus import render_focus
-        return render_focus(sets, q)
+        return render_focus(sets, q, FocusOptions(version=focus_version or DEFAULT_FOCUS_VERSION))
     from otel_agent.cost.html_report import render_html
     return render_html(sets, q, reconciliation=reconciliation)
 
@@ -153,7 +161,7 @@ def main(argv: list[str], *, stdout: Any = None, stderr: Any = None,
             rec = None
             if a.format in ("table", "html") and q.model == Model.CHARGEBACK and real:
                 rec = ledger_reconciliation(store, q, currency_of(sets))
-            text = render(a.format, sets, q, rec)
+            text = render(a.format, sets, q, rec, a.focus_version)
         finally:
             close = getattr(store, "close", None)
             if callable(close):

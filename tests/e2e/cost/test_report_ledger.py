@@ -138,8 +138,9 @@ def test_csv_focus_and_html_agree_with_json(ledger, tmp_path):
     p = cli("--ledger", url, "--window", WINDOW, "--format", "focus")
     assert p.returncode == 0, p.stderr
     got = {}
-    for r in csv.DictReader(io.StringIO(p.stdout)):
-        got[r["AllocatedResourceName"]] = got.get(r["AllocatedResourceName"], 0.0) + float(r["BilledCost"])
+    for r in csv.DictReader(io.StringIO(p.stdout)):  # FOCUS 1.2: the allocation is in x_ columns
+        assert r["BilledCost"] == "0.0"  # we split the cluster's bill; we issue none
+        got[r["x_AllocatedResourceName"]] = got.get(r["x_AllocatedResourceName"], 0.0) + float(r["EffectiveCost"])
     assert got == pytest.approx({k: v for k, v in direct.items() if v}, abs=1e-9)
 
     out = tmp_path / "r.html"

@@ -82,7 +82,7 @@ def _run(*argv: str) -> tuple[int, str, str]:
     ("table", lambda t: "TOTAL" in t and "shop" in t),
     ("csv", lambda t: t.startswith("window_start,window_end,name,")),
     ("json", lambda t: json.loads(t)["code"] == 200),
-    ("focus", lambda t: t.startswith("AllocatedMethodDetails,") and "BilledCost" in t.splitlines()[0]),
+    ("focus", lambda t: t.startswith("BilledCost,") and "x_AllocatedResourceName" in t.splitlines()[0]),
     ("html", lambda t: t.startswith("<!DOCTYPE html>")),
 ])
 def test_each_format_to_stdout(fmt, check):

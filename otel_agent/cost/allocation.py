@@ -45,6 +45,7 @@ from otel_agent.cost.errors import QueryCancelled, QueryError
 from otel_agent.cost.ingest import UNKNOWN
 from otel_agent.cost.ledger import (KIND_CONTAINER, KIND_IDLE, KIND_NODE, KIND_OVERHEAD,
                                     KIND_POD, KIND_UNALLOCATED)
+from otel_agent.cost.pricing import split_micros as _split_int
 from otel_agent.cost.store import LEDGER_TABLES, Store
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
 
@@ -311,19 +312,6 @@ def _share(tenants: list[_Fine], special: list[_Fine], keyfn: Callable[[_Fine], 
         for t, part in zip(members, _split_int(pool, weights)):
             t.shared_micros += part
     return left
-
-
-def _split_int(total: int, weights: list[int]) -> list[int]:
-    """Split an integer in proportion to weights, exactly (largest remainder)."""
-    wsum = sum(weights)
-    if wsum <= 0:
-        return [0] * len(weights)
-    base = [total * w // wsum for w in weights]
-    rem = total - sum(base)
-    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % wsum), i))
-    for i in order[:rem]:
-        base[i] += 1
-    return base
 
 
 # --- filters (a subset of OpenCost's v1 filter language) ---------------------------------------

@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from otel_agent.cost import validate as V
 from otel_agent.metrics import ATTR_NETWORK_CLASS, metric
 from otel_agent.model import Scope
+from otel_agent.otlp.resources import PROVIDER_ID_ATTR
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_HOUR = 3600 * NANOS_PER_SECOND
@@ -238,7 +239,8 @@ def _resource(attrs: dict[str, str]) -> _Resource:
         else:
             node_attrs, res.labels_dropped = V.bounded_labels(
                 {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}, "node")
-            for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone"):
+            for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone",
+                          PROVIDER_ID_ATTR):
                 if plain in attrs:
                     node_attrs[plain] = attrs[plain]
             meta = {"node_attrs": node_attrs}

@@ -270,3 +270,17 @@ def money_micros(quantity: float, rate: Decimal) -> int:
     if not math.isfinite(quantity):
         raise ValueError(f"quantity {quantity} is not finite")
     return int((Decimal(repr(quantity)) * rate * 1_000_000).to_integral_value())
+
+
+def split_micros(total: int, weights: list[int]) -> list[int]:
+    """Split integer micro-units in proportion to weights, exactly (largest remainder): the
+    parts always add up to `total`, so sharing money never creates or loses a micro-unit."""
+    wsum = sum(weights)
+    if wsum <= 0:
+        return [0] * len(weights)
+    base = [total * w // wsum for w in weights]
+    rem = total - sum(base)
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % wsum), i))
+    for i in order[:rem]:
+        base[i] += 1
+    return base

@@ -243,6 +243,8 @@ def _line(rec: Mapping[str, Any], row: int, source: str) -> InvoiceLine:
         v = rec.get(col)
         if v is None or (isinstance(v, str) and not v.strip()):
             raise fail(col, "empty (FOCUS: not nullable)")
+        if isinstance(v, str) and len(v.strip()) > 64:
+            raise fail(col, f"{len(v.strip())} characters is not a cost")
         d = _decimal(v)
         if d is None:
             raise fail(col, f"{str(v)[:60]!r} is not a number")

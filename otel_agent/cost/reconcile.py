@@ -203,10 +203,11 @@ def render_text(recs: list[PeriodReconciliation]) -> str:
         cents = cents_adding_up([v for *_x, v in shown], total)
         lines.append(f"billing period {_iso(r.period_start)[:10]} .. {_iso(r.period_end)[:10]} "
                      f"({r.lines} invoice lines, {r.node_hours} node-hours matched), {r.currency}")
-        width = max([len(f"{g}: {n}") for g, n, _v in shown] + [len("invoice total (EffectiveCost)")])
-        lines.append(f"  {'invoice total (EffectiveCost)':<{width}}  {_cents_text(round_cents(r.invoice_micros)):>14}")
-        for (g, n, _v), ct in zip(shown, cents):
-            label = g if n in (g, f"__{g}__") else f"{g}: {n}"
+        labels = [g if n in (g, f"__{g}__") else f"{g}: {n}" for g, n, _v in shown]
+        head = "invoice total (EffectiveCost)"
+        width = max([len(x) + 2 for x in labels] + [len(head), len("sum of the rows")])
+        lines.append(f"  {head:<{width}}  {_cents_text(round_cents(r.invoice_micros)):>14}")
+        for label, ct in zip(labels, cents):
             lines.append(f"    {label:<{width - 2}}  {_cents_text(ct):>14}")
         lines.append(f"  {'sum of the rows':<{width}}  {_cents_text(round_cents(total)):>14}")
         diff = r.difference_micros

@@ -66,6 +66,13 @@ Splitting a node (per resource, cpu and memory; quantities in core-hours / byte-
 Money is integer micro-units; idle takes the rounding remainder, so per node, hour, resource
 and model: containers + pods + unallocated + overhead + idle == node, exactly.
 
+Invoice prices (invoice.py): when an imported cloud invoice says what the node cost in the
+hour, that replaces capacity × list rate. The invoice's micro-units are split between CPU and
+memory in the ratio of their list costs; each resource's node row costs exactly its share and
+its parts are priced at share / node quantity, idle taking the rounding, so the rule above
+(parts == node) still holds and the node's compute rows add up to the invoice. Network egress
+costs nothing in such hours (the invoice holds what the cloud charged for traffic).
+
 Two models are materialised side by side, so reports never recompute from points: `usage`
 (what was consumed, priced at the rates) and `ror` (max(request, usage) per container, as
 OpenCost). Network egress (direction transmit) is billed per GiB by traffic class to whoever

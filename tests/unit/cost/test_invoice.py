@@ -211,3 +211,33 @@ def test_printed_cents_add_up_to_the_printed_total(parts, total_cents):
     cents = cents_adding_up(parts, sum(parts))
     assert sum(cents) == round_cents(sum(parts)) == total_cents
     assert all(abs(c * 10_000 - p) < 10_000 for c, p in zip(cents, parts))
+
+
+def test_the_agent_exports_the_nodes_provider_id_and_the_ledger_keeps_it_validated():
+    from otel_agent.cost.ingest import decode
+    from otel_agent.k8s.convert import node_meta
+    from otel_agent.otlp.resources import PROVIDER_ID_ATTR, node_attributes
+    from tests.unit.cost.builders import T0, Res, node_attrs, request
+
+    meta = node_meta({"metadata": {"name": "n1", "uid": "u1"},
+                      "spec": {"providerID": AWS_PROVIDER_ID},
+                      "status": {"capacity": {"cpu": "4"}, "allocatable": {"cpu": "3500m"}}})
+    assert meta.provider_id == AWS_PROVIDER_ID
+    assert node_attributes("n1", meta)[PROVIDER_ID_ATTR] == AWS_PROVIDER_ID
+    assert PROVIDER_ID_ATTR not in node_attributes("n1", node_meta({"metadata": {"name": "n1"}}))
+    with pytest.raises(ValueError):
+        node_meta({"metadata": {"name": "n1"}, "spec": {"providerID": 7}})
+
+    def send(pid: str):
+        r = Res({**node_attrs("n1"), PROVIDER_ID_ATTR: pid})
+        r.gauge("k8s.node.cpu.allocatable", [(T0, 3.5)])
+        return decode(request(r), now_ns=T0)
+
+    ok = send(AWS_PROVIDER_ID)
+    assert ok.rejected == 0
+    [s] = ok.series.values()
+    assert f'"{PROVIDER_ID_ATTR}":"{AWS_PROVIDER_ID}"' in s.meta
+    bad = send("aws:///us-east-1a/i-0abc\nforged")
+    assert bad.rejected == 1 and "control character" in bad.error_message()
+    bad = send("not a provider id")
+    assert bad.rejected == 1 and "is not a providerID" in bad.error_message()

@@ -113,7 +113,10 @@ def test_a_provider_invoice_prices_the_ledger_and_reconciles_to_the_cent(tmp_pat
             "load balancer": 67_500, "support": 135_000}
         assert p["terms"]["unmatched"]["no ResourceId: Storage"]["micros"] == 210_000
         # the ledger's own report over the node's hours is the invoice's node part
-        window = f"{START:%Y-%m-%dT%H:%M:%SZ},{START + timedelta(hours=3):%Y-%m-%dT%H:%M:%SZ}"
+        # (the scenario's last export, at 3 h, opens a fourth ledger hour: on the invoice only
+        # under Azure's daily line)
+        hours = 4 if provider == "azure" else 3
+        window = f"{START:%Y-%m-%dT%H:%M:%SZ},{START + timedelta(hours=hours):%Y-%m-%dT%H:%M:%SZ}"
         rep = cli("report", "--ledger", ledger, "--window", window, "--by", "namespace",
                   "--format", "json")
         assert rep.returncode == 0, rep.stderr
@@ -126,7 +129,7 @@ def test_a_provider_invoice_prices_the_ledger_and_reconciles_to_the_cent(tmp_pat
             "node lines for hours the ledger has no data of the node", {"micros": 0})["micros"]
         assert node_terms + unobserved == to_micros(node_total)
         if provider == "azure":
-            assert unobserved > 0  # 21 of the day's 24 hours had no ledger data
+            assert unobserved == 20 * to_micros(Decimal(AZURE_DAY) / 24)  # 20 of 24 hours unseen
         else:
             assert unobserved == 0
         # the report API answers the same
@@ -142,7 +145,7 @@ def test_a_provider_invoice_prices_the_ledger_and_reconciles_to_the_cent(tmp_pat
 
 @pytest.mark.parametrize("mangle, message", [
     (lambda t: t.replace("EffectiveCost", "Cost", 1), "not a FOCUS file: missing column(s) EffectiveCost"),
-    (lambda t: t.replace(",0.2100,", ",0.21O0,", 1), "column EffectiveCost: '0.21O0' is not a number"),
+    (lambda t: t.replace(",0.2100,", ",0.21O0,", 1), "row 6, column BilledCost: '0.21O0' is not a number"),
     (lambda t: t.replace(",Usage,", ",Refund,", 1), "row 1, column ChargeCategory"),
     (lambda t: t[: len(t) // 2] + '"', "not valid CSV"),
 ])

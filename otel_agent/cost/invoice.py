@@ -147,12 +147,17 @@ def _csv_rows(p: Path) -> Iterator[Mapping[str, Any]]:
     # utf-8-sig: Azure's exports begin with a byte-order mark
     with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
         try:
-            reader = csv.DictReader(text, strict=True)
-            yield {"__columns__": reader.fieldnames or []}
-            for rec in reader:
+            short = object()
+            reader = csv.DictReader(text, strict=True, restval=short)
+            cols = reader.fieldnames or []
+            yield {"__columns__": cols}
+            for i, rec in enumerate(reader, start=1):
                 if None in rec:
-                    raise InvoiceError(f"{p}: row {reader.line_num - 1}: more fields than the "
-                                       f"header has columns")
+                    raise InvoiceError(f"{p}: row {i}: more fields than the header has columns")
+                if any(v is short for v in rec.values()):
+                    n = sum(1 for v in rec.values() if v is not short)
+                    raise InvoiceError(f"{p}: row {i}: {n} fields, the header has {len(cols)} "
+                                       "(a cut or malformed file)")
                 yield rec
         except UnicodeDecodeError as e:
             raise InvoiceError(f"{p}: not UTF-8 text (byte {e.start}): {e.reason}") from e

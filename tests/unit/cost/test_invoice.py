@@ -88,6 +88,9 @@ def _edit(path, old: str, new: str, count: int = 1):
     ((",i-0abc1234def567890,", ",i-0abc\x07,"), "row 1, column ResourceId: holds a control character"),
     (("0.5", "1e400"), "is not a plausible cost"),
     (("0.5", "NaN"), "is not a number"),
+    ((",Usage,", ",Usage,extra,"), "row 1: more fields than the header has columns"),
+    (("m5.xlarge\r\n", "m5.xlarge,"), "row 1: more fields than the header has columns"),
+    ((",SKU-1,", ","), "row 1: 35 fields, the header has 36 (a cut or malformed file)"),
 ])
 def test_a_bad_file_names_its_row_and_column(tmp_path, edit, message):
     p = write(tmp_path / "aws.csv", "aws", [Line(JAN, JAN + timedelta(hours=1), "0.25", AWS_ID),

@@ -305,7 +305,7 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
         if unknown:
             return error(400, f"unknown parameter {unknown[0][:40]!r}; allowed: period")
         try:
-            recs = reconcile_invoice(store, period=_period(params.get("period")))
+            recs = reconcile_invoice(store, period=_period(params.get("period"), "period"))
         except ConfigError as e:
             return error(400, str(e))
         except (OtelAgentError, sa_errors()) as e:

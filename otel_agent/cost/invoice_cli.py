@@ -52,7 +52,7 @@ def _reconcile_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _period(text: str | None) -> int | None:
+def _period(text: str | None, name: str = "--period") -> int | None:
     if text is None:
         return None
     for fmt in ("%Y-%m", "%Y-%m-%d"):
@@ -60,7 +60,7 @@ def _period(text: str | None) -> int | None:
             return int(datetime.strptime(text, fmt).replace(tzinfo=timezone.utc).timestamp())
         except ValueError:
             continue
-    raise ConfigError(f"--period {text!r}: expected YYYY-MM or YYYY-MM-DD")
+    raise ConfigError(f"{name} {text[:40]!r}: expected YYYY-MM or YYYY-MM-DD")
 
 
 def main(cmd: str, argv: Sequence[str], *, stdout: Any = None, stderr: Any = None) -> int:

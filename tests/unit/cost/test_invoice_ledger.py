@@ -234,3 +234,27 @@ def _snapshot(s: Store):
         lines = sorted(tuple(r) for r in c.execute(sa.select(invoice_lines_t)))
         hours = sorted(tuple(r) for r in c.execute(sa.select(invoice_node_hours_t)))
     return snapshot(s), lines, hours
+
+
+def test_the_report_api_serves_the_reconciliation_behind_the_read_token(store, tmp_path):
+    import json
+
+    from otel_agent.cost.http_api import serve
+    from tests.unit.cost.test_http_api import get
+
+    import_invoice(store, [write(tmp_path / "aws.csv", "aws", invoice_lines())])
+    store.refresh()
+    h = serve(store, store.pricing, "127.0.0.1:0", auth_token="rt")
+    try:
+        auth = {"Authorization": "Bearer rt"}
+        assert get(f"{h.url}/invoice/reconciliation")[0] == 401
+        status, headers, body = get(f"{h.url}/invoice/reconciliation?period=2026-01", auth)
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        [p] = json.loads(body)["data"]
+        assert p["balanced"] and p["invoiceTotalMicros"] == reconcile_invoice(store)[0].invoice_micros
+        assert json.loads(get(f"{h.url}/invoice/reconciliation?period=2025-12", auth)[2])["data"] == []
+        status, _h, body = get(f"{h.url}/invoice/reconciliation?period=soon", auth)
+        assert status == 400 and b"period 'soon': expected YYYY-MM" in body
+        assert get(f"{h.url}/invoice/reconciliation?window=today", auth)[0] == 400
+    finally:
+        h.stop()

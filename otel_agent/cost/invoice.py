@@ -63,7 +63,7 @@ REQUIRED = ("BillingAccountId", "BillingPeriodStart", "BillingPeriodEnd", "Charg
             "ServiceName", "ResourceId")
 OPTIONAL = ("SkuId", "ChargeClass", "ServiceCategory", "ResourceType")
 CHARGE_CATEGORIES = ("Usage", "Purchase", "Tax", "Credit", "Adjustment")
-MAX_LINES = 2_000_000  # a large account's month of hourly lines; bounded work and memory per import
+MAX_LINES = 1_000_000  # a large account's month of hourly lines; bounded work and memory per import
 MAX_COST = Decimal(10) ** 12  # per line, in the billing currency
 MAX_TEXT = 2048
 MAX_SPREAD_S = 32 * 86400  # a node line longer than a billing period is not spread over hours

@@ -56,7 +56,7 @@ class ImportResult:
         periods = ", ".join(sorted({f"{a} {_ym(p)}" for a, p in self.scopes}))
         return (f"imported {self.lines} lines ({kinds}) from {', '.join(self.files)}: "
                 f"{self.total_micros / 1e6:,.2f} {self.currency} for {periods}; "
-                f"{self.node_hours} node-hours re-priced"
+                f"{self.node_hours} node-hour{'s' if self.node_hours != 1 else ''} re-priced"
                 + (f"; replaced {self.replaced_lines} earlier lines" if self.replaced_lines else ""))
 
 

@@ -121,6 +121,11 @@ def _cents_text(cents: int) -> str:
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
+def _exact(micros: int) -> str:
+    sign = "-" if micros < 0 else ""
+    return f"{sign}{abs(micros) // 1_000_000}.{abs(micros) % 1_000_000:06d}"
+
+
 def _iso(t_s: int) -> str:
     return datetime.fromtimestamp(t_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -206,10 +211,13 @@ def render_text(recs: list[PeriodReconciliation]) -> str:
         labels = [g if n in (g, f"__{g}__") else f"{g}: {n}" for g, n, _v in shown]
         head = "invoice total (EffectiveCost)"
         width = max([len(x) + 2 for x in labels] + [len(head), len("sum of the rows")])
-        lines.append(f"  {head:<{width}}  {_cents_text(round_cents(r.invoice_micros)):>14}")
-        for label, ct in zip(labels, cents):
-            lines.append(f"    {label:<{width - 2}}  {_cents_text(ct):>14}")
-        lines.append(f"  {'sum of the rows':<{width}}  {_cents_text(round_cents(total)):>14}")
+        lines.append(f"  {'':<{width}}  {'to the cent':>14}  {'exact':>16}")
+        lines.append(f"  {head:<{width}}  {_cents_text(round_cents(r.invoice_micros)):>14}  "
+                     f"{_exact(r.invoice_micros):>16}")
+        for label, ct, (_g, _n, v) in zip(labels, cents, shown):
+            lines.append(f"    {label:<{width - 2}}  {_cents_text(ct):>14}  {_exact(v):>16}")
+        lines.append(f"  {'sum of the rows':<{width}}  {_cents_text(round_cents(total)):>14}  "
+                     f"{_exact(total):>16}")
         diff = r.difference_micros
         status = ("balanced: invoice total = allocated + idle + overhead + shared + unmatched, "
                   "to the micro-unit" if diff == 0 else

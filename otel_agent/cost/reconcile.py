@@ -207,7 +207,8 @@ def render_text(recs: list[PeriodReconciliation]) -> str:
         total = sum(v for *_x, v in shown)
         cents = cents_adding_up([v for *_x, v in shown], total)
         lines.append(f"billing period {_iso(r.period_start)[:10]} .. {_iso(r.period_end)[:10]} "
-                     f"({r.lines} invoice lines, {r.node_hours} node-hours matched), {r.currency}")
+                     f"({r.lines} invoice lines, {r.node_hours} node-hour{'' if r.node_hours == 1 else 's'} "
+                     f"matched), {r.currency}")
         labels = [g if n in (g, f"__{g}__") else f"{g}: {n}" for g, n, _v in shown]
         head = "invoice total (EffectiveCost)"
         width = max([len(x) + 2 for x in labels] + [len(head), len("sum of the rows")])

@@ -9,7 +9,12 @@ away is told to stop (`should_stop`, checked between steps) instead of running o
 
 Endpoints (GET, HEAD):
   /allocation, /allocation/compute   window (required), aggregate, step, accumulate,
-                                     shareIdle, idleByNode, includeIdle, filter, model
+                                     accumulateBy=all, shareIdle, idleByNode, includeIdle
+                                     (or Kubecost's idle), filter, model; the grammar of
+                                     window is window.py's, of aggregate and filter
+                                     grammar.py's, both OpenCost's. Defaults are OpenCost's:
+                                     aggregate cluster,node,namespace,pod,container,
+                                     includeIdle false, accumulate false
   /report.html                       the same parameters, rendered as the HTML report
   /healthz                           liveness: the process answers; never needs a token
   /readyz                            readiness from the health provider (`is_ready`);
@@ -43,27 +48,32 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from otel_agent.cost import aioserver
+from otel_agent.cost import aioserver, grammar
 from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits
 from otel_agent.cost.auth import bearer_ok
 from otel_agent.cost.errors import QueryCancelled
 
 from otel_agent.cost.report import (ReportQuery, accumulate_sets, currency_of,
                                     ledger_reconciliation, opencost_json, parse_aggregate,
-                                    parse_enum, run_query)
-from otel_agent.cost.types import IDLE, Model, SharePolicy
+                                    parse_enum, run_query, special_kind)
+from otel_agent.cost.types import IDLE, OVERHEAD, Model, SharePolicy
 from otel_agent.cost.window import parse_step, parse_window
 from otel_agent.errors import ConfigError, OtelAgentError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9003  # OpenCost's API port, so clients' defaults work
-PARAMS = ("window", "aggregate", "step", "accumulate", "shareIdle", "idleByNode", "includeIdle",
-          "filter", "model")
-# OpenCost parameters we accept and ignore: tools send them, and they do not change our answer
-# (we have no Prometheus resolution, no external costs, one cluster per ledger query).
+PARAMS = ("window", "aggregate", "step", "accumulate", "accumulateBy", "shareIdle", "idleByNode",
+          "includeIdle", "idle", "filter", "model")
+# OpenCost (and Kubecost) parameters we accept and ignore: tools send them, and they do not
+# change our answer (no Prometheus resolution, no external or load-balancer costs, no
+# proportional asset costs; properties always keep the labels all members share, which is
+# what includeAggregatedMetadata=true asks of OpenCost).
 IGNORED = ("resolution", "external", "shareTenancyCosts", "shareNamespaces", "shareLabels",
-           "shareCost", "shareSplit", "reconcile", "splitIdle", "format")
+           "shareCost", "shareSplit", "reconcile", "splitIdle", "format", "sharelb",
+           "includeAggregatedMetadata", "includeProportionalAssetResourceCosts")
+# OpenCost's default aggregate when none is given (ParseAggregationProperties)
+DEFAULT_AGGREGATE = "cluster,node,namespace,pod,container"
 MAX_QUERY_BYTES = 4096
 # One query's work: 90 days of hourly steps (the hourly rows' default retention) fits.
 MAX_STEPS = 2200
@@ -80,14 +90,11 @@ class ApiQuery:
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{name}={value!r}: allowed: true or false")
+    """OpenCost's booleans (grammar.parse_bool); yes/no as well, which we took before."""
+    v = (value or "").strip().lower()
+    if v in ("yes", "no"):
+        return v == "yes"
+    return grammar.parse_bool(name, value, default)
 
 
 def parse_params(raw_query: str, now: datetime) -> ApiQuery:
@@ -120,17 +127,27 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
     except ConfigError as e:
         raise ConfigError(f"step: {e}") from e
     try:
-        aggregate = parse_aggregate(p.get("aggregate") or "namespace")
+        aggregate = parse_aggregate(p.get("aggregate") or DEFAULT_AGGREGATE)
     except ConfigError as e:
         raise ConfigError(f"aggregate: {e}") from e
+    try:
+        grammar.parse_filter(p.get("filter"))  # refused before any work; the query re-reads it
+    except ConfigError as e:
+        raise ConfigError(f"filter={p['filter']!r}: {e}") from e
+    accumulate_by = (p.get("accumulateBy") or "").strip()
+    if accumulate_by not in ("", "all"):
+        raise ConfigError(f"accumulateBy={accumulate_by!r}: only 'all' is supported (or "
+                          f"accumulate=true); for hourly, daily or weekly sets use step")
+    if "idle" in p and "includeIdle" in p:
+        raise ConfigError("give includeIdle or its Kubecost name idle, not both")
     try:
         model = parse_enum(Model, p.get("model") or Model.CHARGEBACK.value, "model")
     except ConfigError as e:
         raise ConfigError(f"model: {e}") from e
     share = (p.get("shareIdle") or "false").strip().lower()
-    if share in ("true", "1", "weighted"):
+    if share in ("true", "1", "t", "weighted"):
         policy = SharePolicy.PROPORTIONAL  # OpenCost's shareIdle=true shares by cost weight
-    elif share in ("false", "0"):
+    elif share in ("false", "0", "f"):
         policy = SharePolicy.NONE
     else:
         try:
@@ -141,8 +158,10 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
     q = ReportQuery(window=window, aggregate=aggregate, step=step, model=model,
                     share_idle=policy, idle_by_node=_bool("idleByNode", p.get("idleByNode"), False),
                     filter=(p.get("filter") or None))
-    return ApiQuery(q, accumulate=_bool("accumulate", p.get("accumulate"), False),
-                    include_idle=_bool("includeIdle", p.get("includeIdle"), True))
+    idle_name = "idle" if "idle" in p else "includeIdle"
+    return ApiQuery(q, accumulate=_bool("accumulate", p.get("accumulate"), False)
+                    or accumulate_by == "all",
+                    include_idle=_bool(idle_name, p.get(idle_name), False))
 
 
 class Health(Protocol):
@@ -256,8 +275,8 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
         except OtelAgentError as e:
             log.warning("cost API query failed: %s", e)
             return error(500, str(e))
-        if not aq.include_idle:
-            sets = [[a for a in s if a.name != IDLE] for s in sets]
+        if not aq.include_idle:  # OpenCost's idle is ours plus overhead (capacity nobody used)
+            sets = [[a for a in s if special_kind(a.name) not in (IDLE, OVERHEAD)] for s in sets]
         n = sum(len(s) for s in sets)
         if n * BYTES_PER_ALLOCATION > max_response_bytes:
             return error(400, too_big(f"about {n * BYTES_PER_ALLOCATION:,}"))

@@ -519,6 +519,41 @@ class Store:
             q = sa.select(pods_t.c.pod_uid, pods_t.c.labels)
             return {uid: json.loads(labels) for uid, labels in c.execute(q)}
 
+    # --- typed reads for reports (otel_agent.cost.allocation) ---------------------------------
+
+    def ledger_groups(self, start: datetime, end: datetime, *, grain: str,
+                      request_or_usage: bool) -> list["LedgerGroup"]:
+        """Ledger rows of the periods starting in [start, end), summed per tenant, kind and
+        resource, from the `grain` roll-up ("hour", "day" or "month"); the quantity and money
+        of the chosen model (usage, or max(request, usage))."""
+        t = LEDGER_TABLES[grain]
+        qty = t.c.ror_qty if request_or_usage else t.c.usage_qty
+        cost = t.c.cost_ror_micros if request_or_usage else t.c.cost_usage_micros
+        group = [t.c.cluster, t.c.node, t.c.namespace, t.c.workload_kind, t.c.workload,
+                 t.c.pod_uid, t.c.pod, t.c.container, t.c.kind, t.c.resource, t.c.currency]
+        q = (sa.select(*group, sa.func.sum(qty), sa.func.sum(cost))
+             .where(t.c.period_start >= int(start.timestamp()),
+                    t.c.period_start < int(end.timestamp()))
+             .group_by(*group))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return [LedgerGroup(*r[:11], quantity=float(r[11] or 0.0), cost_micros=int(r[12] or 0))
+                for r in rows]
+
+    def compute_cost_by_kind(self, start: datetime, end: datetime, *,
+                             request_or_usage: bool) -> list["KindCost"]:
+        """Per node and row kind, the money of the hourly rows in [start, end), network egress
+        left out (it is billed on top of the node): what a reconciliation adds up."""
+        t = LEDGER_TABLES["hour"]
+        cost = t.c.cost_ror_micros if request_or_usage else t.c.cost_usage_micros
+        q = (sa.select(t.c.cluster, t.c.node, t.c.kind, sa.func.sum(cost))
+             .where(t.c.period_start >= int(start.timestamp()),
+                    t.c.period_start < int(end.timestamp()),
+                    sa.not_(t.c.resource.like("network:%")))
+             .group_by(t.c.cluster, t.c.node, t.c.kind))
+        with self.engine.connect() as c:
+            return [KindCost(cl, n, k, int(v or 0)) for cl, n, k, v in c.execute(q)]
+
     # --- retention ---------------------------------------------------------------------------
 
     def oldest_accepted_ns(self, now: datetime) -> int:
@@ -545,6 +580,35 @@ class Store:
                         monthly_t.c.period_start < now_s - self.retention.monthly_days * 86400))
         except sa.exc.SQLAlchemyError as e:
             raise StoreUnavailable(f"ledger retention failed: {_reason(e)}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerGroup:
+    """A sum of ledger rows for one tenant (or special row), kind and resource (ledger_groups)."""
+
+    cluster: str
+    node: str
+    namespace: str
+    workload_kind: str
+    workload: str
+    pod_uid: str
+    pod: str
+    container: str
+    kind: str
+    resource: str
+    currency: str
+    quantity: float
+    cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class KindCost:
+    """A node's money of one row kind over a window (compute_cost_by_kind)."""
+
+    cluster: str
+    node: str
+    kind: str
+    cost_micros: int
 
 
 def _row_dict(r) -> dict:

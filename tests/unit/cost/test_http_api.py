@@ -88,7 +88,8 @@ def test_allocation_with_steps_is_opencost_shaped(api):
 
 def test_accumulate_sums_the_steps(api):
     h, _ = api
-    _, _, body = get(f"{h.url}/allocation/compute?window={W}&step=1h&accumulate=true")
+    _, _, body = get(f"{h.url}/allocation/compute?window={W}&step=1h&accumulate=true"
+                     "&includeIdle=true")
     [only] = json.loads(body)["data"]
     for name in D.RAW:
         assert only[name]["totalCost"] == pytest.approx(D.expected_cost(name))
@@ -116,7 +117,12 @@ def test_include_idle_false_drops_idle(api):
 @pytest.mark.parametrize("query,needle", [
     ("", "window is required"),
     ("window=fortnight", "allowed: today"),
-    (f"window={W}&aggregate=team", "allowed: namespace, workload"),
+    (f"window={W}&aggregate=colour", "unknown aggregate key 'colour'"),
+    (f"window={W}&aggregate=service", "not supported"),
+    (f"window={W}&filter=namespace%3Akube-system", "expected a quoted value"),
+    (f"window={W}&filter=namespace:%22a%22%2Bnode:%22b%22%7Cpod:%22c%22", "mixed"),
+    (f"window={W}&accumulateBy=day", "only 'all'"),
+    (f"window={W}&includeIdle=ture", "allowed: true or false"),
     (f"window={W}&step=1y", "step"),
     (f"window={W}&shareIdle=maybe", "allowed: true, false, none, proportional or even"),
     (f"window={W}&idleByNode=perhaps", "allowed: true or false"),
@@ -186,9 +192,13 @@ def test_listen_parsing():
 def test_parse_params_defaults():
     aq = parse_params("window=today", NOW)
     q = aq.query
+    # OpenCost's defaults: every container by cluster/node/namespace/pod, idle left out
     assert (q.aggregate, q.model, q.share_idle, q.idle_by_node, q.step, q.filter) == (
-        "namespace", Model.CHARGEBACK, SharePolicy.NONE, False, None, None)
-    assert aq.accumulate is False and aq.include_idle is True
+        "cluster,node,namespace,pod,container", Model.CHARGEBACK, SharePolicy.NONE, False,
+        None, None)
+    assert aq.accumulate is False and aq.include_idle is False
+    assert parse_params("window=today&idle=true", NOW).include_idle is True
+    assert parse_params("window=today&accumulateBy=all", NOW).accumulate is True
 
 
 def test_unencoded_plus_in_an_offset_is_understood():

@@ -157,7 +157,7 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
             props = {"cluster": g.cluster or UNKNOWN, "node": g.node}
             if g.kind in TENANT_KINDS:
                 props.update(namespace=g.namespace or UNKNOWN, pod=g.pod or g.pod_uid)
-                if g.workload:
+                if g.workload and g.workload_kind != KIND_POD:  # the ledger's bare-pod marker
                     props.update(controllerKind=g.workload_kind, controller=g.workload)
                 if g.container:
                     props["container"] = g.container

@@ -17,7 +17,8 @@ Taken from OpenCost's source (not guessed), and where we differ, on purpose:
   `all` puts every tenant in one allocation named "" (OpenCost's empty key). OpenCost drops an
   unknown key silently; we refuse it with a message (a typo would otherwise change the answer
   without a word). `service` and `providerID` are refused: the ledger does not know them.
-  `workload` is ours (namespace/controller, or the pod when it has none).
+  `workload` is ours (namespace/controller, or the pod when it has none). Usage of a pod that
+  no live container had (containers that died between exports) is container `__unallocated__`.
 - **label keys**: OpenCost reads labels as Prometheus sanitises them (`app.kubernetes.io/name`
   becomes `app_kubernetes_io_name`); we keep them as Kubernetes wrote them and accept either
   spelling: a key matches a label whose name, sanitised, is the key sanitised.
@@ -138,7 +139,10 @@ class Subject:
 def name_part(key: str, s: Subject) -> str:
     """One key's part of an allocation's name (OpenCost's GenerateKey)."""
     p = s.props
-    if key in ("cluster", "node", "namespace", "pod", "container"):
+    if key == "container":
+        # pod-level usage no live container had (containers that died between exports)
+        return p.get("container") or UNALLOCATED_VALUE
+    if key in ("cluster", "node", "namespace", "pod"):
         return p.get(key, "")
     if key == "controllerKind":
         return p.get("controllerKind") or UNALLOCATED_VALUE

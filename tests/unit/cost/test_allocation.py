@@ -102,3 +102,39 @@ def test_steps_labels_and_filters(store):
 def test_reconciliation_per_node(store):
     [r] = reconcile(store, W)
     assert r.balanced and r.node_micros > 0 and r.idle_micros > 0 and r.overhead_micros > 0
+
+
+def test_opencost_multi_key_names_properties_and_labels(store):
+    # the query a third-party OpenCost client (unalloc) sends
+    [res] = allocations(store, W, aggregate="namespace,controller,label:team")
+    a = by_name(res)
+    web = a["team-a/deployment:web/alpha"]
+    assert web.cpu_core_hours == pytest.approx(EXP["app"] + EXP["p1-pod-level"])
+    # the container row and the pod-level row agree on everything but the container
+    assert dict(web.properties) == {"cluster": "__unknown__", "node": "n1", "namespace": "team-a",
+                                    "pod": "pod-p1", "controllerKind": "deployment",
+                                    "controller": "web"}
+    assert dict(web.labels) == {"team": "alpha"}
+    j = web.to_opencost_json()
+    assert j["properties"]["labels"] == {"team": "alpha"} and "container" not in j["properties"]
+    assert j["cpuCoreHours"] == web.cpu_core_hours and j["totalCost"] == web.total_cost
+    # a bare pod has no controller and no team label: OpenCost's __unallocated__ parts
+    assert a["batch/__unallocated__/__unallocated__"].cpu_core_hours == pytest.approx(EXP["job"])
+    [res] = allocations(store, W, aggregate="cluster,node,namespace,pod,container")
+    names = set(by_name(res))
+    assert {"__unknown__/n1/team-a/pod-p1/app", "__unknown__/n1/team-a/pod-p1/__unallocated__",
+            "__unknown__/n1/batch/pod-p3/job"} <= names
+
+
+def test_filter_applies_after_idle_is_shared(store):
+    """OpenCost's order: a tenant's share of idle is its share of the whole cluster, whatever
+    the filter keeps; rows the filter refuses (idle too) are left out."""
+    [every] = allocations(store, W, aggregate="namespace", share_idle=SharePolicy.PROPORTIONAL)
+    [only] = allocations(store, W, aggregate="namespace", share_idle=SharePolicy.PROPORTIONAL,
+                         filter='namespace:"team-a"')
+    assert [a.name for a in only] == ["team-a"]
+    assert only[0].shared_cost == pytest.approx(by_name(every)["team-a"].shared_cost)
+    [some] = allocations(store, W, aggregate="namespace", filter='namespace!:"team-a"+node:"n1"')
+    assert "team-a" not in by_name(some) and {"batch", IDLE, OVERHEAD} <= set(by_name(some))
+    [lab] = allocations(store, W, aggregate="pod", filter='label[team]:"__unallocated__"')
+    assert "pod-p1" not in by_name(lab) and "pod-p3" in by_name(lab)

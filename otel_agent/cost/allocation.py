@@ -107,9 +107,8 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
     tree = grammar.parse_filter(filter)
     if refresh:
         store.refresh()
-    want_meta = any(k.startswith(("label:", "annotation:")) for k in keys) or grammar.uses_labels(tree)
     labels = store.pod_labels()
-    annotations = store.pod_annotations() if want_meta and hasattr(store, "pod_annotations") else {}
+    annotations = store.pod_annotations()
     loaded = []
     currencies: set[str] = set()
     for w in steps(window, step):

@@ -166,6 +166,13 @@ pods_t = sa.Table(  # labels for label:<key> aggregation, latest-seen wins
     sa.Column("seen_ns", sa.BigInteger, nullable=False),
 )
 
+pod_annotations_t = sa.Table(  # annotations for annotation:<key> aggregation, latest-seen wins
+    "pod_annotations", metadata,
+    sa.Column("pod_uid", sa.String(64), primary_key=True),
+    sa.Column("annotations", sa.Text, nullable=False),
+    sa.Column("seen_ns", sa.BigInteger, nullable=False),
+)
+
 
 def _ledger_table(name: str) -> sa.Table:
     return sa.Table(
@@ -1160,11 +1167,26 @@ class Store:
             index_elements=["pod_uid"],
             set_={"labels": ins.excluded.labels, "seen_ns": ins.excluded.seen_ns},
             where=ins.excluded.seen_ns > pods_t.c.seen_ns), rows)
+        ann = [{"pod_uid": uid, "seen_ns": seen, "annotations": json.dumps(a, sort_keys=True)}
+               for uid, (seen, meta) in sorted(best.items())
+               if (a := json.loads(meta).get("annotations"))]
+        if ann:
+            ins = _insert(self.engine, pod_annotations_t)
+            c.execute(ins.on_conflict_do_update(
+                index_elements=["pod_uid"],
+                set_={"annotations": ins.excluded.annotations, "seen_ns": ins.excluded.seen_ns},
+                where=ins.excluded.seen_ns > pod_annotations_t.c.seen_ns), ann)
 
     def pod_labels(self) -> dict[str, dict[str, str]]:
         with self.engine.connect() as c:
             q = sa.select(pods_t.c.pod_uid, pods_t.c.labels)
             return {uid: json.loads(labels) for uid, labels in c.execute(q)}
+
+    def pod_annotations(self) -> dict[str, dict[str, str]]:
+        """pod uid -> its annotations as last seen (only pods that had any)."""
+        with self.engine.connect() as c:
+            q = sa.select(pod_annotations_t.c.pod_uid, pod_annotations_t.c.annotations)
+            return {uid: json.loads(a) for uid, a in c.execute(q)}
 
     # --- typed reads for reports (otel_agent.cost.allocation) ---------------------------------
 
@@ -1256,6 +1278,8 @@ class Store:
                 out["pods"] = c.execute(sa.delete(pod_ns_t).where(~has_series)).rowcount
                 c.execute(sa.delete(pods_t).where(~sa.select(sa.literal(1)).where(
                     series_t.c.pod_uid == pods_t.c.pod_uid).exists()))
+                c.execute(sa.delete(pod_annotations_t).where(~sa.select(sa.literal(1)).where(
+                    series_t.c.pod_uid == pod_annotations_t.c.pod_uid).exists()))
                 nodes = {nk for (nk,) in c.execute(sa.select(node_facts_t.c.node_key))} | \
                     {nk for (nk,) in c.execute(sa.select(node_first_t.c.node_key))}
                 gone = [nk for nk in sorted(nodes) if c.execute(

@@ -138,3 +138,38 @@ def test_filter_applies_after_idle_is_shared(store):
     assert "team-a" not in by_name(some) and {"batch", IDLE, OVERHEAD} <= set(by_name(some))
     [lab] = allocations(store, W, aggregate="pod", filter='label[team]:"__unallocated__"')
     assert "pod-p1" not in by_name(lab) and "pod-p3" in by_name(lab)
+
+
+def test_annotations_aggregate_and_filter(tmp_path):
+    """Pod annotations (semconv k8s.pod.annotation.<key>) reach annotation:<key>; one too long
+    to report on is dropped, never a reason to refuse the pod's usage."""
+    from otel_agent.cost.ingest import decode
+    from tests.unit.cost.builders import H as BH, S as BS, T0 as BT0, Res, container_attrs, node_attrs, request
+    from tests.unit.cost.scenario import NOW_NS
+
+    s = Store(f"sqlite:///{tmp_path}/a.db", pricing=pricing())
+    try:
+        for i in range(13):
+            t = BT0 + i * 300 * BS
+            res = [Res(node_attrs("n1")).sum("k8s.node.cpu.time", [(BT0 - BH, t, 2.0 * (t - BT0 + BH) / BS)])
+                   .gauge("otel_agent.node.cpu.capacity", [(t, 4.0)])]
+            for uid, owner in (("a1", "ops"), ("b1", None)):
+                attrs = container_attrs(uid, "app", node="n1", namespace="shop")
+                if owner:
+                    attrs["k8s.pod.annotation.owner"] = owner
+                    attrs["k8s.pod.annotation.kubectl.kubernetes.io/last-applied-configuration"] = "{" + "x" * 4000 + "}"
+                res.append(Res(attrs).sum("container.cpu.time", [(BT0, t, 0.5 * (t - BT0) / BS)]))
+            s.write(decode(request(*res), now_ns=NOW_NS))
+        w = Window(datetime.fromtimestamp(BT0 / BS, timezone.utc),
+                   datetime.fromtimestamp((BT0 + BH) / BS, timezone.utc))
+        [res] = allocations(s, w, aggregate="annotation:owner")
+        a = by_name(res)
+        # the first export is the baseline of pods already running (README), so 55 of 60 minutes
+        assert a["ops"].cpu_core_hours == pytest.approx(0.5 * 55 / 60)
+        assert a["ops"].annotations == {"owner": "ops"}
+        assert a["__unallocated__"].cpu_core_hours >= 0.5 * 55 / 60  # b1, with the no-pod row
+        assert a["ops"].to_opencost_json()["properties"]["annotations"] == {"owner": "ops"}
+        [res] = allocations(s, w, aggregate="pod", filter='annotation[owner]:"ops"')
+        assert [x.name for x in res] == ["pod-a1"]
+    finally:
+        s.close()

@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 from otel_agent.cost import grammar
 from otel_agent.cost.components import COST_FIELDS
@@ -59,6 +59,7 @@ TENANT_KINDS = (KIND_CONTAINER, KIND_POD)
 # ledger resource -> the component whose fields it fills
 _RESOURCE_FIELDS = {"cpu": ("cpu_core_hours", "cpu_cost"), "memory": ("ram_byte_hours", "ram_cost")}
 _NETWORK_FIELDS = ("network_bytes", "network_cost")
+_EMPTY: Mapping[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -70,9 +71,10 @@ class _Fine:
     node: str  # cluster/node
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    qty: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    micros: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    qty: dict[str, float] = field(default_factory=dict)  # Allocation quantity field -> sum
+    micros: dict[str, int] = field(default_factory=dict)  # Allocation cost field -> sum
     shared_micros: int = 0
+    name: str = ""  # the allocation it goes to, set once per step (aggregate or special name)
 
     @property
     def own_micros(self) -> int:
@@ -145,31 +147,36 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
     """The window's rows per tenant and special row; adds the rows' currencies to `currencies`."""
     fine: dict[tuple, _Fine] = {}
     money = model != Model.USAGE
-    for g in store.ledger_groups(w.start, w.end, grain=grain_for(w),
-                                 request_or_usage=model == Model.REQUEST_OR_USAGE):
-        if g.kind == KIND_NODE:
+    for (cluster, node, namespace, workload_kind, workload, pod_uid, pod, container, kind,
+         resource, currency, quantity, cost_micros) in store.ledger_groups(
+            w.start, w.end, grain=grain_for(w), request_or_usage=model == Model.REQUEST_OR_USAGE):
+        if kind == KIND_NODE:
             continue
-        currencies.add(g.currency)
-        key = (g.cluster, g.node, g.pod_uid, g.container, g.kind)
+        currencies.add(currency)
+        key = (cluster, node, pod_uid, container, kind)
         f = fine.get(key)
         if f is None:
-            props = {"cluster": g.cluster or UNKNOWN, "node": g.node}
-            if g.kind in TENANT_KINDS:
-                props.update(namespace=g.namespace or UNKNOWN, pod=g.pod or g.pod_uid)
-                if g.workload and g.workload_kind != KIND_POD:  # the ledger's bare-pod marker
-                    props.update(controllerKind=g.workload_kind, controller=g.workload)
-                if g.container:
-                    props["container"] = g.container
-            f = fine[key] = _Fine(props, g.kind, f"{g.cluster}/{g.node}",
-                                  labels=dict(labels.get(g.pod_uid, {})),
-                                  annotations=dict(annotations.get(g.pod_uid, {})))
-        fields = (_RESOURCE_FIELDS.get(g.resource)
-                  or (_NETWORK_FIELDS if g.resource.startswith("network:") else None))
+            props = {"cluster": cluster or UNKNOWN, "node": node}
+            if kind in TENANT_KINDS:
+                props["namespace"] = namespace or UNKNOWN
+                props["pod"] = pod or pod_uid
+                if workload and workload_kind != KIND_POD:  # the ledger's bare-pod marker
+                    props["controllerKind"] = workload_kind
+                    props["controller"] = workload
+                if container:
+                    props["container"] = container
+            f = fine[key] = _Fine(props, kind, f"{cluster}/{node}",
+                                  labels=labels.get(pod_uid, _EMPTY),
+                                  annotations=annotations.get(pod_uid, _EMPTY))
+        fields = _RESOURCE_FIELDS.get(resource)
         if fields is None:
-            continue  # a resource no component prices yet
+            if not resource.startswith("network:"):
+                continue  # a resource no component prices yet
+            fields = _NETWORK_FIELDS
         qf, cf = fields
-        f.qty[qf] += g.quantity
-        f.micros[cf] += g.cost_micros if money else 0
+        f.qty[qf] = f.qty.get(qf, 0.0) + quantity
+        if money:
+            f.micros[cf] = f.micros.get(cf, 0) + cost_micros
     return list(fine.values())
 
 
@@ -185,20 +192,24 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keys: tuple[str, ...]
     properties, labels and annotations every member agrees on."""
     tenants = [f for f in fine if f.kind in TENANT_KINDS]
     special = [f for f in fine if f.kind not in TENANT_KINDS]
+    for f in tenants:
+        f.name = grammar.key_name(keys, f.subject())
+    for f in special:
+        f.name = _special_name(f, by_node)
     if share != SharePolicy.NONE and model != Model.USAGE:
-        special = _share(tenants, special, lambda t: grammar.key_name(keys, t.subject()),
-                         share, by_node)
+        special = _share(tenants, special, lambda t: t.name, share, by_node)
     if tree is not None:
         tenants = [f for f in tenants if grammar.matches(tree, f.subject())]
         special = [f for f in special if grammar.matches(tree, f.subject())]
     groups: dict[str, Allocation] = {}
     for f in tenants + special:
-        name = grammar.key_name(keys, f.subject()) if f.kind in TENANT_KINDS else _special_name(f, by_node)
+        name = f.name
         a = groups.get(name)
         if a is None:
+            # shared, never mutated: an intersection below makes a new mapping
             a = groups[name] = Allocation(name=name, window=w, currency=currency,
-                                          properties=dict(f.props), labels=dict(f.labels),
-                                          annotations=dict(f.annotations))
+                                          properties=f.props, labels=f.labels,
+                                          annotations=f.annotations)
         else:  # keep only what every member shares (OpenCost's Intersection)
             a.properties = _common(a.properties, f.props)
             a.labels = _common(a.labels, f.labels)
@@ -222,8 +233,13 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keys: tuple[str, ...]
     return result
 
 
-def _common(a: dict[str, str] | object, b: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in a.items() if b.get(k) == v}  # type: ignore[union-attr]
+def _common(a: Mapping[str, str], b: Mapping[str, str]) -> Mapping[str, str]:
+    """What `a` and `b` agree on; `a` itself when that is all of it (mappings here are never
+    mutated), so the running intersection of a group costs the size of what is left."""
+    if a is b or not a:
+        return a
+    out = {k: v for k, v in a.items() if b.get(k) == v}
+    return a if len(out) == len(a) else out
 
 
 def _share(tenants: list[_Fine], special: list[_Fine], keyfn: Callable[[_Fine], str],

@@ -39,7 +39,8 @@ unalloc = pytest.importorskip("unalloc", reason="the third-party OpenCost client
 CPU_RATE = 0.031611  # tests/unit/cost/ledger_helpers.PRICING_YAML
 H = 3600 * S
 CORES = 8.0
-# yesterday 10:00-13:00 UTC: inside unalloc's two-day window whatever the time of day
+# yesterday 10:00-13:00 UTC: inside unalloc's two-day window whatever the time of day. The
+# exports stop a second short of 13:00, so figures are rel=1e-4 of the whole hours.
 TODAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 T0 = int((TODAY - timedelta(days=1) + timedelta(hours=10)).timestamp()) * S
 HOURS = 3
@@ -77,8 +78,10 @@ def api(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("opencost")
     port = free_port()
     with serving(tmp, args=["--http-listen", f"127.0.0.1:{port}"]) as s:
-        for i in range(HOURS * 12 + 1):  # an export every 5 minutes
-            r = s.export(_export(T0 + i * 300 * S))
+        # an export every 5 minutes, the last one a second before the window's end (a point
+        # bills the interval up to it to the hour it falls in)
+        for t in [T0 + i * 300 * S for i in range(HOURS * 12)] + [T0 + HOURS * H - S]:
+            r = s.export(_export(t))
             assert not r.partial_success.rejected_data_points, r
         s.settle()
         yield f"http://127.0.0.1:{port}"
@@ -159,11 +162,12 @@ def test_unalloc_reads_its_own_multi_key_query(api):
     by = {r.name: r for r in rows}
     web = by["shop/deployment:web/alpha"]
     assert web.labels["team"] == "alpha" and web.labels["namespace"] == "shop"
-    assert web.labels["controller"] == "web" and web.labels["controllerKind"] == "deployment"
-    assert web.amount_usd == pytest.approx(Decimal(str(2.25 * HOURS * CPU_RATE)), abs=Decimal("1e-5"))
+    # unalloc canonicalises keys to snake_case (controllerKind -> controller_kind)
+    assert web.labels["controller"] == "web" and web.labels["controller_kind"] == "deployment"
+    assert float(web.amount_usd) == pytest.approx(2.25 * HOURS * CPU_RATE, rel=1e-4)
     assert by["shop/statefulset:db/alpha"].labels["team"] == "alpha"
-    assert by["ml/job:train/beta"].amount_usd == pytest.approx(
-        Decimal(str(2.0 * HOURS * CPU_RATE)), abs=Decimal("1e-5"))
+    assert float(by["ml/job:train/beta"].amount_usd) == pytest.approx(2.0 * HOURS * CPU_RATE,
+                                                                      rel=1e-4)
     debug = by["default/__unallocated__/__unallocated__"]
     assert "team" not in debug.labels and "controller" not in debug.labels
     assert "__idle__" in by  # includeIdle=true
@@ -177,13 +181,14 @@ def test_unalloc_cli_attributes_spend_by_team(api, tmp_path):
                        capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
     body = json.loads(p.stdout)
-    buckets = {b["key"] if isinstance(b, dict) and "key" in b else None: b
-               for b in body["buckets"]} if isinstance(body["buckets"], list) else body["buckets"]
-    text = json.dumps(buckets)
-    assert "alpha" in text and "beta" in text
-    alpha = Decimal(str(3.75 * HOURS * CPU_RATE))
-    assert str(round(alpha, 2)) in text or f"{float(alpha):.4f}"[:5] in text
-    assert Decimal(str(body["total_usd"])) > alpha
+    buckets = {b["key"]: Decimal(b["amount_usd"]) for b in body["buckets"]}
+    # shop's web (2.25 cores) and db (0.5) are team alpha, ml's train (2.0) beta
+    assert float(buckets["alpha"]) == pytest.approx(2.75 * HOURS * CPU_RATE, rel=1e-4)
+    assert float(buckets["beta"]) == pytest.approx(2.0 * HOURS * CPU_RATE, rel=1e-4)
+    # the debug pod, idle and overhead carry no team: unalloc's "<unallocated>"; its day
+    # window also holds the 5 minutes the last capacity reading is held past 13:00 (README)
+    assert float(buckets["<unallocated>"]) == pytest.approx(
+        ((CORES - 4.75) * HOURS + CORES * 300 / 3600) * CPU_RATE, rel=1e-4)
 
 
 # --- OpenCost's documented examples --------------------------------------------------------------
@@ -221,8 +226,8 @@ def test_figures_match_what_was_exported(api):
     status, doc = q(api, window=WINDOW, aggregate="namespace", includeIdle="true")
     assert status == 200
     [step] = shaped(doc)["data"]
-    assert step["shop"]["cpuCoreHours"] == pytest.approx(2.75 * HOURS, rel=1e-6)
-    assert step["shop"]["cpuCost"] == pytest.approx(2.75 * HOURS * CPU_RATE, abs=1e-5)
+    assert step["shop"]["cpuCoreHours"] == pytest.approx(2.75 * HOURS, rel=1e-4)
+    assert step["shop"]["cpuCost"] == pytest.approx(2.75 * HOURS * CPU_RATE, rel=1e-4)
     assert step["ml"]["properties"] == {"cluster": "prod", "node": "n1", "namespace": "ml",
                                         "pod": "train-x", "container": "main",
                                         "controllerKind": "job", "controller": "train",
@@ -231,13 +236,13 @@ def test_figures_match_what_was_exported(api):
     assert "controller" not in step["shop"]["properties"]
     node_cost = CORES * HOURS * CPU_RATE
     assert sum(a["cpuCost"] for a in step.values()) == pytest.approx(node_cost, abs=1e-4)
-    assert step["shop"]["cpuCores"] == pytest.approx(2.75, rel=1e-6)
+    assert step["shop"]["cpuCores"] == pytest.approx(2.75, rel=1e-4)
     assert step["shop"]["minutes"] == HOURS * 60
     # the default aggregate is OpenCost's: one allocation per container, idle left out
     status, doc = q(api, window=WINDOW)
     [step] = doc["data"]
     assert "prod/n1/shop/web-1/sidecar" in step and "__idle__" not in step
-    assert step["prod/n1/shop/web-1/sidecar"]["cpuCoreHours"] == pytest.approx(0.25 * HOURS, rel=1e-6)
+    assert step["prod/n1/shop/web-1/sidecar"]["cpuCoreHours"] == pytest.approx(0.25 * HOURS, rel=1e-4)
 
 
 # --- the grammar, as a table ----------------------------------------------------------------------

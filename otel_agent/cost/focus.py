@@ -53,7 +53,7 @@ from datetime import datetime, timezone
 from typing import Callable, Iterator, Mapping, Sequence
 
 from otel_agent.cost.components import COMPONENTS, Component
-from otel_agent.cost.report import GIB, ReportQuery, _num, csv_safe, special_kind
+from otel_agent.cost.report import ReportQuery, _num, csv_safe, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
 from otel_agent.errors import ConfigError
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 from otel_agent.cost.errors import QueryError
 
@@ -401,8 +401,6 @@ def parse_bool(name: str, value: str | None, default: bool) -> bool:
         return False
     raise QueryError(f"{name}={value!r}: allowed: true or false")
 
-
-Matcher = Callable[[Subject], bool]
 
 __all__ = ["aggregate_keys", "parse_aggregate", "key_name", "name_part", "Subject", "lookup",
            "parse_filter", "matches", "uses_labels", "parse_bool", "UNALLOCATED_VALUE",

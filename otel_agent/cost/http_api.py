@@ -275,7 +275,9 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
         except OtelAgentError as e:
             log.warning("cost API query failed: %s", e)
             return error(500, str(e))
-        if not aq.include_idle:  # OpenCost's idle is ours plus overhead (capacity nobody used)
+        if not aq.include_idle and path != "/report.html":
+            # OpenCost's idle is ours plus overhead (capacity nobody used); the HTML page
+            # always shows them: its reconciliation adds them up to the node
             sets = [[a for a in s if special_kind(a.name) not in (IDLE, OVERHEAD)] for s in sets]
         n = sum(len(s) for s in sets)
         if n * BYTES_PER_ALLOCATION > max_response_bytes:

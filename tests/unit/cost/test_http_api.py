@@ -108,6 +108,12 @@ def test_opencost_and_our_share_idle_values(api):
         assert c["filter"] == 'namespace:"shop"'
 
 
+def test_the_html_page_keeps_idle_whatever_include_idle_says(api):
+    h, _ = api
+    status, _, body = get(f"{h.url}/report.html?window={W}")
+    assert status == 200 and IDLE in body.decode()
+
+
 def test_include_idle_false_drops_idle(api):
     h, _ = api
     _, _, body = get(f"{h.url}/allocation?window={W}&includeIdle=false")

@@ -9,7 +9,7 @@ away is told to stop (`should_stop`, checked between steps) instead of running o
 
 Endpoints (GET, HEAD):
   /allocation, /allocation/compute   window (required), aggregate, step, accumulate,
-                                     accumulateBy=all, shareIdle, idleByNode, includeIdle
+                                     accumulateBy, shareIdle, idleByNode, includeIdle
                                      (or Kubecost's idle), filter, model; the grammar of
                                      window is window.py's, of aggregate and filter
                                      grammar.py's, both OpenCost's. Defaults are OpenCost's:
@@ -53,11 +53,11 @@ from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits
 from otel_agent.cost.auth import bearer_ok
 from otel_agent.cost.errors import QueryCancelled
 
-from otel_agent.cost.report import (ReportQuery, accumulate_sets, currency_of,
+from otel_agent.cost.report import (ACCUMULATE_PERIODS, ReportQuery, accumulate_by, currency_of,
                                     ledger_reconciliation, opencost_json, parse_aggregate,
                                     parse_enum, run_query, special_kind)
 from otel_agent.cost.types import IDLE, OVERHEAD, Model, SharePolicy
-from otel_agent.cost.window import parse_step, parse_window
+from otel_agent.cost.window import parse_step, parse_window, split
 from otel_agent.errors import ConfigError, OtelAgentError
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ PARAMS = ("window", "aggregate", "step", "accumulate", "accumulateBy", "shareIdl
 # what includeAggregatedMetadata=true asks of OpenCost).
 IGNORED = ("resolution", "external", "shareTenancyCosts", "shareNamespaces", "shareLabels",
            "shareCost", "shareSplit", "reconcile", "splitIdle", "format", "sharelb",
-           "includeAggregatedMetadata", "includeProportionalAssetResourceCosts")
+           "includeAggregatedMetadata", "includeProportionalAssetResourceCosts",
+           "metrics")  # the OpenCost UI's field selection: we send every field
 # OpenCost's default aggregate when none is given (ParseAggregationProperties)
 DEFAULT_AGGREGATE = "cluster,node,namespace,pod,container"
 MAX_QUERY_BYTES = 4096
@@ -85,7 +86,7 @@ RETRY_AFTER_SECONDS = 2
 @dataclass(frozen=True, slots=True)
 class ApiQuery:
     query: ReportQuery
-    accumulate: bool
+    accumulate: str | None  # None, "all", or a calendar period (report.ACCUMULATE_PERIODS)
     include_idle: bool
 
 
@@ -134,10 +135,24 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
         grammar.parse_filter(p.get("filter"))  # refused before any work; the query re-reads it
     except ConfigError as e:
         raise ConfigError(f"filter={p['filter']!r}: {e}") from e
-    accumulate_by = (p.get("accumulateBy") or "").strip()
-    if accumulate_by not in ("", "all"):
-        raise ConfigError(f"accumulateBy={accumulate_by!r}: only 'all' is supported (or "
-                          f"accumulate=true); for hourly, daily or weekly sets use step")
+    # accumulate: a boolean, or (newer OpenCost, its UI) a calendar period; accumulateBy: the
+    # same periods or `all`. A period without a step steps by the hour (hour) or day (others).
+    acc_raw = (p.get("accumulate") or "").strip()
+    by_raw = (p.get("accumulateBy") or "").strip()
+    if acc_raw and by_raw:
+        raise ConfigError("give accumulate or accumulateBy, not both")
+    name, value = ("accumulateBy", by_raw) if by_raw else ("accumulate", acc_raw)
+    if value.lower() in ACCUMULATE_PERIODS or value.lower() == "all":
+        accumulate_by: str | None = value.lower()
+    elif name == "accumulateBy":
+        raise ConfigError(f"accumulateBy={value!r}: allowed: all, {', '.join(ACCUMULATE_PERIODS)}")
+    else:
+        try:
+            accumulate_by = "all" if _bool("accumulate", value, False) else None
+        except ConfigError as e:
+            raise ConfigError(f"{e}, or a period: {', '.join(ACCUMULATE_PERIODS)}") from e
+    if accumulate_by in ACCUMULATE_PERIODS and step is None:
+        step = timedelta(hours=1) if accumulate_by == "hour" else timedelta(days=1)
     if "idle" in p and "includeIdle" in p:
         raise ConfigError("give includeIdle or its Kubecost name idle, not both")
     try:
@@ -159,8 +174,7 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
                     share_idle=policy, idle_by_node=_bool("idleByNode", p.get("idleByNode"), False),
                     filter=(p.get("filter") or None))
     idle_name = "idle" if "idle" in p else "includeIdle"
-    return ApiQuery(q, accumulate=_bool("accumulate", p.get("accumulate"), False)
-                    or accumulate_by == "all",
+    return ApiQuery(q, accumulate=accumulate_by,
                     include_idle=_bool(idle_name, p.get(idle_name), False))
 
 
@@ -295,7 +309,7 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
             ctype = "text/html; charset=utf-8"
         else:
             if aq.accumulate:
-                sets = accumulate_sets(sets)
+                sets = accumulate_by(sets, aq.accumulate, split(aq.query.window, aq.query.step))
             try:
                 doc = opencost_json(sets)
             except OtelAgentError as e:

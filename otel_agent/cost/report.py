@@ -151,6 +151,51 @@ def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocatio
     return [list(merged.values())]
 
 
+ACCUMULATE_PERIODS = ("hour", "day", "week", "month", "quarter")
+
+
+def accumulate_by(sets: Sequence[Sequence[Allocation]], period: str,
+                  windows: Sequence[Window] | None = None) -> list[list[Allocation]]:
+    """OpenCost's accumulate=hour|day|week|month|quarter: the step sets summed per calendar
+    period of their start (weeks end on Saturday, as OpenCost's accumulateByWeek has them);
+    `all` is accumulate_sets. `windows` are the steps' windows (one per set): with them a
+    period without any allocation is still an (empty) set, as OpenCost answers it."""
+    if period == "all":
+        return accumulate_sets(sets)
+    if period not in ACCUMULATE_PERIODS:
+        raise ConfigError(f"accumulate period {period!r}: allowed: all, "
+                          f"{', '.join(ACCUMULATE_PERIODS)}")
+
+    def bucket(t: Any) -> tuple:
+        if period == "hour":
+            return (t.date(), t.hour)
+        if period == "day":
+            return (t.date(),)
+        if period == "week":
+            return (t.date() - timedelta(days=(t.weekday() + 1) % 7),)  # the Sunday before
+        if period == "month":
+            return (t.year, t.month)
+        return (t.year, (t.month - 1) // 3)
+
+    if windows is None or len(windows) != len(sets):
+        pairs = [(s[0].window.start, s) for s in sets if s]
+    else:
+        pairs = [(w.start, s) for w, s in zip(windows, sets)]
+    out: list[list[Allocation]] = []
+    group: list[Sequence[Allocation]] = []
+    key = None
+    for start, s in pairs:
+        k = bucket(start)
+        if key is not None and k != key:
+            out.extend(accumulate_sets(group))
+            group = []
+        group.append(s)
+        key = k
+    if key is not None:
+        out.extend(accumulate_sets(group))
+    return out or [[]]
+
+
 def _common(a: Any, b: Any) -> dict[str, str]:
     return {k: v for k, v in a.items() if b.get(k) == v}
 
@@ -425,5 +470,5 @@ def _num(x: float) -> str:
 
 
 __all__ = ["ReportQuery", "run_query", "parse_aggregate", "parse_enum", "accumulate",
-           "accumulate_sets", "reconcile", "Reconciliation", "render_table", "render_csv",
+           "accumulate_sets", "accumulate_by", "ACCUMULATE_PERIODS", "reconcile", "Reconciliation", "render_table", "render_csv",
            "render_json", "opencost_json", "ReportError", "Totals", "csv_safe"]

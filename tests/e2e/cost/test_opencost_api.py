@@ -215,6 +215,13 @@ def test_unalloc_cli_attributes_spend_by_team(api, tmp_path):
     ("/allocation", {"window": "7d", "aggregate": "namespace,label:app"}, 1),
     ("/allocation", {"window": "2d", "aggregate": "namespace", "accumulate": "true",
                      "step": "1h"}, 1),
+    # what the OpenCost UI (opencost-ui app/services/allocation.ts) sends
+    ("/allocation/compute", {"window": "7d", "aggregate": "namespace", "includeIdle": "true",
+                             "accumulate": "day", "metrics": "totalCost,cpuCost"}, 7),
+    ("/allocation/compute", {"window": "2d", "aggregate": "namespace", "accumulate": "hour",
+                             "filter": 'namespace:"shop"'}, 48),
+    ("/allocation/compute", {"window": "lastmonth", "aggregate": "namespace",
+                             "accumulate": "month"}, 1),
 ])
 def test_documented_queries_answer_in_opencosts_shape(api, path, params, sets):
     status, doc = q(api, path, **params)
@@ -297,7 +304,7 @@ def test_shared_idle_is_the_same_with_and_without_a_filter(api):
     ({"filter": 'label[team:"x"'}, "unterminated [key]"),
     ({"shareIdle": "maybe"}, "shareIdle"),
     ({"accumulate": "ture"}, "accumulate='ture': allowed: true or false"),
-    ({"accumulateBy": "week"}, "only 'all'"),
+    ({"accumulateBy": "fortnight"}, "allowed: all, hour, day, week, month, quarter"),
     ({"step": "0h"}, "step"),
     ({"window": "fortnight"}, "allowed: today"),
     ({"window": "2026-11-08,2026-11-01"}, "not after start"),

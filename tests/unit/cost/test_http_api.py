@@ -127,7 +127,9 @@ def test_include_idle_false_drops_idle(api):
     (f"window={W}&aggregate=service", "not supported"),
     (f"window={W}&filter=namespace%3Akube-system", "expected a quoted value"),
     (f"window={W}&filter=namespace:%22a%22%2Bnode:%22b%22%7Cpod:%22c%22", "mixed"),
-    (f"window={W}&accumulateBy=day", "only 'all'"),
+    (f"window={W}&accumulateBy=fortnight", "allowed: all, hour, day, week, month, quarter"),
+    (f"window={W}&accumulate=ture", "or a period: hour, day"),
+    (f"window={W}&accumulate=true&accumulateBy=all", "not both"),
     (f"window={W}&includeIdle=ture", "allowed: true or false"),
     (f"window={W}&step=1y", "step"),
     (f"window={W}&shareIdle=maybe", "allowed: true, false, none, proportional or even"),
@@ -202,9 +204,14 @@ def test_parse_params_defaults():
     assert (q.aggregate, q.model, q.share_idle, q.idle_by_node, q.step, q.filter) == (
         "cluster,node,namespace,pod,container", Model.CHARGEBACK, SharePolicy.NONE, False,
         None, None)
-    assert aq.accumulate is False and aq.include_idle is False
+    assert aq.accumulate is None and aq.include_idle is False
     assert parse_params("window=today&idle=true", NOW).include_idle is True
-    assert parse_params("window=today&accumulateBy=all", NOW).accumulate is True
+    assert parse_params("window=today&accumulateBy=all", NOW).accumulate == "all"
+    assert parse_params("window=today&accumulate=true", NOW).accumulate == "all"
+    assert parse_params("window=today&accumulate=false", NOW).accumulate is None
+    day = parse_params("window=7d&accumulate=day", NOW)  # the OpenCost UI's query
+    assert day.accumulate == "day" and day.query.step.total_seconds() == 86400
+    assert parse_params("window=7d&accumulate=hour&metrics=totalCost", NOW).query.step.total_seconds() == 3600
 
 
 def test_unencoded_plus_in_an_offset_is_understood():

@@ -258,3 +258,21 @@ def test_the_report_api_serves_the_reconciliation_behind_the_read_token(store, t
         assert get(f"{h.url}/invoice/reconciliation?window=today", auth)[0] == 400
     finally:
         h.stop()
+
+
+def test_with_no_list_price_the_invoice_goes_to_cpu(tmp_path):
+    from otel_agent.cost.pricing import parse_pricing
+
+    free = parse_pricing("currency: USD\nrates: {cpu_core_hour: 0, memory_gib_hour: 0}\n", "free")
+    s = Store(f"sqlite:///{tmp_path}/l.db", pricing=free)
+    try:
+        ingest(s, per_export(with_provider_id(scenario.items(), AWS_PROVIDER_ID)))
+        import_invoice(s, [write(tmp_path / "aws.csv", "aws", invoice_lines()[:3])])
+        s.refresh()
+        nc = node_costs(s)
+        for h in (H0, H0 + 3600, H0 + 7200):
+            assert nc[(h, "memory")][0] == 0 and nc[(h, "cpu")][0] in (81_234, 81_235)
+        [r] = reconcile_invoice(s)
+        assert r.balanced and r.invoice_micros == I.to_micros(3 * Decimal(NODE_HOUR))
+    finally:
+        s.close()

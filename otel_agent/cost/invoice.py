@@ -171,7 +171,8 @@ def _parquet_rows(p: Path) -> Iterator[Mapping[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - a dependency
-        raise InvoiceError(f"{p}: reading Parquet needs pyarrow") from e
+        raise InvoiceError(f"{p}: reading Parquet needs pyarrow (pip install "
+                           "'otel-agent[invoice]'); CSV needs nothing") from e
     try:
         f = pq.ParquetFile(p)
     except OSError as e:

@@ -43,10 +43,11 @@ class Served(Process):
         super().start()
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
-            m = re.search(r"OTLP/gRPC on port (\d+)(?:, OTLP/HTTP on port (\d+))?"
-                          r"(?:, report API on port (\d+))?", self.log(100_000))
+            m = re.search(r"(?:OTLP/gRPC on port (\d+)|no OTLP \(report-only\))"
+                          r"(?:, OTLP/HTTP on port (\d+))?(?:, report API on port (\d+))?",
+                          self.log(100_000))
             if m:
-                self.grpc_port = int(m.group(1))
+                self.grpc_port = int(m.group(1) or 0)
                 self.http_port = int(m.group(2) or 0)
                 self.api_port = int(m.group(3) or 0)
                 return self

@@ -184,10 +184,24 @@ def test_network_policy_admits_only_the_gateway_to_otlp(rendered):
     assert not labels.items() <= agent_labels.items()
 
 
-def test_cost_processor_single_writer_with_auth(rendered):
+def test_cost_processor_replicas_per_ledger_with_auth(rendered):
+    """SQLite: one writer, Recreate (two never overlap). PostgreSQL: a fleet of replicas rolled
+    one at a time, with a PodDisruptionBudget that keeps one taking exports."""
     for overlay in OVERLAYS:
         d = find(rendered[overlay], "Deployment", "otel-agent-cost")
-        assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate"
+        if overlay == "postgres":
+            assert d["spec"]["replicas"] >= 2
+            assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {
+                "maxUnavailable": 0, "maxSurge": 1}}
+            pdb = find(rendered[overlay], "PodDisruptionBudget", "otel-agent-cost")
+            assert 1 <= pdb["spec"]["minAvailable"] < d["spec"]["replicas"]
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            svc = find(rendered[overlay], "Service", "otel-agent-cost")
+            assert svc["spec"]["selector"].items() <= labels.items()
+        else:
+            assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate"
+            assert not [o for o in rendered[overlay] if o["kind"] == "PodDisruptionBudget"]
         args = d["spec"]["template"]["spec"]["containers"][0]["args"]
         for flag in ("--auth-token-file=", "--tls-cert=", "--tls-key=", "--ledger=$(LEDGER_URL)"):
             assert any(a.startswith(flag) for a in args), flag

@@ -1,0 +1,208 @@
+"""Three `otel-agent cost serve` processes on one real PostgreSQL 15 ledger, fed a day of a
+simulated 50-node, 2-cluster fleet by a client that sends every request to a random replica,
+with duplicates and local reordering, retrying elsewhere whatever was not acknowledged (as a
+gateway's OTLP exporter behind a Service does). Two replicas are SIGKILLed mid-stream (and
+restarted), each while it may be writing or rebuilding. Once the backlog has drained, the
+ledger (hourly, daily and monthly rows, by every key) must equal the one a single process
+builds from one clean delivery, to the micro-unit; and a report-only replica (--no-otlp)
+serves /allocation per cluster from it."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+
+import grpc
+import pytest
+import sqlalchemy as sa
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse)
+
+from otel_agent.cost.ingest import decode
+from otel_agent.cost.receiver import SERVICE
+from otel_agent.cost.store import Store, daily_t, dirty_t, hourly_t, monthly_t, quarantine_t
+from tests.support import fleet as F
+from tests.support import postgres
+from tests.support.cost_serve import Served, api_get
+from tests.unit.cost.ledger_helpers import pricing, snapshot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+REPLICAS = 3
+STEPS = 288  # a day of one export every 5 minutes
+
+
+def _channel(port: int):
+    ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return ch, ch.unary_unary(f"/{SERVICE}/Export", request_serializer=None,
+                              response_deserializer=ExportMetricsServiceResponse.FromString)
+
+
+class Client:
+    """Sends each body to a random live replica until one acknowledges it."""
+
+    def __init__(self, replicas: list[Served]):
+        self.replicas = replicas
+        self.lock = threading.Lock()
+        self.rng = random.Random(7)
+        self.retries = 0
+        self.channels: dict[int, tuple] = {}
+
+    def send(self, body: bytes) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            with self.lock:
+                ports = [r.grpc_port for r in self.replicas if r.grpc_port and r.alive()]
+                port = self.rng.choice(ports) if ports else 0
+                if port and port not in self.channels:
+                    self.channels[port] = _channel(port)
+            if port:
+                try:
+                    resp = self.channels[port][1](body, timeout=30)
+                    assert not resp.partial_success.rejected_data_points, resp.partial_success
+                    return
+                except grpc.RpcError as e:
+                    assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                                        grpc.StatusCode.INTERNAL), e
+            self.retries += 1
+            assert time.monotonic() < deadline, "no replica acknowledged a request for 120 s"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for ch, _ in self.channels.values():
+            ch.close()
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    reason = postgres.available()
+    if reason:
+        pytest.skip(reason)
+    with postgres.postgres_cluster() as url:
+        yield url
+
+
+def _rows(engine, table) -> list[tuple]:
+    from otel_agent.cost.store import LEDGER_COLUMNS
+
+    with engine.connect() as c:
+        rows = c.execute(sa.select(*[table.c[n] for n in LEDGER_COLUMNS])).all()
+    return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in rows)
+
+
+def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, tmp_path):
+    t_start = time.monotonic()
+    now_ns = time.time_ns()
+    t0 = (now_ns // (3600 * F.S) - 26) * 3600 * F.S
+    fleet = F.Fleet()
+    reqs = F.requests(F.exports(fleet, t0, STEPS))
+    bodies = F.delivery(reqs)
+
+    # the reference: one process, one clean delivery (one request per export time)
+    ref = Store(f"sqlite:///{tmp_path}/ref.db", pricing=pricing())
+    by_t: dict[int, list] = {}
+    for t, body in reqs:
+        by_t.setdefault(t, []).append(body)
+    for t in sorted(by_t):
+        req = ExportMetricsServiceRequest()
+        for body in by_t[t]:
+            req.MergeFromString(body)
+        batch = decode(req, now_ns=now_ns)
+        ref.write(batch, now_ns=now_ns)
+        assert not batch.rejected, batch.error_message()
+    expected = {name: snapshot(ref, t) for name, t in
+                (("hourly", hourly_t), ("daily", daily_t), ("monthly", monthly_t))}
+    ref_cost = {}
+    with ref.engine.connect() as c:
+        for cl, cost in c.execute(sa.select(hourly_t.c.cluster, sa.func.sum(hourly_t.c.cost_usage_micros))
+                                  .group_by(hourly_t.c.cluster)):
+            ref_cost[cl] = cost
+    ref.close()
+    assert set(ref_cost) == set(fleet.clusters)
+
+    replicas = [Served(tmp_path, "--refresh-seconds", "0.5", ledger=pg_url, api=False,
+                       otlp_http=False, name=f"r{i}") for i in range(REPLICAS)]
+    client = Client(replicas)
+    try:
+        for r in replicas:
+            r.start()
+        kills = {len(bodies) * 3 // 10: 0, len(bodies) * 65 // 100: 1}
+        sent = [0]
+        errors: list[BaseException] = []
+
+        def worker(lane: list[bytes]) -> None:
+            try:
+                for body in lane:
+                    client.send(body)
+                    sent[0] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        # four concurrent senders (a gateway's sending queue consumers), in delivery order
+        chunks = [bodies[i:i + 200] for i in range(0, len(bodies), 200)]
+        for n, chunk in enumerate(chunks):
+            lanes = [chunk[i::4] for i in range(4)]
+            threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(180)
+            assert not errors, errors[0]
+            for at, which in list(kills.items()):
+                if sent[0] >= at:
+                    del kills[at]
+                    replicas[which].kill()  # SIGKILL: mid-write or mid-rebuild, whatever it did
+                    with client.lock:
+                        client.channels.pop(replicas[which].grpc_port, (None,))
+                    replicas[which].grpc_port = 0
+                    replicas[which].start()
+        assert not kills and sent[0] == len(bodies)
+
+        # a report-only replica, scaled apart from the writers
+        reader = Served(tmp_path, "--no-otlp", ledger=pg_url, otlp_http=False, name="reader").start()
+        replicas.append(reader)
+
+        engine = sa.create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
+        deadline = time.monotonic() + 120
+        while True:
+            with engine.connect() as c:
+                left = c.execute(sa.select(sa.func.count()).select_from(dirty_t)).scalar_one()
+                quarantined = c.execute(sa.select(sa.func.count()).select_from(quarantine_t)).scalar_one()
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"{left} node-hours still dirty after 120 s"
+            time.sleep(0.5)
+        assert quarantined == 0
+        got = {name: _rows(engine, t) for name, t in
+               (("hourly", hourly_t), ("daily", daily_t), ("monthly", monthly_t))}
+        engine.dispose()
+        assert len(got["hourly"]) == len(expected["hourly"])
+        assert got["hourly"] == expected["hourly"]
+        assert got["daily"] == expected["daily"]
+        assert got["monthly"] == expected["monthly"]
+
+        # reports across clusters and within one, from the report-only replica
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 // F.S))
+        end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 // F.S + 27 * 3600))
+        status, _h, body = api_get(reader.api_port, f"/allocation?window={start},{end}"
+                                                    f"&aggregate=cluster&accumulate=true")
+        assert status == 200, body[:300]
+        [step] = json.loads(body)["data"]
+        assert set(step) == set(fleet.clusters)
+        status, _h, body = api_get(reader.api_port, f"/allocation?window={start},{end}"
+                                                    f"&aggregate=namespace&accumulate=true"
+                                                    f"&filter=cluster:%22east%22")
+        assert status == 200, body[:300]
+        [east] = json.loads(body)["data"]
+        assert {"team-0", "team-1"} <= set(east)
+        for r in replicas:
+            assert "Traceback" not in r.log(10_000_000), r.log()
+    finally:
+        client.close()
+        for r in replicas:
+            r.stop()
+    print(f"fleet test: {len(bodies)} requests ({len(bodies) - len(reqs)} duplicates), "
+          f"{client.retries} retries, {time.monotonic() - t_start:.1f} s")

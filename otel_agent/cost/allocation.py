@@ -117,12 +117,14 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
     currencies: set[str] = set()
     for w in steps(window, step):
         check()
-        loaded.append((w, _load(store, w, model, labels, currencies)))
+        loaded.append((w, _load(store, w, model, labels, currencies,
+                                [c for c in clauses if c.field == "cluster"])))
     if len(currencies) > 1 and model != Model.USAGE:
         raise QueryError(f"the ledger holds money in {' and '.join(sorted(currencies))} within "
-                         f"{window.start.isoformat()} - {window.end.isoformat()} (the pricing's "
-                         "currency changed): report the periods before and after the change "
-                         "separately")
+                         f"{window.start.isoformat()} - {window.end.isoformat()} (clusters priced "
+                         "in different currencies, or the pricing's currency changed): report "
+                         "each cluster (filter=cluster:\"name\") or the periods before and after "
+                         "the change separately")
     currency = next(iter(currencies)) if len(currencies) == 1 else store.pricing.currency
     out = []
     for w, fine in loaded:
@@ -145,8 +147,10 @@ def _table_for(w: Window) -> sa.Table:
 
 
 def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str]],
-          currencies: set[str]) -> list[_Fine]:
-    """The window's rows per tenant and special row; adds the rows' currencies to `currencies`."""
+          currencies: set[str], by_cluster: list["_Clause"] = ()) -> list[_Fine]:
+    """The window's rows per tenant and special row; adds the rows' currencies to `currencies`.
+    Clusters a `cluster` filter excludes are not loaded at all: each cluster is a ledger of its
+    own (its currency, its idle), so a report within one neither sees nor shares the others."""
     t = _table_for(w)
     ror = model == Model.REQUEST_OR_USAGE
     qty = t.c.ror_qty if ror else t.c.usage_qty
@@ -162,6 +166,8 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
         rows = c.execute(q).all()
     money = model != Model.USAGE
     for cluster, node, ns, wk, wl, uid, pod, container, kind, resource, cur, qsum, csum in rows:
+        if by_cluster and not all(c.match_props({"cluster": cluster or UNKNOWN}, "") for c in by_cluster):
+            continue
         currencies.add(cur)
         key = (cluster, node, uid, container, kind)
         f = fine.get(key)

@@ -1143,7 +1143,8 @@ class Store:
                         n_points += len(inp.points)
                         built[m.hour] = (build_node_hour(
                             hour_s=m.hour, cluster=cluster, node=node, series=inp.series,
-                            points=inp.points, pricing=self.pricing, node_first_ns=node_first,
+                            points=inp.points, pricing=self.pricing.for_cluster(cluster),
+                            node_first_ns=node_first,
                             prev_node_ns=inp.prev_node_ns), inp.series)
                     except Exception as e:  # noqa: BLE001 - one hour's failure is that hour's
                         if _unavailable(e):

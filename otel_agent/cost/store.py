@@ -134,6 +134,11 @@ points_t = sa.Table(
     postgresql_partition_by="RANGE (time_ns)",
 )
 PARTITION_DAYS_AHEAD = 2
+_UNNEST_POINTS = sa.text(
+    "INSERT INTO points (series_id, start_ns, time_ns, value, node_key) SELECT * FROM unnest("
+    "CAST(:sid AS BIGINT[]), CAST(:start AS BIGINT[]), CAST(:t AS BIGINT[]), "
+    "CAST(:v AS DOUBLE PRECISION[]), CAST(:nk AS TEXT[])) "
+    "ON CONFLICT (series_id, start_ns, time_ns) DO NOTHING")
 
 dirty_t = sa.Table(
     "dirty_hours", metadata,
@@ -953,7 +958,7 @@ class Store:
             series_rows.sort(key=lambda r: r["series_id"])
             conn.execute(self._upsert_series, series_rows)
         point_rows.sort(key=lambda r: (r["series_id"], r["start_ns"], r["time_ns"]))
-        conn.execute(self._insert_points, point_rows)
+        self._write_points(conn, point_rows)
         if late:
             dirty |= self._successor_hours(conn, late, batch, node_of)
         dirty |= self._next_export_hours(conn, node_times, node_newest)
@@ -961,6 +966,18 @@ class Store:
             {"node_key": nk, "hour": h, "cluster": nk.rsplit("/", 1)[0],
              "node": nk.rsplit("/", 1)[1], "version": 1} for nk, h in sorted(dirty)])
         return series_rows, batch_max, firsts, node_max
+
+    def _write_points(self, conn, rows: list[dict]) -> None:
+        """PostgreSQL: the whole batch as one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT
+        DO NOTHING (one statement whatever the batch size, its text constant, so the server
+        plans it once per connection); SQLite: executemany of the same insert."""
+        if self.engine.dialect.name != "postgresql":
+            conn.execute(self._insert_points, rows)
+            return
+        conn.execute(_UNNEST_POINTS, {
+            "sid": [r["series_id"] for r in rows], "start": [r["start_ns"] for r in rows],
+            "t": [r["time_ns"] for r in rows], "v": [r["value"] for r in rows],
+            "nk": [r["node_key"] for r in rows]})
 
     def _next_export_hours(self, conn, node_times: dict[str, set[int]],
                            node_newest: dict[str, int | None]) -> set[tuple[str, int]]:

@@ -129,37 +129,49 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
     try:
         for r in replicas:
             r.start()
-        kills = {len(bodies) * 3 // 10: 0, len(bodies) * 65 // 100: 1}
         sent = [0]
         errors: list[BaseException] = []
+        killed: list[int] = []
 
         def worker(lane: list[bytes]) -> None:
             try:
                 for body in lane:
                     client.send(body)
-                    sent[0] += 1
+                    with client.lock:
+                        sent[0] += 1
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        def killer() -> None:
+            """SIGKILL replica 0 at 30% and replica 1 at 65% of the stream, while the senders
+            run (each may be mid-write or mid-rebuild), and restart it."""
+            try:
+                for at, which in ((len(bodies) * 3 // 10, 0), (len(bodies) * 65 // 100, 1)):
+                    while sent[0] < at and not errors and any(t.is_alive() for t in threads):
+                        time.sleep(0.01)
+                    r = replicas[which]
+                    with client.lock:
+                        old = client.channels.pop(r.grpc_port, None)
+                        r.grpc_port = 0
+                    r.kill()
+                    killed.append(sent[0])
+                    if old is not None:
+                        old[0].close()
+                    r.start()
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
         # four concurrent senders (a gateway's sending queue consumers), in delivery order
-        chunks = [bodies[i:i + 200] for i in range(0, len(bodies), 200)]
-        for n, chunk in enumerate(chunks):
-            lanes = [chunk[i::4] for i in range(4)]
-            threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join(180)
-            assert not errors, errors[0]
-            for at, which in list(kills.items()):
-                if sent[0] >= at:
-                    del kills[at]
-                    replicas[which].kill()  # SIGKILL: mid-write or mid-rebuild, whatever it did
-                    with client.lock:
-                        client.channels.pop(replicas[which].grpc_port, (None,))
-                    replicas[which].grpc_port = 0
-                    replicas[which].start()
-        assert not kills and sent[0] == len(bodies)
+        threads = [threading.Thread(target=worker, args=(bodies[i::4],)) for i in range(4)]
+        k = threading.Thread(target=killer)
+        for th in threads:
+            th.start()
+        k.start()
+        for th in threads:
+            th.join(600)
+        k.join(120)
+        assert not errors, errors[0]
+        assert sent[0] == len(bodies) and len(killed) == 2 and killed[-1] < len(bodies), killed
 
         # a report-only replica, scaled apart from the writers
         reader = Served(tmp_path, "--no-otlp", ledger=pg_url, otlp_http=False, name="reader").start()

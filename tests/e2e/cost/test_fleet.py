@@ -26,7 +26,7 @@ from otel_agent.cost.store import Store, daily_t, dirty_t, hourly_t, monthly_t, 
 from tests.support import fleet as F
 from tests.support import postgres
 from tests.support.cost_serve import Served, api_get
-from tests.unit.cost.ledger_helpers import pricing, snapshot
+from tests.unit.cost.ledger_helpers import pricing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -86,11 +86,14 @@ def pg_url():
 
 
 def _rows(engine, table) -> list[tuple]:
+    """Every row by every key; money (integer micro-units) exact, quantities to 12 significant
+    digits (the daily and monthly roll-ups are SQL sums, whose float rounding depends on the
+    order the database adds the hourly rows in)."""
     from otel_agent.cost.store import LEDGER_COLUMNS
 
     with engine.connect() as c:
         rows = c.execute(sa.select(*[table.c[n] for n in LEDGER_COLUMNS])).all()
-    return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in rows)
+    return sorted(tuple(float(f"{v:.12g}") if isinstance(v, float) else v for v in r) for r in rows)
 
 
 def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, tmp_path):
@@ -113,7 +116,8 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
         batch = decode(req, now_ns=now_ns)
         ref.write(batch, now_ns=now_ns)
         assert not batch.rejected, batch.error_message()
-    expected = {name: snapshot(ref, t) for name, t in
+    ref.refresh()
+    expected = {name: _rows(ref.engine, t) for name, t in
                 (("hourly", hourly_t), ("daily", daily_t), ("monthly", monthly_t))}
     ref_cost = {}
     with ref.engine.connect() as c:
@@ -123,6 +127,7 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
     ref.close()
     assert set(ref_cost) == set(fleet.clusters)
 
+    phases = {"reference": time.monotonic() - t_start}
     replicas = [Served(tmp_path, "--refresh-seconds", "0.5", ledger=pg_url, api=False,
                        otlp_http=False, name=f"r{i}") for i in range(REPLICAS)]
     client = Client(replicas)
@@ -173,6 +178,7 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
         assert not errors, errors[0]
         assert sent[0] == len(bodies) and len(killed) == 2 and killed[-1] < len(bodies), killed
 
+        phases["stream"] = time.monotonic() - t_start - sum(phases.values())
         # a report-only replica, scaled apart from the writers
         reader = Served(tmp_path, "--no-otlp", ledger=pg_url, otlp_http=False, name="reader").start()
         replicas.append(reader)
@@ -188,6 +194,7 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
             assert time.monotonic() < deadline, f"{left} node-hours still dirty after 120 s"
             time.sleep(0.5)
         assert quarantined == 0
+        phases["drain"] = time.monotonic() - t_start - sum(phases.values())
         got = {name: _rows(engine, t) for name, t in
                (("hourly", hourly_t), ("daily", daily_t), ("monthly", monthly_t))}
         engine.dispose()
@@ -217,4 +224,5 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
         for r in replicas:
             r.stop()
     print(f"fleet test: {len(bodies)} requests ({len(bodies) - len(reqs)} duplicates), "
-          f"{client.retries} retries, {time.monotonic() - t_start:.1f} s")
+          f"{client.retries} retries, {time.monotonic() - t_start:.1f} s; phases "
+          f"{ {k: round(v, 1) for k, v in phases.items()} }")

@@ -6,7 +6,8 @@ Run: .venv/bin/python -m bench.fleet   (also part of `make bench`)
 
 What is measured, and against what:
   * ingest: a simulated fleet (tests/support/fleet.py: 50 nodes in 2 clusters, 10 series a
-    node, one export every 5 minutes, requests of 5 nodes as a gateway batches them) is sent
+    node, one export every 5 minutes, requests of 25 nodes, ~1,250 points, as a gateway batches
+    them) is sent
     by 4 client threads to the replicas round-robin; points/s is wall clock from the first
     request to the last acknowledgement (every point committed). Rebuilds are held off
     (--refresh-seconds 3600) so ingest is measured alone. The CPU seconds of the replicas and
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 HOURS = 6
+NODES_PER_REQUEST = 25  # a gateway's batch: a cluster's export of one interval, ~1,250 points
 
 
 def _clk() -> int:
@@ -50,9 +52,9 @@ def _pg_pids(url: str) -> list[int]:
     engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
     with engine.connect() as c:
         backend = c.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with open(f"/proc/{backend}/stat") as f:  # while the backend lives
+            master = int(f.read().rsplit(")", 1)[1].split()[1])
     engine.dispose()
-    with open(f"/proc/{backend}/stat") as f:
-        master = int(f.read().rsplit(")", 1)[1].split()[1])
     out = [master]
     for p in os.listdir("/proc"):
         if p.isdigit():
@@ -81,7 +83,8 @@ def _bodies():
     now = time.time_ns()
     t0 = (now // (3600 * F.S) - HOURS - 1) * 3600 * F.S
     fleet = F.Fleet()
-    reqs = F.requests(F.exports(fleet, t0, HOURS * 3600 // fleet.step_s))
+    reqs = F.requests(F.exports(fleet, t0, HOURS * 3600 // fleet.step_s),
+                      nodes_per_request=NODES_PER_REQUEST)
     return fleet, [b for _t, b in reqs]
 
 
@@ -116,7 +119,7 @@ def bench_ingest(url: str, replicas: int, tmp: Path) -> dict:
         chans = [grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") for p in procs]
         calls = [ch.unary_unary(f"/{SERVICE}/Export") for ch in chans]
         # warm-up: every node's first export (anchors, series), not timed
-        first = len(fleet.nodes()) // 5
+        first = len(fleet.nodes()) // NODES_PER_REQUEST
         for i, b in enumerate(bodies[:first]):
             calls[i % replicas](b, timeout=60)
         work = bodies[first:]

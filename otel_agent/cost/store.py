@@ -153,6 +153,9 @@ node_first_t = sa.Table(  # per node, the time of its first point ever stored (a
     "node_first", metadata,
     sa.Column("node_key", sa.String(512), primary_key=True),
     sa.Column("first_ns", sa.BigInteger, nullable=False),
+    # the newest point time stored for the node (PostgreSQL, written under the node's write
+    # lock; never below the truth): a batch entirely after it is in order, no lookup needed
+    sa.Column("newest_ns", sa.BigInteger, nullable=True),
 )
 
 node_facts_t = sa.Table(  # what the ledger knows of each node (validate.NodeFacts)
@@ -345,8 +348,10 @@ class _NodeLocks:
         if not self.shared:
             return
         keys = sorted({_node_lock_key(nk) for nk in node_keys})
-        for k in keys:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _LOCK_WRITE, "b": k})
+        # one statement; PostgreSQL evaluates a volatile function in the select list after the
+        # ORDER BY (since 9.6), so the locks are taken in key order
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, k) FROM unnest(CAST(:keys AS INT[])) "
+                             "AS k ORDER BY k"), {"a": _LOCK_WRITE, "keys": keys})
 
     @contextmanager
     def claim(self, cls: int, key: int) -> Iterator[bool]:
@@ -442,6 +447,9 @@ class Store:
         if "touched_s" not in cols:
             with self.engine.begin() as c:
                 c.execute(sa.text("ALTER TABLE series ADD COLUMN touched_s BIGINT NOT NULL DEFAULT 0"))
+        if "newest_ns" not in {c["name"] for c in insp.get_columns("node_first")}:
+            with self.engine.begin() as c:  # unknown (NULL) until the next write of the node
+                c.execute(sa.text("ALTER TABLE node_first ADD COLUMN newest_ns BIGINT"))
         for table in (series_t, hourly_t, daily_t, monthly_t):
             for idx in table.indexes:
                 idx.create(self.engine, checkfirst=True)
@@ -697,9 +705,11 @@ class Store:
                 by_node[nk] = t
         facts: dict[str, V.NodeFacts] = {}
         stored: dict[str, tuple] = {}
+        # shared: another replica may have moved them; read as stored, all nodes in one query
+        read = self._read_facts(conn, sorted(by_node)) if self.shared else {}
         for nk in sorted(by_node):
             with self._state_lock:
-                f = None if self.shared else self._facts.get(nk)
+                f = read.get(nk) if self.shared else self._facts.get(nk)
             f = V.NodeFacts(f.anchor_ns, f.boot_ns, f.cpu_cores, f.memory_bytes) if f else None
             if f is None:
                 f = self._load_facts(conn, nk, by_node[nk])
@@ -755,6 +765,15 @@ class Store:
             if (f.boot_ns, f.cpu_cores, f.memory_bytes) != stored[nk]:
                 self._save_facts(conn, nk, f)
         return facts
+
+    def _read_facts(self, conn, nks: list[str]) -> dict[str, V.NodeFacts]:
+        f = node_facts_t.c
+        out: dict[str, V.NodeFacts] = {}
+        for i in range(0, len(nks), _CHUNK):
+            for r in conn.execute(sa.select(f.node_key, f.anchor_ns, f.boot_ns, f.cpu_cores,
+                                            f.memory_bytes).where(f.node_key.in_(nks[i:i + _CHUNK]))):
+                out[r.node_key] = V.NodeFacts(r.anchor_ns, r.boot_ns, r.cpu_cores, r.memory_bytes)
+        return out
 
     def _load_facts(self, conn, nk: str, first_t: int) -> V.NodeFacts:
         f = node_facts_t.c
@@ -914,12 +933,18 @@ class Store:
                         "net_class": s.net_class, "direction": s.direction,
                         "namespace": s.namespace, "meta": s.meta, "seen_ns": s.seen_ns,
                         "touched_s": now_s})
-            # shared: another replica may have stored newer points; read them (under the lock)
-            newest = {k: None if self.shared else self._newest.get(k) for k in
-                      {(sid, start) for sid, start, *_ in batch.points}}
-            node_newest = {nk: None if self.shared else self._node_newest.get(nk)
-                           for nk in {p[4] for p in batch.points}}
+            newest = {k: self._newest.get(k) for k in {(sid, start) for sid, start, *_ in batch.points}}
+            node_newest = {nk: self._node_newest.get(nk) for nk in {p[4] for p in batch.points}}
             known_first = {nk: self._node_first.get(nk) for nk in node_newest}
+        if self.shared:
+            # Another replica may have stored newer points than this process saw: the node's
+            # bounds as stored, read under its write lock. A counter's newest point is never
+            # after its node's, so the node's newest stands in for each of its counters'.
+            bounds = self._node_bounds(conn, sorted(node_newest))
+            known_first = {nk: bounds.get(nk, (None, None))[0] for nk in node_newest}
+            node_newest = {nk: bounds.get(nk, (None, None))[1] for nk in node_newest}
+            newest = {k: node_newest[nk] for k, nk in
+                      {((sid, start), nk) for sid, start, _t, _v, nk in batch.points}}
         cumulative = {sid for sid, s in batch.series.items() if s.temporality == CUMULATIVE}
         gauges = {sid for sid, s in batch.series.items() if s.temporality == GAUGE}
         batch_min: dict[tuple[int, int], int] = {}
@@ -962,10 +987,26 @@ class Store:
         if late:
             dirty |= self._successor_hours(conn, late, batch, node_of)
         dirty |= self._next_export_hours(conn, node_times, node_newest)
+        if self.shared:
+            c = node_first_t.c
+            conn.execute(sa.update(node_first_t).where(c.node_key == sa.bindparam("nk")).values(
+                newest_ns=sa.case((sa.or_(c.newest_ns.is_(None), c.newest_ns < sa.bindparam("t")),
+                                   sa.bindparam("t")), else_=c.newest_ns)),
+                [{"nk": nk, "t": t} for nk, t in sorted(node_max.items())])
         conn.execute(self._mark_dirty, [
             {"node_key": nk, "hour": h, "cluster": nk.rsplit("/", 1)[0],
              "node": nk.rsplit("/", 1)[1], "version": 1} for nk, h in sorted(dirty)])
         return series_rows, batch_max, firsts, node_max
+
+    def _node_bounds(self, conn, nks: list[str]) -> dict[str, tuple[int, int | None]]:
+        """node_key → (first point, newest point or None if not recorded) as stored."""
+        c = node_first_t.c
+        out: dict[str, tuple[int, int | None]] = {}
+        for i in range(0, len(nks), _CHUNK):
+            for nk, first, newest in conn.execute(sa.select(c.node_key, c.first_ns, c.newest_ns)
+                                                  .where(c.node_key.in_(nks[i:i + _CHUNK]))):
+                out[nk] = (first, newest)
+        return out
 
     def _write_points(self, conn, rows: list[dict]) -> None:
         """PostgreSQL: the whole batch as one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT

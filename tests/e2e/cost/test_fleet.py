@@ -13,6 +13,7 @@ import json
 import random
 import threading
 import time
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -119,13 +120,17 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
     ref.refresh()
     expected = {name: _rows(ref.engine, t) for name, t in
                 (("hourly", hourly_t), ("daily", daily_t), ("monthly", monthly_t))}
-    ref_cost = {}
-    with ref.engine.connect() as c:
-        for cl, cost in c.execute(sa.select(hourly_t.c.cluster, sa.func.sum(hourly_t.c.cost_usage_micros))
-                                  .group_by(hourly_t.c.cluster)):
-            ref_cost[cl] = cost
+    # what one process reports per cluster over the day (the report-only replica must agree)
+    from datetime import datetime, timezone
+
+    from otel_agent.cost.allocation import allocations
+    from otel_agent.cost.types import Window
+
+    w0 = datetime.fromtimestamp(t0 // F.S, timezone.utc)
+    [ref_alloc] = allocations(ref, Window(w0, w0 + timedelta(hours=27)), aggregate="cluster")
+    ref_by_cluster = {a.name: a.total_cost for a in ref_alloc if a.name in fleet.clusters}
     ref.close()
-    assert set(ref_cost) == set(fleet.clusters)
+    assert set(ref_by_cluster) == set(fleet.clusters) and all(ref_by_cluster.values())
 
     phases = {"reference": time.monotonic() - t_start}
     replicas = [Served(tmp_path, "--refresh-seconds", "0.5", ledger=pg_url, api=False,
@@ -210,7 +215,8 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
                                                     f"&aggregate=cluster&accumulate=true")
         assert status == 200, body[:300]
         [step] = json.loads(body)["data"]
-        assert set(step) == set(fleet.clusters)
+        assert {k: v["totalCost"] for k, v in step.items() if k in fleet.clusters} == pytest.approx(
+            ref_by_cluster, rel=1e-9)
         status, _h, body = api_get(reader.api_port, f"/allocation?window={start},{end}"
                                                     f"&aggregate=namespace&accumulate=true"
                                                     f"&filter=cluster:%22east%22")

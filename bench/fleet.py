@@ -68,8 +68,14 @@ def _pg_pids(url: str) -> list[int]:
 
 
 def _pg_cpu(url: str) -> float:
+    """CPU seconds of the server: the postmaster's own and its reaped children's (backends
+    that exited: a rebuilder's, once it disconnects), and its live children's."""
+    pids = _pg_pids(url)
     total = 0.0
-    for pid in _pg_pids(url):
+    with open(f"/proc/{pids[0]}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    total += sum(int(x) for x in parts[11:15]) / _clk()  # utime stime cutime cstime
+    for pid in pids[1:]:
         try:
             total += _cpu_of(pid)
         except OSError:

@@ -200,6 +200,42 @@ def bench_rebuild(url: str, rebuilders: int) -> dict:
             "pg_cpu_ms_per_node_hour": (_pg_cpu(url) - pg0) / max(done, 1) * 1e3}
 
 
+def bench_big_nodes(url: str, pods: int = 100, nodes: int = 4, hours: int = 3) -> dict:
+    """Nodes of `pods` pods (the README's sizing unit), written in-process and rebuilt by one
+    process: rebuild CPU per node-hour, and bytes per point and per hourly row at that size."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from otel_agent.cost.ingest import decode
+    from otel_agent.cost.pricing import default_pricing
+    from otel_agent.cost.store import Store
+    from tests.support import fleet as F
+    from tests.support import postgres
+
+    postgres.reset_database(url)
+    fleet = F.Fleet(clusters=("big",), nodes_per_cluster=nodes, pods_per_node=pods)
+    now = time.time_ns()
+    t0 = (now // (3600 * F.S) - hours - 1) * 3600 * F.S
+    store = Store(url, pricing=default_pricing())
+    points = 0
+    for _t, body in F.requests(F.exports(fleet, t0, hours * 3600 // fleet.step_s), nodes_per_request=1):
+        batch = decode(ExportMetricsServiceRequest.FromString(body), now_ns=now)
+        store.write(batch, now_ns=now)
+        points += len(batch.points)
+    pending = store.pending()
+    pg0 = _pg_cpu(url)
+    c0 = time.process_time()
+    t = time.perf_counter()
+    store.refresh()
+    wall = time.perf_counter() - t
+    cpu = time.process_time() - c0
+    pg = _pg_cpu(url) - pg0
+    store.close()
+    d = disk(url)
+    return {"series_per_node": pods * 3 + 4, "node_hours": pending, "points": points,
+            "cpu_ms_per_node_hour": cpu / pending * 1e3, "pg_cpu_ms_per_node_hour": pg / pending * 1e3,
+            "node_hours_per_s": pending / wall, **d}
+
+
 def disk(url: str) -> dict:
     import sqlalchemy as sa
 
@@ -244,6 +280,13 @@ def main() -> None:
         print(f"fleet disk: {d['bytes_per_point']:.0f} bytes per stored point (points with indexes "
               f"+ series, {d['points']:,} points); {d['bytes_per_hourly_row']:.0f} bytes per hourly "
               f"ledger row, {d['hourly_bytes_per_node_hour']:,.0f} bytes per node-hour")
+        b = bench_big_nodes(url)
+        print(f"fleet rebuild, PostgreSQL, nodes of 100 pods ({b['series_per_node']} series, "
+              f"{b['node_hours']} node-hours): {b['cpu_ms_per_node_hour']:.0f} ms CPU per node-hour "
+              f"(PostgreSQL {b['pg_cpu_ms_per_node_hour']:.0f} ms), {b['node_hours_per_s']:.1f} "
+              f"node-hours/s; {b['bytes_per_point']:.0f} bytes per stored point, "
+              f"{b['hourly_bytes_per_node_hour']:,.0f} bytes of hourly rows per node-hour "
+              f"({b['hourly_rows'] / b['node_hours']:.0f} rows)")
 
 
 if __name__ == "__main__":

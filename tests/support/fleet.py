@@ -49,7 +49,8 @@ def exports(fleet: Fleet, t0_ns: int, steps: int) -> list[tuple[int, str, str, R
             res = []
             pods_sum = 0.0
             for p in range(fleet.pods_per_node):
-                inc = fleet.step_s * rng.uniform(0.05, 1.5)  # cores × seconds
+                # cores × seconds; a node's pods together stay within its 8 cores
+                inc = fleet.step_s * rng.uniform(0.05, 1.5) * min(1.0, 2.0 / fleet.pods_per_node)
                 pod_cpu[p] += inc
                 pods_sum += inc
                 uid = f"{node}-pod{p}"

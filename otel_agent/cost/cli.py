@@ -233,8 +233,13 @@ def tokens(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(ingest token, read token). Fail closed: with a report API, either both tokens or
     neither (an open processor, said out loud by giving none); one alone would leave the other
     side silently open. The two must differ: the read token must not be able to write."""
+    if getattr(args, "no_otlp", False) and args.auth_token_file:
+        raise ConfigError("--auth-token-file is the OTLP ingest token: a --no-otlp replica "
+                          "takes no OTLP, so it must not hold it")
     write = _read_token(args.auth_token_file, "--auth-token-file")
     read = _read_token(args.read_token_file, "--read-token-file")
+    if getattr(args, "no_otlp", False):
+        return None, read  # only the report API: its token, or none (open, said by omission)
     if read is not None and not args.http_listen:
         raise ConfigError("--read-token-file is the report API's token: it needs --http-listen")
     if args.http_listen and (write is None) != (read is None):

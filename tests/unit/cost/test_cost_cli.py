@@ -58,3 +58,11 @@ def test_a_report_only_replica_opens_no_otlp_port_and_serves_reports(tmp_path, c
         stop.set()
         t.join(30)
     assert not t.is_alive()
+
+
+def test_a_report_only_replica_holds_only_the_read_token(tmp_path, capsys):
+    write = tmp_path / "w"
+    write.write_text("write-token-0123456789\n")
+    assert main(["serve", "--no-otlp", "--http-listen", "127.0.0.1:0", "--auth-token-file",
+                 str(write), "--ledger", f"sqlite:///{tmp_path}/l.db"]) == 2
+    assert "must not hold it" in capsys.readouterr().err

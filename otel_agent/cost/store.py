@@ -532,8 +532,9 @@ class Store:
         for _hi, name in old:
             with self.engine.begin() as c:
                 c.execute(sa.text(
-                    f"CREATE TEMP TABLE carry ON COMMIT DROP AS SELECT r.* FROM {name} r WHERE NOT "
-                    f"EXISTS (SELECT 1 FROM points p WHERE p.series_id = r.series_id AND "
+                    f"CREATE TEMP TABLE carry ON COMMIT DROP AS SELECT r.* FROM (SELECT DISTINCT ON "
+                    f"(series_id, start_ns) * FROM {name} ORDER BY series_id, start_ns, time_ns DESC) r "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM points p WHERE p.series_id = r.series_id AND "
                     f"p.start_ns = r.start_ns AND p.time_ns > r.time_ns AND p.time_ns < :cut)"),
                     {"cut": cut_ns})
                 n = c.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()

@@ -102,7 +102,7 @@ def test_three_replicas_with_two_sigkills_build_the_one_process_ledger(pg_url, t
     now_ns = time.time_ns()
     t0 = (now_ns // (3600 * F.S) - 26) * 3600 * F.S
     fleet = F.Fleet()
-    reqs = F.requests(F.exports(fleet, t0, STEPS))
+    reqs = F.requests(F.exports(fleet, t0, STEPS), nodes_per_request=10)
     bodies = F.delivery(reqs)
 
     # the reference: one process, one clean delivery (one request per export time)

@@ -17,6 +17,7 @@ def main() -> int:
     import bench.agent
     import bench.cost
     import bench.ebpf
+    import bench.fleet
     import bench.invoice
     import bench.soak
 
@@ -26,6 +27,8 @@ def main() -> int:
     bench.ebpf.main()
     print("\n== cost processor: ingest and reports ==")
     bench.cost.main()
+    print("\n== cost processor fleet: replicas on one PostgreSQL ledger ==")
+    bench.fleet.main()
     print("\n== cost processor: a month's invoice imported ==")
     bench.invoice.main([])
     print("\n== cost processor: 30-day soak (ledger, memory and rebuild stay flat) ==")

@@ -114,14 +114,24 @@ def allocations(store: Store, window: Window, *, aggregate: str = "namespace",
     annotations = store.pod_annotations()
     loaded = []
     currencies: set[str] = set()
+    by_cluster: dict[str, set[str]] = defaultdict(set)  # cluster -> its rows' currencies
     for w in steps(window, step):
         check()
-        loaded.append((w, _load(store, w, model, labels, annotations, currencies)))
+        loaded.append((w, _load(store, w, model, labels, annotations, currencies, by_cluster)))
+    if len(currencies) > 1 and tree is not None:
+        # Clusters priced in different currencies (pricing.py `clusters:`): a filter whose
+        # tenants are all in clusters of one currency reports in it; the other clusters'
+        # rows (their idle, their overhead) are left out, each cluster a ledger of its own.
+        kept = {f.props["cluster"] for _w, fine in loaded for f in fine
+                if f.kind in (KIND_CONTAINER, KIND_POD) and grammar.matches(tree, f.subject())}
+        loaded = [(w, [f for f in fine if f.props["cluster"] in kept]) for w, fine in loaded]
+        currencies = set().union(*(by_cluster[c] for c in kept)) if kept else currencies
     if len(currencies) > 1 and model != Model.USAGE:
         raise QueryError(f"the ledger holds money in {' and '.join(sorted(currencies))} within "
-                         f"{window.start.isoformat()} - {window.end.isoformat()} (the pricing's "
-                         "currency changed): report the periods before and after the change "
-                         "separately")
+                         f"{window.start.isoformat()} - {window.end.isoformat()} (clusters priced "
+                         "in different currencies, or the pricing's currency changed): report "
+                         "each cluster (filter=cluster:\"name\") or the periods before and after "
+                         "the change separately")
     currency = next(iter(currencies)) if len(currencies) == 1 else store.pricing.currency
     out = []
     for w, fine in loaded:
@@ -144,8 +154,10 @@ def grain_for(w: Window) -> str:
 
 
 def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str]],
-          annotations: dict[str, dict[str, str]], currencies: set[str]) -> list[_Fine]:
-    """The window's rows per tenant and special row; adds the rows' currencies to `currencies`."""
+          annotations: dict[str, dict[str, str]], currencies: set[str],
+          by_cluster: dict[str, set[str]] | None = None) -> list[_Fine]:
+    """The window's rows per tenant and special row; adds the rows' currencies to `currencies`
+    (and to `by_cluster`, per cluster)."""
     fine: dict[tuple, _Fine] = {}
     money = model != Model.USAGE
     for (cluster, node, namespace, workload_kind, workload, pod_uid, pod, container, kind,
@@ -154,6 +166,8 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
         if kind == KIND_NODE:
             continue
         currencies.add(currency)
+        if by_cluster is not None:
+            by_cluster[cluster or UNKNOWN].add(currency)
         key = (cluster, node, pod_uid, container, kind)
         f = fine.get(key)
         if f is None:

@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="receive OTLP metrics and keep the ledger")
     s.add_argument("--listen", default="0.0.0.0:4317", help="OTLP/gRPC HOST:PORT (default 0.0.0.0:4317)")
     s.add_argument("--otlp-http-listen", default=None, help="also accept OTLP/HTTP protobuf on HOST:PORT")
+    s.add_argument("--no-otlp", action="store_true",
+                   help="a report-only replica: no OTLP listener (needs --http-listen); it still "
+                        "helps rebuild the ledger. Scales reads apart from writes on a shared "
+                        "PostgreSQL ledger")
     s.add_argument("--ledger", default=DEFAULT_LEDGER, help="sqlite:///path/ledger.db or postgresql://...")
     s.add_argument("--pricing", default=None, help="pricing YAML (default: the shipped OpenCost defaults)")
     s.add_argument("--http-listen", default=None,
@@ -212,7 +216,14 @@ def check_listen(args: argparse.Namespace) -> None:
     from otel_agent.cost.aioserver import parse_listen
 
     seen: dict[tuple[str, int], str] = {}
-    for flag in ("--listen", "--otlp-http-listen", "--http-listen"):
+    flags = ("--listen", "--otlp-http-listen", "--http-listen")
+    if getattr(args, "no_otlp", False):
+        if not args.http_listen:
+            raise ConfigError("--no-otlp serves reports only: it needs --http-listen")
+        if args.otlp_http_listen:
+            raise ConfigError("--no-otlp and --otlp-http-listen contradict each other")
+        flags = ("--http-listen",)
+    for flag in flags:
         value = getattr(args, flag[2:].replace("-", "_"), None)
         if value is None:
             continue
@@ -230,8 +241,13 @@ def tokens(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(ingest token, read token). Fail closed: with a report API, either both tokens or
     neither (an open processor, said out loud by giving none); one alone would leave the other
     side silently open. The two must differ: the read token must not be able to write."""
+    if getattr(args, "no_otlp", False) and args.auth_token_file:
+        raise ConfigError("--auth-token-file is the OTLP ingest token: a --no-otlp replica "
+                          "takes no OTLP, so it must not hold it")
     write = _read_token(args.auth_token_file, "--auth-token-file")
     read = _read_token(args.read_token_file, "--read-token-file")
+    if getattr(args, "no_otlp", False):
+        return None, read  # only the report API: its token, or none (open, said by omission)
     if read is not None and not args.http_listen:
         raise ConfigError("--read-token-file is the report API's token: it needs --http-listen")
     if args.http_listen and (write is None) != (read is None):
@@ -268,6 +284,16 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
             "aggregate": aggregate}
 
 
+class _NoReceiver:
+    """What `serve` needs of a receiver, for a report-only replica (--no-otlp)."""
+
+    port = http_port = 0
+    ingestor = None
+
+    def stop(self, grace=None) -> None:  # noqa: ANN001
+        pass
+
+
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
     from otel_agent.cost.aioserver import Limits
@@ -292,10 +318,16 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     store = Store(args.ledger, pricing=pricing, retention=retention)
     limits = Limits(max_connections=args.http_max_connections)
     health = store.health
-    receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
-                        max_message_bytes=args.max_message_bytes,
-                        max_series_per_namespace=args.max_series_per_namespace,
-                        auth_token=token, tls=tls, http_limits=limits).start()
+    if args.no_otlp:
+        if args.ledger.startswith("sqlite:"):
+            log.warning("--no-otlp on a SQLite ledger: another process must write it, and "
+                        "SQLite is meant for one process")
+        receiver = _NoReceiver()
+    else:
+        receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
+                            max_message_bytes=args.max_message_bytes,
+                            max_series_per_namespace=args.max_series_per_namespace,
+                            auth_token=token, tls=tls, http_limits=limits).start()
     api = None
     if args.http_listen:
         if importlib.util.find_spec("otel_agent.cost.http_api") is None:
@@ -323,13 +355,15 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    log.info("cost processor: OTLP/gRPC on port %d%s%s, ledger %s, pricing %s", receiver.port,
+    log.info("cost processor: %s%s%s, ledger %s, pricing %s",
+             f"OTLP/gRPC on port {receiver.port}" if receiver.port else "no OTLP (report-only)",
              f", OTLP/HTTP on port {receiver.http_port}" if receiver.http_port else "",
              f", report API on port {api.port}" if api is not None else "",
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()
-    loop = RefreshLoop(store, args.refresh_seconds, live_series=receiver.ingestor.live_series)
+    loop = RefreshLoop(store, args.refresh_seconds,
+                       live_series=receiver.ingestor.live_series if receiver.ingestor else None)
     try:
         while not stop.wait(loop.interval_s):
             loop.turn()

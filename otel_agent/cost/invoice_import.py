@@ -97,10 +97,6 @@ def import_invoice(store: Store, paths: Sequence[str | Path]) -> ImportResult:
             raise I.InvoiceError(f"{ln.source}: row {ln.row}, column BillingCurrency: "
                                  f"{ln.currency} beside {currency}; one currency per import")
     keyed = I.keyed(lines)
-    ledger_currency = _ledger_currency(store)
-    if currency != ledger_currency:
-        raise I.InvoiceError(f"{lines[0].source}: row {lines[0].row}, column BillingCurrency: "
-                             f"{currency}, but the ledger prices in {ledger_currency}")
     try:
         with store.engine.begin() as c:
             return _store(store, c, keyed, files, currency)
@@ -112,17 +108,25 @@ def import_invoice(store: Store, paths: Sequence[str | Path]) -> ImportResult:
         raise StoreUnavailable(f"ledger refused the invoice: {_reason(e)}") from e
 
 
-def _ledger_currency(store: Store) -> str:
-    """The currency the ledger's rows are in (the pricing's when it has none yet)."""
+def _check_currency(store: Store, c, keyed: list[I.KeyedLine], currency: str) -> None:
+    """Each cluster an invoice line is matched into must be priced in the invoice's currency:
+    the currency of its ledger rows (what the serving process priced in; the importer may run
+    with other pricing), else its pricing section's."""
     from otel_agent.cost.store import hourly_t
 
-    try:
-        with store.engine.connect() as c:
-            row = c.execute(sa.select(hourly_t.c.currency)
-                            .order_by(hourly_t.c.period_start.desc()).limit(1)).first()
-    except sa.exc.SQLAlchemyError as e:
-        raise StoreUnavailable(f"ledger cannot be read: {_reason(e)}") from e
-    return row[0] if row else store.pricing.currency
+    seen: set[str] = set()
+    for k in keyed:
+        cl = k.match.cluster
+        if k.match.kind != I.MATCH_NODE or cl in seen:
+            continue
+        seen.add(cl)
+        row = c.execute(sa.select(hourly_t.c.currency).where(hourly_t.c.cluster == cl)
+                        .order_by(hourly_t.c.period_start.desc()).limit(1)).first()
+        theirs = row[0] if row else store.pricing.for_cluster(cl).currency
+        if theirs != currency:
+            raise I.InvoiceError(f"{k.line.source}: row {k.line.row}, column BillingCurrency: "
+                                 f"{currency}, but the ledger prices cluster {cl or '(unnamed)'!r} "
+                                 f"in {theirs}")
 
 
 def _scope_clause(table: sa.Table, scopes: list[tuple[str, int]]):
@@ -133,6 +137,7 @@ def _scope_clause(table: sa.Table, scopes: list[tuple[str, int]]):
 def _store(store: Store, c, keyed: list[I.KeyedLine], files: list[str],
            currency: str) -> ImportResult:
     I.match_all(keyed, node_map(c))
+    _check_currency(store, c, keyed, currency)
     hours = I.node_hours(keyed)
     per_node_hour: dict[tuple[str, str, int], int] = defaultdict(int)
     for (cl, n, _a, _p, h), m in hours.items():

@@ -26,6 +26,15 @@ Format (beside the documented keys, `spot`, `description`, `sources` and `memory
         spot: true
         cpu_core_hour: 0.006655
 
+Clusters priced apart (another region's rates, another currency) get a section of their own,
+chosen by the node's `k8s.cluster.name`; what a section does not set is taken from the top:
+
+    clusters:
+      eu-prod:
+        currency: EUR          # its rows are in EUR; a report never adds EUR to USD
+        rates: {cpu_core_hour: 0.029}
+        nodes: [...]           # its own overrides (the top-level ones do not apply to it)
+
 An override's `match` compares node labels (`k8s.node.label.<key>` on the node resource) and
 also the plain resource attributes `k8s.node.name`, `k8s.cluster.name` and
 `cloud.availability_zone`. Keys an override does not set are taken from `rates`.
@@ -47,7 +56,8 @@ from otel_agent.cost.errors import PricingError
 
 RATE_KEYS = ("cpu_core_hour", "memory_gib_hour", "gpu_hour", "storage_gib_hour")
 MEMORY_QUANTITIES = ("working_set", "usage")
-_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources"}
+_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources", "clusters"}
+_CLUSTER_KEYS = {"currency", "rates", "nodes", "memory", "description"}
 _OVERRIDE_EXTRA = {"match", "spot", "name"}
 
 DEFAULT_PRICING_FILE = "default-pricing.yaml"
@@ -84,6 +94,11 @@ class Pricing:
     nodes: tuple[NodeOverride, ...] = ()
     memory_quantity: str = "working_set"
     source: str = "<built-in>"
+    clusters: Mapping[str, "Pricing"] = field(default_factory=dict)  # by k8s.cluster.name
+
+    def for_cluster(self, cluster: str) -> "Pricing":
+        """The pricing of one cluster's nodes: its own section, else this one."""
+        return self.clusters.get(cluster, self)
 
     def rates_for(self, node_attrs: Mapping[str, str]) -> Rates:
         """Rates of a node given its labels (keys without the k8s.node.label. prefix) and the
@@ -99,6 +114,7 @@ class Pricing:
 
         parts = [self.currency, self.memory_quantity, _rates_text(self.rates)]
         parts += [f"{sorted(o.match.items())}={_rates_text(o.rates)}" for o in self.nodes]
+        parts += [f"cluster {name}={p.fingerprint()}" for name, p in sorted(self.clusters.items())]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -144,25 +160,45 @@ def parse_pricing(text: str, source: str) -> Pricing:
     v.unknown(top, _TOP_KEYS, "")
     if "currency" not in top:
         v.fail(root, "currency", "missing (e.g. currency: USD)")
-    currency = v.string(top["currency"][1], "currency")
-    if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
-        v.fail(top["currency"][1], "currency", f"must be an ISO 4217 code like USD, got {currency!r}")
-    memory = "working_set"
-    if "memory" in top:
-        memory = v.string(top["memory"][1], "memory")
-        if memory not in MEMORY_QUANTITIES:
-            v.fail(top["memory"][1], "memory", f"must be one of {', '.join(MEMORY_QUANTITIES)}, "
-                   f"got {memory!r}")
     if "rates" not in top:
         v.fail(root, "rates", "missing (rates: {cpu_core_hour: ..., memory_gib_hour: ...})")
-    base = v.rates(top["rates"][1], "rates", Rates(), required=("cpu_core_hour", "memory_gib_hour"))
+    pricing = _section(v, top, "", source, currency=None, memory="working_set", base=Rates())
+    clusters: dict[str, Pricing] = {}
+    if "clusters" in top:
+        for name, (key_node, body) in v.mapping(top["clusters"][1], "clusters").items():
+            where = f"clusters.{name}"
+            if not name:
+                v.fail(key_node, where, "a cluster name (k8s.cluster.name) must not be empty")
+            section = v.mapping(body, where)
+            v.unknown(section, _CLUSTER_KEYS, where)
+            clusters[name] = _section(v, section, where + ".", source, currency=pricing.currency,
+                                      memory=pricing.memory_quantity, base=pricing.rates)
+    return replace(pricing, clusters=clusters)
+
+
+def _section(v: "_Validator", top: dict, prefix: str, source: str, *, currency: str | None,
+             memory: str, base: Rates) -> Pricing:
+    """The top of the file, or one cluster's section with the top's values as defaults."""
+    if "currency" in top:
+        currency = v.string(top["currency"][1], prefix + "currency")
+        if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+            v.fail(top["currency"][1], prefix + "currency",
+                   f"must be an ISO 4217 code like USD, got {currency!r}")
+    if "memory" in top:
+        memory = v.string(top["memory"][1], prefix + "memory")
+        if memory not in MEMORY_QUANTITIES:
+            v.fail(top["memory"][1], prefix + "memory", f"must be one of "
+                   f"{', '.join(MEMORY_QUANTITIES)}, got {memory!r}")
+    if "rates" in top:
+        required = ("cpu_core_hour", "memory_gib_hour") if not prefix else ()
+        base = v.rates(top["rates"][1], prefix + "rates", base, required=required)
     overrides: list[NodeOverride] = []
     if "nodes" in top:
         seq = top["nodes"][1]
         if not isinstance(seq, yaml.SequenceNode):
-            v.fail(seq, "nodes", "must be a list of {match: {...}, <rate>: ...}")
+            v.fail(seq, prefix + "nodes", "must be a list of {match: {...}, <rate>: ...}")
         for i, item in enumerate(seq.value):
-            where = f"nodes[{i}]"
+            where = f"{prefix}nodes[{i}]"
             m = v.mapping(item, where)
             if "match" not in m:
                 v.fail(item, f"{where}.match", "missing (e.g. match: {node.kubernetes.io/instance-type: m5.xlarge})")
@@ -176,6 +212,7 @@ def parse_pricing(text: str, source: str) -> Pricing:
             if "spot" in m:
                 rates = replace(rates, spot=v.boolean(m["spot"][1], f"{where}.spot"))
             overrides.append(NodeOverride(match, rates, item.start_mark.line + 1))
+    assert currency is not None  # the top's is required above
     return Pricing(currency=currency, rates=base, nodes=tuple(overrides),
                    memory_quantity=memory, source=source)
 

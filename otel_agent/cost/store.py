@@ -35,8 +35,19 @@ Why this shape:
     its hour (and the node's own), never every series the node ever had. In-process caches
     forget what was not used within LIVE_WINDOW_S (expiring.py).
 
-Dialect differences are confined to `_insert()`: SQLite's and PostgreSQL's INSERT ... ON
-CONFLICT constructs have the same SQLAlchemy API.
+  * Several processes may share one PostgreSQL ledger (a fleet of stateless replicas behind a
+    Service). What one process could keep in memory is then coordinated in the database, with
+    advisory locks keyed by node (`_NodeLocks`): a write holds its nodes' write locks for its
+    transaction, so what it reads of a node (the newest point, successors of a late point,
+    the node's facts) includes every earlier write of that node, whichever replica made it,
+    and the per-process caches of those are not trusted; a rebuild holds its node's rebuild
+    lock (try-lock: a node another replica is rebuilding is skipped, not waited for), so no
+    two replicas rebuild the same node-hour at once; retention runs in one replica at a time.
+    Locks are session-bound: a replica that dies releases them with its connections, and its
+    marks, never deleted, are rebuilt by another. SQLite stays the one-process default.
+
+Dialect differences are confined to `_insert()` and `_NodeLocks`: SQLite's and PostgreSQL's
+INSERT ... ON CONFLICT constructs have the same SQLAlchemy API.
 """
 
 from __future__ import annotations
@@ -44,12 +55,15 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import random
 import threading
 import time
+import zlib
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -115,7 +129,16 @@ points_t = sa.Table(
     sa.Column("value", sa.Float(53), nullable=False),
     sa.Column("node_key", sa.String(512), nullable=False),
     sa.Index("points_node_time", "node_key", "time_ns"),
+    # PostgreSQL: one partition per UTC day of time_ns, made ahead by `_ensure_partitions`
+    # (points outside them land in points_default); retention drops whole days.
+    postgresql_partition_by="RANGE (time_ns)",
 )
+PARTITION_DAYS_AHEAD = 2
+_UNNEST_POINTS = sa.text(
+    "INSERT INTO points (series_id, start_ns, time_ns, value, node_key) SELECT * FROM unnest("
+    "CAST(:sid AS BIGINT[]), CAST(:start AS BIGINT[]), CAST(:t AS BIGINT[]), "
+    "CAST(:v AS DOUBLE PRECISION[]), CAST(:nk AS TEXT[])) "
+    "ON CONFLICT (series_id, start_ns, time_ns) DO NOTHING")
 
 dirty_t = sa.Table(
     "dirty_hours", metadata,
@@ -130,6 +153,9 @@ node_first_t = sa.Table(  # per node, the time of its first point ever stored (a
     "node_first", metadata,
     sa.Column("node_key", sa.String(512), primary_key=True),
     sa.Column("first_ns", sa.BigInteger, nullable=False),
+    # the newest point time stored for the node (PostgreSQL, written under the node's write
+    # lock; never below the truth): a batch entirely after it is in order, no lookup needed
+    sa.Column("newest_ns", sa.BigInteger, nullable=True),
 )
 
 node_facts_t = sa.Table(  # what the ledger knows of each node (validate.NodeFacts)
@@ -343,6 +369,64 @@ class _HourInputs:
     prev_node_ns: dict[int, int | None]
 
 
+# Advisory lock classes (the first of PostgreSQL's two int4 keys); the second is the node's.
+_LOCK_WRITE = 0x0C05_7001  # a node's ingest: one writing transaction per node at a time
+_LOCK_REBUILD = 0x0C05_7002  # a node's rebuild: one replica per node at a time
+_LOCK_RETENTION = 0x0C05_7003  # retention: one replica at a time (second key 0)
+_LOCK_MIGRATE = 0x0C05_7004  # schema creation and migration (second key 0)
+
+
+def _node_lock_key(nk: str) -> int:
+    """A node key as PostgreSQL's second int4 lock key. Stable across processes (Python's
+    hash() is not); a collision only serializes two nodes' work, it never mixes their data."""
+    return zlib.crc32(nk.encode()) - 2**31
+
+
+class _NodeLocks:
+    """PostgreSQL advisory locks of the fleet; with SQLite (one process, one writer) every
+    lock is granted at once."""
+
+    def __init__(self, engine: Engine):
+        self.shared = engine.dialect.name == "postgresql"
+        self.engine = engine
+
+    def lock_writes(self, conn, node_keys) -> None:
+        """Hold each node's write lock until `conn`'s transaction ends (sorted: one lock order
+        across replicas, so no deadlock)."""
+        if not self.shared:
+            return
+        keys = sorted({_node_lock_key(nk) for nk in node_keys})
+        # one statement; PostgreSQL evaluates a volatile function in the select list after the
+        # ORDER BY (since 9.6), so the locks are taken in key order
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, k) FROM unnest(CAST(:keys AS INT[])) "
+                             "AS k ORDER BY k"), {"a": _LOCK_WRITE, "keys": keys})
+
+    @contextmanager
+    def claim(self, cls: int, key: int) -> Iterator[bool]:
+        """Try to take a session lock for the block; yields whether it was taken (never waits).
+        A process that dies holding it loses its connection, and PostgreSQL releases it."""
+        if not self.shared:
+            yield True
+            return
+        try:
+            c = self.engine.connect()
+            got = bool(c.execute(sa.text("SELECT pg_try_advisory_lock(:a, :b)"),
+                                 {"a": cls, "b": key}).scalar())
+            c.commit()
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreUnavailable(f"ledger cannot take a lock: {_reason(e)}") from e
+        with c:
+            try:
+                yield got
+            finally:
+                if got:
+                    try:
+                        c.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"), {"a": cls, "b": key})
+                        c.commit()
+                    except sa.exc.SQLAlchemyError:  # the session is gone, and its lock with it
+                        c.invalidate()
+
+
 class Store:
     """The ledger. Thread-safe: the receiver's threads call write(), a background thread and
     queries call refresh()."""
@@ -355,12 +439,18 @@ class Store:
         self.health = health or ProcessorHealth()
         self.engine = make_engine(url)
         try:
-            metadata.create_all(self.engine)
-            self._migrate()
-            self._backfill_node_first()
+            with self._migration_lock():  # replicas starting together create tables once
+                metadata.create_all(self.engine)
+                self._migrate()
+                self._backfill_node_first()
+                self._ensure_partitions(datetime.now(timezone.utc))
         except sa.exc.SQLAlchemyError as e:
             raise LedgerUrlError(f"ledger {_safe(url)}: cannot open or create tables: "
                                  f"{_reason(e)}") from e
+        self._locks = _NodeLocks(self.engine)
+        # Shared with other processes: caches of what other writers move (newest points,
+        # node facts) are not trusted; the database is read under the node's write lock.
+        self.shared = self._locks.shared
         self._refresh_lock = threading.Lock()
         self._state_lock = threading.Lock()
         # Caches of what the database holds; a miss re-reads it, so each forgets entries not
@@ -399,14 +489,133 @@ class Store:
     def _migrate(self) -> None:
         """Bring a ledger made by an earlier version up to this schema (new tables are made by
         create_all; a new column or index of an existing table is added here)."""
+        self._partition_points()
         insp = sa.inspect(self.engine)
         cols = {c["name"] for c in insp.get_columns("series")}
         if "touched_s" not in cols:
             with self.engine.begin() as c:
                 c.execute(sa.text("ALTER TABLE series ADD COLUMN touched_s BIGINT NOT NULL DEFAULT 0"))
+        if "newest_ns" not in {c["name"] for c in insp.get_columns("node_first")}:
+            with self.engine.begin() as c:  # unknown (NULL) until the next write of the node
+                c.execute(sa.text("ALTER TABLE node_first ADD COLUMN newest_ns BIGINT"))
         for table in (series_t, hourly_t, daily_t, monthly_t):
             for idx in table.indexes:
                 idx.create(self.engine, checkfirst=True)
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """PostgreSQL: one process at a time creates or migrates the schema (concurrent CREATE
+        TABLEs of the same name fail); the others wait, then find it done."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as c:
+            c.execute(sa.text("SELECT pg_advisory_lock(:a, 0)"), {"a": _LOCK_MIGRATE})
+            c.commit()
+            try:
+                yield
+            finally:
+                c.execute(sa.text("SELECT pg_advisory_unlock(:a, 0)"), {"a": _LOCK_MIGRATE})
+                c.commit()
+
+    def _partitioned(self, c) -> bool:
+        return c.execute(sa.text(
+            "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('points')")).first() is not None
+
+    def _partitions(self, c) -> list[tuple[str, int | None, int | None]]:
+        """(name, from, to) of each partition of points; None for MINVALUE/MAXVALUE/DEFAULT."""
+        import re
+
+        out = []
+        for name, bound in c.execute(sa.text(
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass('points')")):
+            m = re.search(r"FROM \((.+?)\) TO \((.+?)\)", bound or "")
+            if m is None:
+                out.append((name, None, None))
+                continue
+            lo, hi = (v.strip("'") for v in m.groups())
+            out.append((name, None if lo == "MINVALUE" else int(lo), None if hi == "MAXVALUE" else int(hi)))
+        return out
+
+    def _ensure_partitions(self, now: datetime) -> None:
+        """PostgreSQL: a partition for each UTC day points are accepted for, up to
+        PARTITION_DAYS_AHEAD days ahead, and the default partition for any other time. A
+        day whose points already sit in the default partition is left there (still correct)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        day = 86400 * NANOS_PER_SECOND
+        today = int(now.timestamp()) * NANOS_PER_SECOND // day * day
+        with self.engine.begin() as c:
+            if not self._partitioned(c):
+                return
+            c.execute(sa.text("CREATE TABLE IF NOT EXISTS points_default PARTITION OF points DEFAULT"))
+            have = self._partitions(c)
+            taken = [(lo if lo is not None else -2**63, hi if hi is not None else 2**63)
+                     for name, lo, hi in have if name != "points_default"]
+            for k in range(-self.retention.points_days - 1, PARTITION_DAYS_AHEAD + 1):
+                lo = today + k * day
+                hi = lo + day
+                if any(a < hi and lo < b for a, b in taken):
+                    continue
+                if c.execute(sa.text("SELECT 1 FROM points_default WHERE time_ns >= :lo AND "
+                                     "time_ns < :hi LIMIT 1"), {"lo": lo, "hi": hi}).first():
+                    continue
+                name = "points_p" + datetime.fromtimestamp(lo // NANOS_PER_SECOND, timezone.utc).strftime("%Y%m%d")
+                c.execute(sa.text(f"CREATE TABLE {name} PARTITION OF points "
+                                  f"FOR VALUES FROM ({lo}) TO ({hi})"))
+
+    def _drop_partitions(self, cut_ns: int) -> int:
+        """PostgreSQL: drop each day partition wholly before `cut_ns`, keeping (moved to the
+        default partition) each counter's newest point before the cut that lies in it: the
+        predecessor the next delta is computed against. Returns the rows dropped."""
+        if self.engine.dialect.name != "postgresql":
+            return 0
+        dropped = 0
+        with self.engine.connect() as c:
+            if not self._partitioned(c):
+                return 0
+            old = sorted((hi, name) for name, lo, hi in self._partitions(c)
+                         if hi is not None and hi <= cut_ns and name != "points_default")
+        for _hi, name in old:
+            with self.engine.begin() as c:
+                c.execute(sa.text(
+                    f"CREATE TEMP TABLE carry ON COMMIT DROP AS SELECT r.* FROM (SELECT DISTINCT ON "
+                    f"(series_id, start_ns) * FROM {name} ORDER BY series_id, start_ns, time_ns DESC) r "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM points p WHERE p.series_id = r.series_id AND "
+                    f"p.start_ns = r.start_ns AND p.time_ns > r.time_ns AND p.time_ns < :cut)"),
+                    {"cut": cut_ns})
+                n = c.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
+                c.execute(sa.text(f"ALTER TABLE points DETACH PARTITION {name}"))
+                c.execute(sa.text(f"DROP TABLE {name}"))
+                kept = c.execute(sa.text("INSERT INTO points SELECT * FROM carry")).rowcount
+                dropped += n - kept
+        return dropped
+
+    def _partition_points(self) -> None:
+        """PostgreSQL: a points table made before partitioning becomes the partition of every
+        time up to the end of its newest point's day (points_legacy: dropped whole by retention
+        once that day is past the points retention); new days get partitions of their own.
+        One full scan of the old table (ATTACH validates its bound), once."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        with self.engine.begin() as c:
+            if self._partitioned(c):
+                return
+            newest = c.execute(sa.select(sa.func.max(points_t.c.time_ns))).scalar()
+            c.execute(sa.text("ALTER TABLE points RENAME TO points_legacy"))
+            for idx in ("points_pkey", "points_node_time"):
+                c.execute(sa.text(f"ALTER INDEX IF EXISTS {idx} RENAME TO {idx.replace('points', 'points_legacy', 1)}"))
+            points_t.create(c)
+            if newest is None:
+                c.execute(sa.text("DROP TABLE points_legacy"))
+                return
+            day = 86400 * NANOS_PER_SECOND
+            bound = (newest // day + 1) * day
+            c.execute(sa.text(f"ALTER TABLE points ATTACH PARTITION points_legacy "
+                              f"FOR VALUES FROM (MINVALUE) TO ({bound})"))
+        log.info("ledger: points table partitioned by day (the existing points are one partition "
+                 "up to %s)", _iso(bound // NANOS_PER_SECOND))
 
     def _backfill_node_first(self) -> None:
         """A ledger created before node_first existed: its nodes' first points, once."""
@@ -511,6 +720,7 @@ class Store:
         firsts: dict = {}
         node_newest: dict = {}
         with self.engine.begin() as conn:
+            self._locks.lock_writes(conn, {p[4] for p in batch.points})
             facts = self._apply_node_rules(conn, batch)  # stored even if no point is left
             pod_ns = self._apply_pod_rules(conn, batch, dirty) if batch.points else {}
             if batch.points:
@@ -544,9 +754,11 @@ class Store:
                 by_node[nk] = t
         facts: dict[str, V.NodeFacts] = {}
         stored: dict[str, tuple] = {}
+        # shared: another replica may have moved them; read as stored, all nodes in one query
+        read = self._read_facts(conn, sorted(by_node)) if self.shared else {}
         for nk in sorted(by_node):
             with self._state_lock:
-                f = self._facts.get(nk)
+                f = read.get(nk) if self.shared else self._facts.get(nk)
             f = V.NodeFacts(f.anchor_ns, f.boot_ns, f.cpu_cores, f.memory_bytes) if f else None
             if f is None:
                 f = self._load_facts(conn, nk, by_node[nk])
@@ -602,6 +814,15 @@ class Store:
             if (f.boot_ns, f.cpu_cores, f.memory_bytes) != stored[nk]:
                 self._save_facts(conn, nk, f)
         return facts
+
+    def _read_facts(self, conn, nks: list[str]) -> dict[str, V.NodeFacts]:
+        f = node_facts_t.c
+        out: dict[str, V.NodeFacts] = {}
+        for i in range(0, len(nks), _CHUNK):
+            for r in conn.execute(sa.select(f.node_key, f.anchor_ns, f.boot_ns, f.cpu_cores,
+                                            f.memory_bytes).where(f.node_key.in_(nks[i:i + _CHUNK]))):
+                out[r.node_key] = V.NodeFacts(r.anchor_ns, r.boot_ns, r.cpu_cores, r.memory_bytes)
+        return out
 
     def _load_facts(self, conn, nk: str, first_t: int) -> V.NodeFacts:
         f = node_facts_t.c
@@ -761,10 +982,18 @@ class Store:
                         "net_class": s.net_class, "direction": s.direction,
                         "namespace": s.namespace, "meta": s.meta, "seen_ns": s.seen_ns,
                         "touched_s": now_s})
-            newest = {k: self._newest.get(k) for k in
-                      {(sid, start) for sid, start, *_ in batch.points}}
+            newest = {k: self._newest.get(k) for k in {(sid, start) for sid, start, *_ in batch.points}}
             node_newest = {nk: self._node_newest.get(nk) for nk in {p[4] for p in batch.points}}
             known_first = {nk: self._node_first.get(nk) for nk in node_newest}
+        if self.shared:
+            # Another replica may have stored newer points than this process saw: the node's
+            # bounds as stored, read under its write lock. A counter's newest point is never
+            # after its node's, so the node's newest stands in for each of its counters'.
+            bounds = self._node_bounds(conn, sorted(node_newest))
+            known_first = {nk: bounds.get(nk, (None, None))[0] for nk in node_newest}
+            node_newest = {nk: bounds.get(nk, (None, None))[1] for nk in node_newest}
+            newest = {k: node_newest[nk] for k, nk in
+                      {((sid, start), nk) for sid, start, _t, _v, nk in batch.points}}
         cumulative = {sid for sid, s in batch.series.items() if s.temporality == CUMULATIVE}
         gauges = {sid for sid, s in batch.series.items() if s.temporality == GAUGE}
         batch_min: dict[tuple[int, int], int] = {}
@@ -799,16 +1028,46 @@ class Store:
         firsts: dict[str, int] = {}
         if earlier:
             firsts = self._lower_node_first(conn, earlier, dirty)
-        if series_rows:
+        if series_rows:  # key order: concurrent writers lock rows in one order
+            series_rows.sort(key=lambda r: r["series_id"])
             conn.execute(self._upsert_series, series_rows)
-        conn.execute(self._insert_points, point_rows)
+        point_rows.sort(key=lambda r: (r["series_id"], r["start_ns"], r["time_ns"]))
+        self._write_points(conn, point_rows)
         if late:
             dirty |= self._successor_hours(conn, late, batch, node_of)
         dirty |= self._next_export_hours(conn, node_times, node_newest)
+        if self.shared:
+            c = node_first_t.c
+            conn.execute(sa.update(node_first_t).where(c.node_key == sa.bindparam("nk")).values(
+                newest_ns=sa.case((sa.or_(c.newest_ns.is_(None), c.newest_ns < sa.bindparam("t")),
+                                   sa.bindparam("t")), else_=c.newest_ns)),
+                [{"nk": nk, "t": t} for nk, t in sorted(node_max.items())])
         conn.execute(self._mark_dirty, [
             {"node_key": nk, "hour": h, "cluster": nk.rsplit("/", 1)[0],
              "node": nk.rsplit("/", 1)[1], "version": 1} for nk, h in sorted(dirty)])
         return series_rows, batch_max, firsts, node_max
+
+    def _node_bounds(self, conn, nks: list[str]) -> dict[str, tuple[int, int | None]]:
+        """node_key → (first point, newest point or None if not recorded) as stored."""
+        c = node_first_t.c
+        out: dict[str, tuple[int, int | None]] = {}
+        for i in range(0, len(nks), _CHUNK):
+            for nk, first, newest in conn.execute(sa.select(c.node_key, c.first_ns, c.newest_ns)
+                                                  .where(c.node_key.in_(nks[i:i + _CHUNK]))):
+                out[nk] = (first, newest)
+        return out
+
+    def _write_points(self, conn, rows: list[dict]) -> None:
+        """PostgreSQL: the whole batch as one INSERT ... SELECT FROM unnest(arrays) ON CONFLICT
+        DO NOTHING (one statement whatever the batch size, its text constant, so the server
+        plans it once per connection); SQLite: executemany of the same insert."""
+        if self.engine.dialect.name != "postgresql":
+            conn.execute(self._insert_points, rows)
+            return
+        conn.execute(_UNNEST_POINTS, {
+            "sid": [r["series_id"] for r in rows], "start": [r["start_ns"] for r in rows],
+            "t": [r["time_ns"] for r in rows], "v": [r["value"] for r in rows],
+            "nk": [r["node_key"] for r in rows]})
 
     def _next_export_hours(self, conn, node_times: dict[str, set[int]],
                            node_newest: dict[str, int | None]) -> set[tuple[str, int]]:
@@ -891,38 +1150,62 @@ class Store:
     def refresh(self, *, max_hours: int | None = None, now_s: float | None = None) -> int:
         """Rebuild the dirty node-hours that are due (and their day and month roll-ups);
         returns how many were rebuilt or quarantined. A node-hour whose rebuild fails is
-        quarantined and the others go on; StoreUnavailable if the database itself fails."""
+        quarantined and the others go on; StoreUnavailable if the database itself fails.
+
+        Each node is rebuilt under its rebuild lock; a node another replica holds is left to
+        it for this pass (its marks stay until that replica commits, or dies and they are
+        due again here)."""
         now_s = int(time.time() if now_s is None else now_s)
         done = 0
         with self._state_lock:
             self._rotate(now_s)
         with self._refresh_lock:
+            busy: set[str] = set()  # nodes other replicas were rebuilding during this pass
             try:
-                while max_hours is None or done < max_hours:
+                while (max_hours is None or done < max_hours) and len(busy) <= _CHUNK:
                     limit = REFRESH_BATCH if max_hours is None else min(REFRESH_BATCH, max_hours - done)
-                    marks = self._due_marks(now_s, limit)
+                    marks = self._due_marks(now_s, limit, skip=busy)
                     if not marks:
                         break
                     by_node: dict[str, list] = defaultdict(list)
                     for m in marks:
                         by_node[m.node_key].append(m)
-                    for nk, ms in by_node.items():
-                        self._rebuild_node(nk, ms, now_s)
-                        done += len(ms)
+                    nodes = list(by_node)
+                    if self.shared:  # replicas reading the same marks start at different nodes
+                        random.shuffle(nodes)
+                    for nk in nodes:
+                        with self._locks.claim(_LOCK_REBUILD, _node_lock_key(nk)) as mine:
+                            if not mine:
+                                busy.add(nk)
+                                continue
+                            ms = by_node[nk]
+                            if self.shared:  # as they stand now that the node is ours
+                                ms = self._due_marks(now_s, len(ms), node=nk,
+                                                     hours=[m.hour for m in ms])
+                            if ms:
+                                self._rebuild_node(nk, ms, now_s)
+                            done += len(ms)
             except StoreUnavailable as e:
                 self.health.record_refresh_failure(e)
                 raise
             self._report_backlog(now_s)
         return done
 
-    def _due_marks(self, now_s: int, limit: int):
+    def _due_marks(self, now_s: int, limit: int, *, skip: set[str] = frozenset(),
+                   node: str | None = None, hours: Sequence[int] | None = None):
         q = quarantine_t.c
         d = dirty_t.c
+        where = [sa.or_(q.node_key.is_(None), q.version != d.version, q.retry_at_s <= now_s)]
+        if skip:
+            where.append(d.node_key.not_in(sorted(skip)))
+        if node is not None:
+            where.append(d.node_key == node)
+        if hours is not None:
+            where.append(d.hour.in_(sorted(hours)))
         sel = (sa.select(d.node_key, d.hour, d.cluster, d.node, d.version)
                .select_from(dirty_t.outerjoin(quarantine_t, sa.and_(q.node_key == d.node_key,
                                                                     q.hour == d.hour)))
-               .where(sa.or_(q.node_key.is_(None), q.version != d.version, q.retry_at_s <= now_s))
-               .order_by(d.node_key, d.hour).limit(limit))
+               .where(*where).order_by(d.node_key, d.hour).limit(limit))
         try:
             with self.engine.connect() as c:
                 return c.execute(sel).all()
@@ -968,7 +1251,8 @@ class Store:
                         n_points += len(inp.points)
                         built[m.hour] = (build_node_hour(
                             hour_s=m.hour, cluster=cluster, node=node, series=inp.series,
-                            points=inp.points, pricing=self.pricing, node_first_ns=node_first,
+                            points=inp.points, pricing=self.pricing.for_cluster(cluster),
+                            node_first_ns=node_first,
                             prev_node_ns=inp.prev_node_ns,
                             invoice_micros=invoiced.get(m.hour)), inp.series)
                     except Exception as e:  # noqa: BLE001 - one hour's failure is that hour's
@@ -1297,10 +1581,19 @@ class Store:
         without series go with it (a node that comes back is new: its pods then are a
         baseline). Dirty marks of hours older than the raw points are dropped: those hours can
         no longer be rebuilt faithfully, their rows stay as last built. Returns counts."""
+        with self._locks.claim(_LOCK_RETENTION, 0) as mine:
+            if not mine:  # another replica is applying it right now
+                log.info("retention: another replica is applying it; skipped")
+                return {"skipped": 1}
+            return self._apply_retention(now)
+
+    def _apply_retention(self, now: datetime) -> dict[str, int]:
         cut_points = self.oldest_accepted_ns(now)
         now_s = int(now.timestamp())
         out: dict[str, int] = {}
         try:
+            self._ensure_partitions(now)
+            out["partition_points"] = self._drop_partitions(cut_points)
             with self.engine.begin() as c:
                 r = points_t.alias("r")
                 newer_before_cut = (sa.select(sa.literal(1)).where(

@@ -40,13 +40,19 @@ class Served(Process):
         self.grpc_port = self.http_port = self.api_port = 0
 
     def start(self, timeout_seconds: float = 60.0) -> "Served":
+        # a restart appends to the same log: read only what this start writes
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         super().start()
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
-            m = re.search(r"OTLP/gRPC on port (\d+)(?:, OTLP/HTTP on port (\d+))?"
-                          r"(?:, report API on port (\d+))?", self.log(100_000))
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+            m = re.search(r"(?:OTLP/gRPC on port (\d+)|no OTLP \(report-only\))"
+                          r"(?:, OTLP/HTTP on port (\d+))?(?:, report API on port (\d+))?",
+                          text)
             if m:
-                self.grpc_port = int(m.group(1))
+                self.grpc_port = int(m.group(1) or 0)
                 self.http_port = int(m.group(2) or 0)
                 self.api_port = int(m.group(3) or 0)
                 return self

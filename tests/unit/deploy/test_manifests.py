@@ -184,13 +184,57 @@ def test_network_policy_admits_only_the_gateway_to_otlp(rendered):
     assert not labels.items() <= agent_labels.items()
 
 
-def test_cost_processor_single_writer_with_auth(rendered):
+def test_cost_processor_replicas_per_ledger_with_auth(rendered):
+    """SQLite: one writer, Recreate (two never overlap). PostgreSQL: a fleet of replicas rolled
+    one at a time, with a PodDisruptionBudget that keeps one taking exports."""
     for overlay in OVERLAYS:
         d = find(rendered[overlay], "Deployment", "otel-agent-cost")
-        assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate"
+        if overlay == "postgres":
+            assert d["spec"]["replicas"] >= 2
+            assert d["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {
+                "maxUnavailable": 0, "maxSurge": 1}}
+            pdb = find(rendered[overlay], "PodDisruptionBudget", "otel-agent-cost")
+            assert 1 <= pdb["spec"]["minAvailable"] < d["spec"]["replicas"]
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            svc = find(rendered[overlay], "Service", "otel-agent-cost")
+            assert svc["spec"]["selector"].items() <= labels.items()
+        else:
+            assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate"
+            assert not [o for o in rendered[overlay] if o["kind"] == "PodDisruptionBudget"]
         args = d["spec"]["template"]["spec"]["containers"][0]["args"]
         for flag in ("--auth-token-file=", "--tls-cert=", "--tls-key=", "--ledger=$(LEDGER_URL)"):
             assert any(a.startswith(flag) for a in args), flag
+
+
+def test_postgres_report_only_replicas_hold_no_ingest_credential(rendered):
+    """`cost serve --no-otlp` replicas: their own Service, PodDisruptionBudget and
+    NetworkPolicy (9003 only); the read token and the ledger URL, never the write token or
+    the OTLP certificate; and the processors' Service does not send OTLP to them."""
+    objs = rendered["postgres"]
+    d = find(objs, "Deployment", "otel-cost-reports")
+    spec = d["spec"]["template"]["spec"]
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    [c] = spec["containers"]
+    assert "--no-otlp" in c["args"] and not any(a.startswith("--listen") for a in c["args"])
+    assert d["spec"]["replicas"] >= 2 and d["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert set(_mounted_secrets(spec)) == {"otel-agent-cost-read"}
+    assert _env_secrets(spec) == {"otel-agent-ledger"}
+    # the generated names (with their content hash) are the ones rendered
+    cm = find(objs, "ConfigMap", "otel-agent-pricing")["metadata"]["name"]
+    assert {v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v} == {cm}
+    read = find(objs, "Secret", "otel-agent-cost-read")["metadata"]["name"]
+    assert {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} == {read}
+    assert c["env"][0]["valueFrom"]["secretKeyRef"]["name"] == find(
+        objs, "Secret", "otel-agent-ledger")["metadata"]["name"]
+    assert find(objs, "Service", "otel-cost-reports")["spec"]["selector"].items() <= labels.items()
+    assert not find(objs, "Service", "otel-agent-cost")["spec"]["selector"].items() <= labels.items()
+    assert find(objs, "PodDisruptionBudget", "otel-cost-reports")["spec"]["selector"][
+        "matchLabels"].items() <= labels.items()
+    policy = _policy_for(objs, d)
+    assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [9003]
+    for o in rendered["default"] + rendered["sqlite"]:
+        assert o["metadata"]["name"] != "otel-cost-reports"
 
 
 def test_ledger_storage_per_overlay(rendered):
@@ -469,8 +513,8 @@ def test_gen_secrets_tokens_are_one_line_and_kept_until_forced(tmp_path):
 def test_cost_processor_accepts_every_flag_the_manifest_passes(rendered):
     from otel_agent.cost.cli import _parser
 
-    for overlay in OVERLAYS:
-        c = find(rendered[overlay], "Deployment", "otel-agent-cost")["spec"]["template"]["spec"]["containers"][0]
+    for overlay, name in [(o, "otel-agent-cost") for o in OVERLAYS] + [("postgres", "otel-cost-reports")]:
+        c = find(rendered[overlay], "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
         assert c["command"][:3] == ["otel-agent", "cost", "serve"]
         serve = _parser()._subparsers._group_actions[0].choices["serve"]  # argparse keeps subparsers here
         known = {o for a in serve._actions for o in a.option_strings}

@@ -159,6 +159,7 @@ class CgroupReader:
             scope: tuple(f for f in names if f in wanted) for scope, names in FILES_BY_SCOPE.items()
         }
         self._open: dict[CgroupId, _Cgroup] = {}
+        self._absent_sets: dict[frozenset[str], frozenset[str]] = {}  # one object per set
         self._read_size: dict[str, int] = dict.fromkeys(FILE_METRICS, read_size_bytes)
         self._fds_exhausted = False
         self._max_open_files = max_open_files
@@ -194,6 +195,7 @@ class CgroupReader:
         out = CgroupReading()
         samples = out.samples
         seen: set[CgroupId] = set()
+        absent: set[frozenset[str]] = set()  # the distinct sets (interned): one union each
         for ref in refs:
             cid = ref.cgroup_id
             seen.add(cid)
@@ -204,7 +206,7 @@ class CgroupReader:
                     cg = self._open_cgroup(ref)
                     self._open[cid] = cg
                 if cg.absent:
-                    out.absent |= cg.absent
+                    absent.add(cg.absent)
                 self._read_cgroup(ref, cg, samples, out.skipped)
             except _Gone:
                 del samples[start:]  # removed mid-read: its last complete reading stands
@@ -217,6 +219,8 @@ class CgroupReader:
             for cid in [c for c in self._open if c not in seen]:
                 self._forget(cid)
                 out.gone.add(cid)
+        for names in absent:
+            out.absent |= names
         return out
 
     # --- opening ---------------------------------------------------------------------------
@@ -266,7 +270,8 @@ class CgroupReader:
             raise
         finally:
             os.close(dfd)
-        return _Cgroup(path, files, frozenset(absent))
+        names = frozenset(absent)
+        return _Cgroup(path, files, self._absent_sets.setdefault(names, names))
 
     def _forget(self, cid: CgroupId) -> None:
         cg = self._open.pop(cid, None)

@@ -71,6 +71,11 @@ def _agent_files(root: Path, kubepods: str) -> list[str]:
     return out
 
 
+def _minflt(pid: int) -> int:
+    """Minor page faults of `pid` so far (all threads): memory the kernel had to hand back."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def _threads_ns(pid: int) -> dict[str, int]:
     """CPU time (ns, the scheduler's own: /proc's ticks are 10 ms) per thread of `pid`, keyed
     by name and id ("main" for the main thread): which threads the CPU went to."""
@@ -235,6 +240,7 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None,
             counted.wait(4, 120)  # warm: descriptors open, resources encoded
             n0, u0, t0 = counted.count(), _usage_usec(own), time.monotonic()
             th0 = _threads_ns(agent.pid)
+            f0 = _minflt(agent.pid)
             spy, spy_s = None, 0
             if pyspy:
                 spy_s = max(1, round(cycles * interval_ms / 1000))
@@ -247,6 +253,7 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None,
                 raise RuntimeError("the agent stopped exporting: " + "".join(err)[-2000:])
             n1, u1, t1 = counted.count(), _usage_usec(own), time.monotonic()
             th1 = _threads_ns(agent.pid)
+            f1 = _minflt(agent.pid)
             kib = _status_kib(agent.pid)
             named = any(kv.key == "k8s.pod.name" for r in sink.requests[-3:]
                         for rm in r.resource_metrics for kv in rm.resource.attributes)
@@ -271,7 +278,7 @@ def whole_process(pods: int, cycles: int = 20, interval_ms: int | None = None,
             "wall_s": t1 - t0, "first_export_s": first_s,
             "rss_mb": kib["VmRSS"] * 1024 / 1e6, "peak_mb": kib["VmHWM"] * 1024 / 1e6,
             "anon_mb": kib["RssAnon"] * 1024 / 1e6, "file_mb": kib["RssFile"] * 1024 / 1e6,
-            "named": named,
+            "named": named, "faults_per_cycle": (f1 - f0) / (n1 - n0),
             "threads_ms_per_cycle": {k: (v - th0.get(k, 0)) / 1e6 / (n1 - n0)
                                      for k, v in th1.items() if v - th0.get(k, 0) > 0}}
 
@@ -375,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {r['pods']} pods: " + "; ".join(checks))
         threads = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["threads_ms_per_cycle"].items(),
                                                               key=lambda kv: -kv[1]))
-        print(f"    CPU ms a cycle by thread (schedstat): {threads}")
+        print(f"    CPU ms a cycle by thread (schedstat): {threads}; "
+              f"{r['faults_per_cycle']:.0f} minor page faults a cycle")
 
 
 if __name__ == "__main__":

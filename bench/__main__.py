@@ -17,6 +17,7 @@ def main() -> int:
     import bench.agent
     import bench.cost
     import bench.ebpf
+    import bench.soak
 
     print("== agent: the whole process against a naive read of its files ==")
     bench.agent.main([])
@@ -24,7 +25,8 @@ def main() -> int:
     bench.ebpf.main()
     print("\n== cost processor: ingest and reports ==")
     bench.cost.main()
-    return 0
+    print("\n== cost processor: 30-day soak (ledger, memory and rebuild stay flat) ==")
+    return bench.soak.main()
 
 
 sys.exit(main())

@@ -3,9 +3,10 @@
 * cost per event of each program, from the kernel's own accounting (kernel.bpf_stats_enabled:
   run_time_ns / run_cnt in the program's fdinfo);
 * a context-switch-heavy workload (pipe ping-pong between two processes pinned to one CPU) in
-  four configurations: detached, empty programs on sched_switch/wakeup/wakeup_new (the floor
+  five configurations: detached, empty programs on sched_switch/wakeup/wakeup_new (the floor
   DESIGN sets the target against), the same empty programs as raw tracepoints (the lower floor:
-  the kernel builds no perf record for them, and the CPU family is attached that way), and the
+  the kernel builds no perf record for them, and the CPU family is attached that way), those
+  plus an empty raw program on sched_stat_runtime (every hook the CPU family uses), and the
   `standard` profile;
 * BCC start-up: time and peak RSS to compile and attach `standard`, steady RSS after.
 
@@ -17,8 +18,8 @@ two vCPUs; a single measurement of each configuration put the floor anywhere bet
   round costs a few attach syscalls, not a BCC compile;
 * the configurations are interleaved in up to ROUNDS rounds (at least MIN_ROUNDS; fewer only
   when the machine is so loaded that more would overrun ROUNDS_BUDGET_S), the order rotating
-  every round (ABCD, BCDA, ...), so slow drifts of machine load and any order effect hit all
-  four alike;
+  every round (ABCDE, BCDEA, ...), so slow drifts of machine load and any order effect hit all
+  five alike;
 * each measurement is ROUND_TRIPS round trips after WARMUP unmeasured ones, timed inside the
   ping-pong program (no fork/exec in the figure): CPU time (getrusage, user+sys, both
   processes), which time-slices lost to other tasks do not inflate, and wall time beside it;
@@ -134,15 +135,20 @@ _EMPTY_RAW = """
 int empty_raw_switch(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int empty_raw_wakeup(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 int empty_raw_wakeup_new(struct bpf_raw_tracepoint_args *ctx) { return 0; }
+int empty_raw_runtime(struct bpf_raw_tracepoint_args *ctx) { return 0; }
 """
 _EMPTY_RAW_TPS = (("sched_switch", "empty_raw_switch"), ("sched_wakeup", "empty_raw_wakeup"),
                   ("sched_wakeup_new", "empty_raw_wakeup_new"))
+_EMPTY_RAW4_TPS = _EMPTY_RAW_TPS + (("sched_stat_runtime", "empty_raw_runtime"),)
 
 # "floor": empty programs on the three scheduler tracepoints, the floor DESIGN defines and the
 # target is set against. "raw floor": the same empty programs attached as raw tracepoints, as
-# the CPU family is: no perf record is built, so it is the lower floor of the two.
-CONFIGS = ("detached", "floor", "raw floor", "standard")
-FLOORS = ("floor", "raw floor")
+# the CPU family is: no perf record is built, so it is the lower floor of the two. "raw+runtime":
+# the raw floor plus an empty program on sched_stat_runtime, which the CPU family also uses
+# (on-CPU time from the scheduler's own runtime deltas, see bpf/cpu.c): the dispatch cost of
+# every hook `standard` is on, so what `standard` adds above it is its programs' own work.
+CONFIGS = ("detached", "floor", "raw floor", "raw+runtime", "standard")
+FLOORS = ("floor", "raw floor", "raw+runtime")
 
 
 def _build_pingpong(tmp: Path) -> Path:
@@ -308,7 +314,7 @@ def main() -> None:
         for _, fn in _EMPTY_TPS:
             empty.load_func(fn.encode(), BPF.TRACEPOINT)
         empty_raw = BPF(text=_EMPTY_RAW)
-        for _, fn in _EMPTY_RAW_TPS:
+        for _, fn in _EMPTY_RAW4_TPS:
             empty_raw.load_func(fn.encode(), BPF.RAW_TRACEPOINT)
         col = BpfCollector(BpfConfig(profile="standard"))
         col.start()
@@ -318,8 +324,8 @@ def main() -> None:
             if k == "floor":
                 for tp, fn in _EMPTY_TPS:
                     empty.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
-            elif k == "raw floor":
-                for tp, fn in _EMPTY_RAW_TPS:
+            elif k in ("raw floor", "raw+runtime"):
+                for tp, fn in _EMPTY_RAW_TPS if k == "raw floor" else _EMPTY_RAW4_TPS:
                     empty_raw.attach_raw_tracepoint(tp=tp.encode(), fn_name=fn.encode())
             elif k == "standard":
                 for fam in fams:
@@ -329,8 +335,8 @@ def main() -> None:
             if k == "floor":
                 for tp, _ in _EMPTY_TPS:
                     empty.detach_tracepoint(tp=tp.encode())
-            elif k == "raw floor":
-                for tp, _ in _EMPTY_RAW_TPS:
+            elif k in ("raw floor", "raw+runtime"):
+                for tp, _ in _EMPTY_RAW_TPS if k == "raw floor" else _EMPTY_RAW4_TPS:
                     empty_raw.detach_raw_tracepoint(tp=tp.encode())
             elif k == "standard":
                 for fam in fams:
@@ -354,7 +360,7 @@ def main() -> None:
                         detach(k)
             elapsed = time.monotonic() - t0
             # Per-event cost in separate runs: bpf_stats adds its own clock reads.
-            for k, bpf in (("floor", empty), ("raw floor", empty_raw), ("standard", col.program_fds())):
+            for k, bpf in (("floor", empty), ("raw+runtime", empty_raw), ("standard", col.program_fds())):
                 attach(k)
                 try:
                     stats_path.write_text("1")

@@ -150,7 +150,7 @@ _TABLE: tuple[MetricDef, ...] = (
     # --- eBPF ------------------------------------------------------------------------------
     MetricDef(
         "bpf.cpu.on_cpu_time", _own("cpu.on_cpu_time", C, P),
-        "s", "On-CPU time counted at every context switch (sched_switch).",
+        "s", "On-CPU time: the scheduler's runtime deltas (sched_stat_runtime), which cpu.stat adds up too.",
         Instrument.COUNTER, "ebpf:cpu",
     ),
     MetricDef(

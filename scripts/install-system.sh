@@ -3,7 +3,8 @@
 # both call it, so what the tests prove is what the image ships.
 #
 #   scripts/install-system.sh            runtime: BCC from Debian + generic kernel headers
-#   scripts/install-system.sh --dev      + what the test tiers need (venv, capsh, chromium)
+#   scripts/install-system.sh --dev      + what the test tiers need (venv, capsh, chromium,
+#                                          Prometheus 2.42 for the dashboard tests)
 #
 # Idempotent: a second run installs nothing and only re-checks the header links.
 set -euo pipefail
@@ -12,7 +13,7 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 
 runtime_pkgs=(python3 python3-venv python3-bpfcc linux-headers-amd64 libcap2-bin)
-dev_pkgs=(chromium iproute2 procps openssl)
+dev_pkgs=(chromium iproute2 procps openssl prometheus)
 
 want=("${runtime_pkgs[@]}")
 [ $dev -eq 1 ] && want+=("${dev_pkgs[@]}")

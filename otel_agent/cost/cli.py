@@ -23,6 +23,67 @@ from otel_agent.errors import ConfigError, OtelAgentError
 
 log = logging.getLogger("otel_agent.cost")
 
+REFRESH_PASS_HOURS = 500  # node-hours per pass: the loop beats between passes
+RETENTION_EVERY_S = 3600
+
+
+class RefreshLoop:
+    """One turn every `interval_s`: rebuild the dirty node-hours in passes (beating between
+    them, so a long backlog never looks like a dead loop), apply retention and pruning hourly,
+    and report to the processor's health. Nothing one input does can stop it: the store
+    quarantines a node-hour that fails; a database that is down is logged and retried next
+    turn; anything else is caught here, at the loop's boundary, logged once per kind."""
+
+    def __init__(self, store, interval_s: float, *, live_series=None,
+                 clock=None, now=None):
+        import time
+
+        self.store = store
+        self.health = store.health
+        self.interval_s = interval_s
+        self.health.loop_deadline_s = max(60.0, 10 * interval_s)
+        self._live_series = live_series
+        self._clock = clock or time.monotonic
+        self._now = now or (lambda: datetime.now(timezone.utc))
+        self._last_retention: float | None = None
+        self._logged: set[str] = set()
+        self.health.beat()  # alive from its start; the first turn is one interval away
+
+    def turn(self) -> None:
+        import time
+
+        self.health.beat()
+        try:
+            t0 = time.perf_counter()
+            before = self.health.snapshot()["rebuild"]
+            done = 0
+            while True:
+                n = self.store.refresh(max_hours=REFRESH_PASS_HOURS)
+                done += n
+                self.health.beat()
+                if n < REFRESH_PASS_HOURS:
+                    break
+            if done:
+                snap = self.health.snapshot()
+                log.info("refresh: %d node-hours (%d series, %d points) in %.2f s; backlog %d, "
+                         "quarantined %d", done, snap["rebuild"]["series"] - before["series"],
+                         snap["rebuild"]["points"] - before["points"], time.perf_counter() - t0,
+                         snap["backlog_node_hours"], snap["quarantined_node_hours"])
+            if self._last_retention is None or self._clock() - self._last_retention >= RETENTION_EVERY_S:
+                self.store.apply_retention(self._now())
+                self._last_retention = self._clock()
+            if self._live_series is not None:
+                self.health.set_live_series(self._live_series())
+        except OtelAgentError as e:  # the ledger is down (the store counted it): retry next turn
+            log.warning("ledger refresh failed, will retry: %s", e)
+        except Exception as e:  # noqa: BLE001 - the loop's boundary: never die of one input
+            self.health.record_refresh_failure(e)
+            kind = f"{type(e).__name__}: {e}"[:200]
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.exception("ledger refresh failed (logged once), the loop goes on")
+        self.health.beat()
+
 DEFAULT_LEDGER = "sqlite:///ledger.db"
 DEFAULT_REPORT_PORT = 9003  # OpenCost's
 
@@ -199,58 +260,6 @@ def _pusher_args(args: argparse.Namespace) -> dict | None:
             "aggregate": aggregate}
 
 
-class ServeHealth:
-    """The refresher's health for /readyz and /metrics, until cost/health.py's
-    ProcessorHealth (quarantine, backlog) takes over. Ready: started, and the last refresh
-    succeeded or the failures have lasted less than three intervals."""
-
-    def __init__(self, refresh_seconds: float) -> None:
-        import time
-
-        self._clock = time.time
-        self._interval = refresh_seconds
-        self._lock = threading.Lock()
-        self._started = False
-        self._ok = self._failures = 0
-        self._last_ok = self._failing_since = None  # type: float | None
-        self._last_error = ""
-
-    def started(self) -> None:
-        with self._lock:
-            self._started = True
-
-    def refreshed(self, error: BaseException | None) -> None:
-        with self._lock:
-            now = self._clock()
-            if error is None:
-                self._ok += 1
-                self._last_ok, self._failing_since, self._last_error = now, None, ""
-            else:
-                self._failures += 1
-                self._failing_since = self._failing_since or now
-                self._last_error = str(error)[:200]
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            failing = (self._failing_since is not None
-                       and self._clock() - self._failing_since > 3 * self._interval)
-            return {"ready": self._started and not failing, "refreshes_ok": self._ok,
-                    "refresh_failures": self._failures, "last_refresh_ok_unix": self._last_ok,
-                    "last_error": self._last_error}
-
-    def prometheus(self) -> str:
-        s = self.snapshot()
-        return ("# HELP otel_agent_cost_ready 1 when the cost processor is ready.\n"
-                "# TYPE otel_agent_cost_ready gauge\n"
-                f"otel_agent_cost_ready {int(s['ready'])}\n"
-                "# HELP otel_agent_cost_refresh_failures_total Ledger refreshes that failed.\n"
-                "# TYPE otel_agent_cost_refresh_failures_total counter\n"
-                f"otel_agent_cost_refresh_failures_total {s['refresh_failures']}\n"
-                "# HELP otel_agent_cost_refreshes_total Ledger refreshes that succeeded.\n"
-                "# TYPE otel_agent_cost_refreshes_total counter\n"
-                f"otel_agent_cost_refreshes_total {s['refreshes_ok']}\n")
-
-
 def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
           stop: threading.Event | None = None) -> int:
     from otel_agent.cost.aioserver import Limits
@@ -274,7 +283,7 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
     pusher_args = _pusher_args(args)
     store = Store(args.ledger, pricing=pricing, retention=retention)
     limits = Limits(max_connections=args.http_max_connections)
-    health = ServeHealth(args.refresh_seconds)
+    health = store.health
     receiver = Receiver(store, listen=args.listen, http_listen=args.otlp_http_listen,
                         max_message_bytes=args.max_message_bytes,
                         max_series_per_namespace=args.max_series_per_namespace,
@@ -312,21 +321,10 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
              args.ledger.split("@")[-1], pricing.source)
     if ready:
         ready.set()
-    health.started()
-    last_retention = 0.0
-    import time
-
+    loop = RefreshLoop(store, args.refresh_seconds, live_series=receiver.ingestor.live_series)
     try:
-        while not stop.wait(args.refresh_seconds):
-            try:
-                store.refresh()
-                if time.monotonic() - last_retention > 3600:
-                    store.apply_retention(datetime.now(timezone.utc))
-                    last_retention = time.monotonic()
-                health.refreshed(None)
-            except OtelAgentError as e:  # the ledger is down: keep receiving, retry later
-                log.warning("ledger refresh failed, will retry: %s", e)
-                health.refreshed(e)
+        while not stop.wait(loop.interval_s):
+            loop.turn()
     finally:
         receiver.stop()
         if pusher is not None:
@@ -335,7 +333,7 @@ def serve(args: argparse.Namespace, *, ready: threading.Event | None = None,
             api.stop()
         try:
             store.refresh()
-        except OtelAgentError as e:
+        except Exception as e:  # noqa: BLE001 - marks stay dirty: the next start redoes them
             log.warning("final refresh failed (the next start redoes it): %s", e)
         store.close()
     return 0

@@ -28,7 +28,6 @@ once), in a ledger written before the rename too.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -37,6 +36,7 @@ from typing import Iterable
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from otel_agent.cost import validate as V
 from otel_agent.metrics import ATTR_NETWORK_CLASS, metric
 from otel_agent.model import Scope
 
@@ -48,10 +48,8 @@ CUMULATIVE, DELTA, GAUGE = "cumulative", "delta", "gauge"
 
 UNKNOWN = "__unknown__"  # a pod or namespace whose metadata the agent did not have
 
-# Plausibility bounds: values outside them are rejected as absurd, not billed.
-MAX_CORES = 4096  # CPU seconds per second of elapsed time
-MAX_BYTES = 2**60  # one exbibyte of memory or one series' bytes sent
 MAX_FUTURE_NS = 15 * 60 * NANOS_PER_SECOND  # points from further in the future than this
+NET_DIRECTIONS = ("transmit", "receive")  # semconv network.io.direction
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +128,17 @@ class Batch:
     # (series_id, start_ns, time_ns, value, node_key)
     points: list[tuple[int, int, int, float, str]] = field(default_factory=list)
     rejected: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # reason → count
+    errors: dict[str, int] = field(default_factory=dict)  # message → count
+    codes: dict[str, int] = field(default_factory=dict)  # reason code (validate.REASONS) → count
     ignored: int = 0  # points of metrics the ledger does not bill
+    labels_dropped: int = 0  # labels over validate.MAX_LABELS, dropped from metadata
 
-    def reject(self, reason: str, n: int = 1) -> None:
+    def reject(self, code: str, message: str, n: int = 1) -> None:
+        if n <= 0:
+            return
         self.rejected += n
-        self.errors[reason] = self.errors.get(reason, 0) + n
+        self.errors[message] = self.errors.get(message, 0) + n
+        self.codes[code] = self.codes.get(code, 0) + n
 
     def error_message(self, limit: int = 5) -> str:
         items = sorted(self.errors.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -150,11 +153,33 @@ def node_key(cluster: str, node: str) -> str:
     return f"{cluster}/{node}"
 
 
-@functools.lru_cache(maxsize=1 << 18)  # the same series come back every export
 def series_id(*parts: str) -> int:
     """A stable signed 63-bit id of a series key (the same in every process and database)."""
-    h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") >> 1
+    sid = _SERIES_IDS.get(parts)
+    if sid is None:
+        h = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+        sid = int.from_bytes(h, "big") >> 1
+        _SERIES_IDS.put(parts, sid)
+    return sid
+
+
+class _Memo(dict):
+    """Results of a pure function for the keys seen lately: the same resources and series come
+    back every export. Bounded: emptied whole when full, so memory never follows every key
+    ever seen (churn only costs recomputing), and it holds no more than one cycle or so."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def put(self, key, value) -> None:
+        if len(self) >= self.maxsize:
+            self.clear()
+        self[key] = value
+
+
+_SERIES_IDS = _Memo(1 << 15)
+_RESOURCES = _Memo(1 << 13)  # encoded resource → its validated _Resource
 
 
 def _attrs(kvs) -> dict[str, str]:
@@ -177,45 +202,57 @@ class _Resource:
     container_key: str
     namespace: str
     meta: str
+    error: V.Invalid | None = None  # a string Kubernetes could not have sent: every point rejected
+    labels_dropped: int = 0
+
+
+_WORKLOAD_ATTR_NAMES = tuple(a for a, _ in _WORKLOAD_ATTRS)
 
 
 def _resource(attrs: dict[str, str]) -> _Resource:
     pod_uid = attrs.get("k8s.pod.uid", "")
     container_key = attrs.get("container.id") or attrs.get("k8s.container.name", "")
-    workload_kind, workload = "", ""
-    for attr, kind in _WORKLOAD_ATTRS:
-        if attrs.get(attr):
-            workload_kind, workload = kind, attrs[attr]
-            break
-    meta: dict[str, object] = {}
-    if pod_uid:
-        meta = {
-            "namespace": attrs.get("k8s.namespace.name", ""),
-            "pod": attrs.get("k8s.pod.name", ""),
-            "container": attrs.get("k8s.container.name", ""),
-            "workload_kind": workload_kind,
-            "workload": workload,
-            "labels": {k[len(_POD_LABEL):]: v for k, v in attrs.items() if k.startswith(_POD_LABEL)},
-        }
-    else:
-        node_attrs = {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}
-        for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone"):
-            if plain in attrs:
-                node_attrs[plain] = attrs[plain]
-        meta = {"node_attrs": node_attrs}
-    return _Resource(
-        cluster=attrs.get("k8s.cluster.name", ""),
-        node=attrs.get("k8s.node.name", ""),
-        pod_uid=pod_uid,
-        container_key=container_key,
-        namespace=(attrs.get("k8s.namespace.name") or UNKNOWN) if pod_uid else "",
-        meta=json.dumps(meta, sort_keys=True, separators=(",", ":")),
-    )
+    res = _Resource(cluster=attrs.get("k8s.cluster.name", ""), node=attrs.get("k8s.node.name", ""),
+                    pod_uid=pod_uid, container_key=container_key,
+                    namespace=(attrs.get("k8s.namespace.name") or UNKNOWN) if pod_uid else "",
+                    meta="")
+    try:
+        V.check_resource_strings(attrs, _WORKLOAD_ATTR_NAMES)
+        workload_kind, workload = "", ""
+        for attr, kind in _WORKLOAD_ATTRS:
+            if attrs.get(attr):
+                workload_kind, workload = kind, attrs[attr]
+                break
+        meta: dict[str, object] = {}
+        if pod_uid:
+            labels, res.labels_dropped = V.bounded_labels(
+                {k[len(_POD_LABEL):]: v for k, v in attrs.items() if k.startswith(_POD_LABEL)}, "pod")
+            meta = {
+                "namespace": attrs.get("k8s.namespace.name", ""),
+                "pod": attrs.get("k8s.pod.name", ""),
+                "container": attrs.get("k8s.container.name", ""),
+                "workload_kind": workload_kind,
+                "workload": workload,
+                "labels": labels,
+            }
+        else:
+            node_attrs, res.labels_dropped = V.bounded_labels(
+                {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}, "node")
+            for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone"):
+                if plain in attrs:
+                    node_attrs[plain] = attrs[plain]
+            meta = {"node_attrs": node_attrs}
+    except V.Invalid as e:
+        res.error = e
+        return res
+    res.meta = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    return res
 
 
 def decode(request: ExportMetricsServiceRequest, *, now_ns: int, oldest_ns: int = 0) -> Batch:
     """Validate and flatten one export request. Bad points are rejected with a reason and
-    counted; good points in the same request are kept (OTLP partial success)."""
+    counted; good points in the same request are kept (OTLP partial success). Only the rules
+    that need no state are applied here (validate.py); the store applies the per-node ones."""
     b = Batch()
     newest_ns = now_ns + MAX_FUTURE_NS
     for rm in request.resource_metrics:
@@ -228,7 +265,12 @@ def decode(request: ExportMetricsServiceRequest, *, now_ns: int, oldest_ns: int 
                     b.ignored += _count_points(m, which)
                     continue
                 if res is None:
-                    res = _resource(_attrs(rm.resource.attributes))
+                    key = rm.resource.SerializeToString()
+                    res = _RESOURCES.get(key)
+                    if res is None:
+                        res = _resource(_attrs(rm.resource.attributes))
+                        _RESOURCES.put(key, res)
+                    b.labels_dropped += res.labels_dropped
                 _decode_metric(b, m, which, q, res, now_ns, newest_ns, oldest_ns)
     return b
 
@@ -241,54 +283,60 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
                    newest_ns: int, oldest_ns: int) -> None:
     name = m.name  # as sent, for error messages; series are keyed by q.series_key
     if which is None:
-        b.reject(f"{name}: metric has no data")
+        b.reject(V.R_TYPE, f"{name}: metric has no data")
         return
     data = getattr(m, which)
+    n_points = len(data.data_points)
     if which in ("histogram", "exponential_histogram", "summary"):
-        b.reject(f"{name}: expected a {'sum' if q.counter else 'gauge'}, got a {which}",
-                 len(data.data_points))
+        b.reject(V.R_TYPE, f"{name}: expected a {'sum' if q.counter else 'gauge'}, got a {which}",
+                 n_points)
         return
     if q.counter:
         if which != "sum" or not data.is_monotonic:
-            b.reject(f"{name}: expected a monotonic sum, got a "
-                     f"{'non-monotonic sum' if which == 'sum' else which}", len(data.data_points))
+            b.reject(V.R_TYPE, f"{name}: expected a monotonic sum, got a "
+                     f"{'non-monotonic sum' if which == 'sum' else which}", n_points)
             return
         if data.aggregation_temporality == 2:
             temporality = CUMULATIVE
         elif data.aggregation_temporality == 1:
             temporality = DELTA
         else:
-            b.reject(f"{name}: aggregation temporality unspecified", len(data.data_points))
+            b.reject(V.R_TYPE, f"{name}: aggregation temporality unspecified", n_points)
             return
     else:
         # A level: a gauge (agents before semconv 1.44 names) or an UpDownCounter, i.e. a
         # non-monotonic sum, which is a level only when cumulative (a delta one is a change).
         if which == "sum" and data.is_monotonic:
-            b.reject(f"{name}: expected a gauge or an UpDownCounter, got a monotonic sum",
-                     len(data.data_points))
+            b.reject(V.R_TYPE, f"{name}: expected a gauge or an UpDownCounter, got a monotonic sum",
+                     n_points)
             return
         if which == "sum" and data.aggregation_temporality != 2:
-            b.reject(f"{name}: an UpDownCounter must be cumulative (a delta is not a level)",
-                     len(data.data_points))
+            b.reject(V.R_TYPE, f"{name}: an UpDownCounter must be cumulative (a delta is not a level)",
+                     n_points)
             return
         temporality = GAUGE
     if m.unit and m.unit != q.unit:
-        b.reject(f"{name}: unit {m.unit!r}, expected {q.unit!r}", len(data.data_points))
+        b.reject(V.R_TYPE, f"{name}: unit {m.unit!r}, expected {q.unit!r}", n_points)
         return
     if not res.node:
-        b.reject(f"{name}: resource has no k8s.node.name", len(data.data_points))
+        b.reject(V.R_ATTRIBUTE, f"{name}: resource has no k8s.node.name", n_points)
         return
     if q.scope in ("container", "pod") and not res.pod_uid:
-        b.reject(f"{name}: resource has no k8s.pod.uid", len(data.data_points))
+        b.reject(V.R_ATTRIBUTE, f"{name}: resource has no k8s.pod.uid", n_points)
         return
     if q.scope == "container" and not res.container_key:
-        b.reject(f"{name}: resource has neither container.id nor k8s.container.name",
-                 len(data.data_points))
+        b.reject(V.R_ATTRIBUTE, f"{name}: resource has neither container.id nor k8s.container.name",
+                 n_points)
+        return
+    if res.error is not None:
+        b.reject(res.error.code, f"{name}: {res.error.message}", n_points)
         return
     nk = node_key(res.cluster, res.node)
     is_net = q.quantity == "network"
     counter = q.counter
-    is_cpu = q.quantity == "cpu"
+    quantity = q.quantity
+    rate = V.rate_bound(quantity) if counter else None
+    gauge_max = None if counter else V.gauge_bound(quantity)
     cache: dict[tuple[str, str], SeriesRow] = {}
     for dp in data.data_points:
         if dp.flags & 1:  # FLAG_NO_RECORDED_VALUE: a staleness marker, nothing to bill
@@ -299,47 +347,54 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
         elif kind == "as_int":
             value = float(dp.as_int)
         else:
-            b.reject(f"{name}: data point has no value")
+            b.reject(V.R_VALUE, f"{name}: data point has no value")
             continue
         t = dp.time_unix_nano
         start = dp.start_time_unix_nano
         if not math.isfinite(value):
-            b.reject(f"{name}: value {value} is not a finite number")
+            b.reject(V.R_VALUE, f"{name}: value {value} is not a finite number")
             continue
         if value < 0:
-            b.reject(f"{name}: negative value {value}")
+            b.reject(V.R_VALUE, f"{name}: negative value {value}")
             continue
         if t == 0:
-            b.reject(f"{name}: time_unix_nano is 0")
+            b.reject(V.R_VALUE, f"{name}: time_unix_nano is 0")
             continue
         if t > newest_ns:
-            b.reject(f"{name}: time is more than {MAX_FUTURE_NS // NANOS_PER_SECOND // 60} "
+            b.reject(V.R_FUTURE, f"{name}: time is more than {MAX_FUTURE_NS // NANOS_PER_SECOND // 60} "
                      f"minutes in the future")
             continue
         if t < oldest_ns:
-            b.reject(f"{name}: time is older than the ledger keeps raw points")
+            b.reject(V.R_RETENTION, f"{name}: time is older than the ledger keeps raw points")
             continue
         if counter:
             if start == 0:
-                b.reject(f"{name}: a sum needs start_time_unix_nano")
+                b.reject(V.R_VALUE, f"{name}: a sum needs start_time_unix_nano")
                 continue
             if start > t:
-                b.reject(f"{name}: start_time_unix_nano is after time_unix_nano")
-                continue
-            if is_cpu and value > (t - start) / NANOS_PER_SECOND * MAX_CORES + 1:
-                b.reject(f"{name}: {value} CPU seconds in {(t - start) / 1e9:g} s is more than "
-                         f"{MAX_CORES} cores")
+                b.reject(V.R_VALUE, f"{name}: start_time_unix_nano is after time_unix_nano")
                 continue
         else:
             start = 0  # a gauge's start time means nothing; it must not split its points
-        if value > MAX_BYTES:
-            b.reject(f"{name}: value {value:g} is beyond any plausible size")
+        try:
+            # validate.check_value, called only when a bound may be crossed (the hot path)
+            if counter:
+                if t - start > V.MAX_UPTIME_NS or (rate is not None and value > V.counter_allowance(rate, t - start)):
+                    V.check_value(name, quantity, counter, value, start, t)
+            elif gauge_max is not None and value > gauge_max:
+                V.check_value(name, quantity, counter, value, start, t)
+            if is_net:
+                a = _attrs(dp.attributes)
+                direction, net_class = a.get(NET_DIRECTION, ""), a.get(NET_CLASS, "")
+                if direction and direction not in NET_DIRECTIONS:
+                    raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {NET_DIRECTION} {direction[:40]!r} "
+                                    f"is not one of {', '.join(NET_DIRECTIONS)}")
+                V.check_point_attribute(NET_CLASS, net_class, 64)
+            else:
+                direction = net_class = ""
+        except V.Invalid as e:
+            b.reject(e.code, e.message)
             continue
-        if is_net:
-            a = _attrs(dp.attributes)
-            direction, net_class = a.get(NET_DIRECTION, ""), a.get(NET_CLASS, "")
-        else:
-            direction = net_class = ""
         s = cache.get((direction, net_class))
         if s is None:
             sid = series_id(q.series_key, temporality, res.cluster, res.node, res.pod_uid,

@@ -3,11 +3,26 @@
 The rules, in the order they are applied (README "Cost processor"):
 
 Usage in the hour
-  * A cumulative counter's delta is value − previous value of the same (series, start time);
-    a value below its predecessor without a new start time is a reset and counts from zero
-    (Prometheus' rule); a delta is never negative. A delta is billed in the hour its interval
-    ends in; with exports every 10-60 s at most one interval per series straddles an hour
-    boundary.
+  * A cumulative counter's delta is value − the highest value before it of the same (series,
+    start time); a delta is never negative. A value below an earlier one is *not* a reset:
+    OTLP marks a reset with a new start time (DESIGN rule 2), and every counter the agent sends
+    only grows within one start time, so a lower value is a stale or forged reading. It bills
+    nothing, and the next higher value bills only what lies above the highest seen. (The
+    Prometheus rule, "lower means restarted from zero", let one forged 0 between two real
+    points bill the whole counter again: 4.5 core-h became 54.) A delta is billed in the hour
+    its interval ends in; with exports every 10-60 s at most one interval per series straddles
+    an hour boundary.
+  * What a counter adds can never exceed what its node can do in the time it covers: CPU
+    seconds at most the node's cores (its capacity reading in the hour, else the most any node
+    has) × the interval, bytes sent at most the fastest NIC × the interval (validate.py, with
+    its clock slack). An increment above that is cut to it. For a counter's first point the
+    interval starts at the later of its start time and the node's previous point before it
+    (the previous export): a pod not in that export did not exist then, or the agent was not
+    running, so that is the longest it can have run unseen. What is cut is dropped, not
+    carried into later intervals (the level a counter is measured from is the highest value it
+    reported). Honest counters never reach these bounds; forged ones (a counter "since 1970",
+    one high point between real ones) are held to them, and a forged high point can only make
+    its tenant's next real increments bill less, never more.
   * The first point of a (series, start time) counts from zero at that start time, so a
     container that lived three seconds between two exports is billed, and so is a pod created
     while the agent was down (its whole usage happened on this node, after its start). Two
@@ -68,6 +83,8 @@ from typing import Iterable, Mapping
 
 from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
 from otel_agent.cost.pricing import Pricing, money_micros
+from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
+                                      rate_bound)
 
 MAX_GAP_S = 300
 # Whole-node counters (the machine, all pods) measure no tenant: a first point more than
@@ -102,6 +119,12 @@ class SeriesInfo:
     direction: str
     meta: str
     seen_ns: int
+    namespace: str = ""  # the pod's namespace once known (immutable), else UNKNOWN
+
+
+class LedgerBoundError(ValueError):
+    """A node-hour whose figures exceed what any node-hour can hold (validate.py): it is not
+    written; the store quarantines it with this message."""
 
 
 @dataclass(slots=True)
@@ -134,6 +157,7 @@ class _PodInfo:
     workload: str = ""
     seen_ns: int = -1
     meta: str = ""
+    named: bool = False
 
 
 def is_baseline(scope: str, start_ns: int, first_ns: int, node_first_ns: int | None) -> bool:
@@ -148,41 +172,79 @@ def is_baseline(scope: str, start_ns: int, first_ns: int, node_first_ns: int | N
 
 def series_quantities(series: Mapping[int, SeriesInfo],
                       points: Iterable[tuple[int, int, int, float]],
-                      h0_ns: int, h1_ns: int, node_first_ns: int | None = None) -> dict[int, float]:
+                      h0_ns: int, h1_ns: int, node_first_ns: int | None = None,
+                      prev_node_ns: Mapping[int, int | None] | None = None) -> dict[int, float]:
     """Per series, its amount in [h0, h1): counter units (s, By) or gauge unit × seconds.
 
-    `points` must hold every point of the series in [h0 − MAX_GAP, h1) and, for counters, the
+    `points` must hold every point of the node in [h0 − MAX_GAP, h1) and, for counters, the
     last point before h0 of each (series, start) that has a point in the hour. `node_first_ns`
     is the time of the node's first point ever stored (None: not known, no pod baselines).
+    `prev_node_ns` maps the time of each counter's first point ever, when it lies in the hour,
+    to the time of the node's latest point before it (None: there is none), which bounds how
+    long that counter can have run unseen (module docstring).
     """
     by_key: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    cores = 0.0
     for sid, start, t, v in points:
-        if sid in series:
-            by_key[(sid, start)].append((t, v))
+        s = series.get(sid)
+        if s is None:
+            continue
+        by_key[(sid, start)].append((t, v))
+        if s.quantity == "cpu.capacity" and s.scope == "node" and v > cores:
+            cores = v
+    cpu_rate = cores if cores > 0 else float(MAX_NODE_CORES)
+    prev_node_ns = prev_node_ns or {}
     out: dict[int, float] = defaultdict(float)
     gauges: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for (sid, start), pts in sorted(by_key.items()):  # sorted: the same float sums in any order
-        temporality = series[sid].temporality
+        info = series[sid]
+        temporality = info.temporality
         if temporality == GAUGE:
             gauges[sid].extend(pts)
             continue
         pts.sort()
+        rate = cpu_rate if info.quantity == "cpu" else rate_bound(info.quantity)
         if temporality == DELTA:
-            out[sid] += sum(v for t, v in pts if h0_ns <= t < h1_ns)
+            total = 0.0
+            for t, v in pts:
+                if h0_ns <= t < h1_ns:
+                    total += v if rate is None else min(v, counter_allowance(rate, t - start))
+            out[sid] += total
             continue
         assert temporality == CUMULATIVE
-        prev: float | None = None
+        level: float | None = None  # the highest value billed up to (see the module docstring)
+        prev_t = start
         # pts[0] is the key's first point ever when it lies in the hour (the caller supplies
         # the predecessor otherwise); before the hour it is only a predecessor either way.
-        if is_baseline(series[sid].scope, start, pts[0][0], node_first_ns):
+        if is_baseline(info.scope, start, pts[0][0], node_first_ns):
             # Usage before the ledger watched the node (see the module docstring): a node's
             # counters since boot, a pre-existing pod's since its creation.
-            prev = pts[0][1]
+            level, prev_t = pts[0][1], pts[0][0]
         for t, v in pts:
+            if level is None:  # the first point of its start time: counts from zero
+                since = start
+                if h0_ns <= t:
+                    before = prev_node_ns.get(t)
+                    if before is not None and before > since:
+                        since = before
+                inc = v
+                if rate is not None:
+                    inc = min(inc, counter_allowance(rate, t - since))
+            else:
+                inc = v - level
+                if inc <= 0:  # unchanged, or stale or forged: never a reset (module docstring)
+                    if h0_ns <= t < h1_ns:
+                        out[sid] += 0.0  # the series was there in the hour: it keeps its row
+                    prev_t = t
+                    continue
+                if rate is not None:
+                    inc = min(inc, counter_allowance(rate, t - prev_t))
             if h0_ns <= t < h1_ns:
-                # first point of its start time, or a reset: counts from zero
-                out[sid] += v - prev if prev is not None and v >= prev else v
-            prev = v
+                out[sid] += inc
+            # What was cut is dropped, never carried into later intervals: the counter's level
+            # is the highest value it reported.
+            level = v
+            prev_t = t
     for sid, pts in sorted(gauges.items()):
         pts = sorted(set(pts))
         total = 0.0
@@ -199,10 +261,14 @@ def series_quantities(series: Mapping[int, SeriesInfo],
 
 def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int, SeriesInfo],
                     points: Iterable[tuple[int, int, int, float]], pricing: Pricing,
-                    node_first_ns: int | None = None) -> list[LedgerRow]:
+                    node_first_ns: int | None = None,
+                    prev_node_ns: Mapping[int, int | None] | None = None) -> list[LedgerRow]:
+    """The rows of one node-hour (see the module docstring). `series` must hold every series
+    with a point in `points` and the node's own series (its attributes pick the rates).
+    Raises LedgerBoundError if the hour would hold more money than any node-hour can."""
     h0 = hour_s * NANOS_PER_SECOND
     h1 = h0 + 3600 * NANOS_PER_SECOND
-    amounts = series_quantities(series, points, h0, h1, node_first_ns)
+    amounts = series_quantities(series, points, h0, h1, node_first_ns, prev_node_ns)
 
     node_attrs: dict[str, str] = {}
     node_seen = -1
@@ -214,10 +280,16 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
             node_attrs = json.loads(s.meta).get("node_attrs", {})
         if s.pod_uid:
             info = pods[s.pod_uid]
-            if (s.seen_ns, s.meta) > (info.seen_ns, info.meta):
-                m = json.loads(s.meta)
-                info.seen_ns, info.meta = s.seen_ns, s.meta
-                info.namespace = m.get("namespace") or UNKNOWN
+            if s.namespace and s.namespace != UNKNOWN:
+                info.namespace = s.namespace  # known once, never changes (validated at ingest)
+            # The latest metadata that names the pod wins; a later nameless one (API server
+            # down) does not unname it.
+            m = json.loads(s.meta)
+            rank = (bool(m.get("pod")), s.seen_ns, s.meta)
+            if rank > (info.named, info.seen_ns, info.meta):
+                info.named, info.seen_ns, info.meta = rank
+                if info.namespace == UNKNOWN:
+                    info.namespace = m.get("namespace") or UNKNOWN
                 info.pod = m.get("pod") or s.pod_uid
                 info.workload_kind = m.get("workload_kind") or ""
                 info.workload = m.get("workload") or ""
@@ -278,7 +350,26 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                               container_names.get((pod_uid, ckey), (0, ckey))[1] if ckey else "",
                               KIND_CONTAINER if ckey else KIND_POD, f"network:{cls}", "byte",
                               nbytes, 0.0, nbytes, cost, cost, pricing.currency))
+    _check_bounds(rows, hour_s, node)
     return rows
+
+
+def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
+    """Every row's money within what a node-hour can cost (validate.MAX_NODE_HOUR_MICROS), so
+    no roll-up or report sum can overflow; and the node's network total too (it is billed on
+    top of the node's compute)."""
+    net = 0
+    for r in rows:
+        for micros in (r.cost_usage_micros, r.cost_ror_micros):
+            if not -MAX_NODE_HOUR_MICROS <= micros <= MAX_NODE_HOUR_MICROS:
+                raise LedgerBoundError(
+                    f"{r.resource} {r.kind} row of node {node} at hour {hour_s} costs {micros} "
+                    f"micro-units, beyond what a node-hour can cost ({MAX_NODE_HOUR_MICROS})")
+        if r.resource.startswith("network:"):
+            net += r.cost_usage_micros
+    if net > MAX_NODE_HOUR_MICROS:
+        raise LedgerBoundError(f"network of node {node} at hour {hour_s} costs {net} micro-units, "
+                               f"beyond what a node-hour can cost ({MAX_NODE_HOUR_MICROS})")
 
 
 def _split(hour_s: int, cluster: str, node: str, resource: str, unit: str, rate: Decimal,

@@ -5,14 +5,15 @@ What the OTLP contract means here:
     that cannot write (disk full, database down) gets UNAVAILABLE, which every OTLP exporter
     retries, and nothing of the batch is kept half-way.
   * Partly bad = partial success. Bad points (NaN, negative, start after time, wrong type or
-    unit, over a tenant's series limit) are counted in `partial_success.rejected_data_points`
+    unit, beyond what their node can hold, a pod's namespace changed: validate.py; over a
+    tenant's series limit) are counted in `partial_success.rejected_data_points`
     with the reasons in `error_message`; the good points of the same request are kept. A
     request of which nothing could be accepted is INVALID_ARGUMENT (not retryable: resending
     it cannot help).
   * The request body is parsed here, not by grpcio's deserializer, so malformed protobuf gets
     INVALID_ARGUMENT naming what was wrong instead of grpcio's generic INTERNAL.
   * Bounded: message size (grpc.max_receive_message_length → RESOURCE_EXHAUSTED; HTTP 413),
-    series per tenant (namespace), so one runaway workload cannot grow the ledger unbounded.
+    live series per tenant (namespace), so one runaway workload cannot grow the ledger unbounded.
   * A fault of ours is transient: an unexpected exception while storing answers UNAVAILABLE
     (HTTP 503 + Retry-After), never INTERNAL, which the Collector's OTLP exporter drops for
     good, even from a persistent queue.
@@ -43,8 +44,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits, Tls, parse_listen
 from otel_agent.cost.auth import bearer_ok
 from otel_agent.cost.errors import StoreUnavailable
+from otel_agent.cost.expiring import ExpiringCache
+from otel_agent.cost.health import ProcessorHealth
 from otel_agent.cost.ingest import Batch, decode
-from otel_agent.cost.store import Store
+from otel_agent.cost.store import LIVE_WINDOW_S, Store
+from otel_agent.cost.validate import R_SERIES_LIMIT
 from otel_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_SERIES_PER_NAMESPACE = 50_000
+LIVE_RECOUNT_S = 60  # how often the live series per namespace are recounted from the ledger
 
 
 class Rejected(Exception):
@@ -64,18 +69,24 @@ class Rejected(Exception):
 
 
 class Ingestor:
-    """Protocol-independent: bytes in, response (or Rejected) out."""
+    """Protocol-independent: bytes in, response (or Rejected) out.
+
+    The per-namespace bound counts *live* series (store.LIVE_WINDOW_S): series that received a
+    point within the last hour, counted from the database (so a restart keeps the count) every
+    LIVE_RECOUNT_S, plus the series accepted since. A CronJob namespace's dead pods stop
+    counting within the hour, however many it made; a stored series is never refused. Which
+    series are known is cached only while they are live: memory follows live series."""
 
     def __init__(self, store: Store, *, max_series_per_namespace: int = DEFAULT_MAX_SERIES_PER_NAMESPACE,
-                 now_ns: Callable[[], int] = time.time_ns):
+                 now_ns: Callable[[], int] = time.time_ns, health: ProcessorHealth | None = None):
         self.store = store
         self.max_series = max_series_per_namespace
         self.now_ns = now_ns
+        self.health = health or store.health
         self._lock = threading.Lock()
-        self._known = store.known_series()
-        self._per_ns: dict[str, int] = {}
-        for ns in self._known.values():
-            self._per_ns[ns] = self._per_ns.get(ns, 0) + 1
+        self._known: ExpiringCache[int, str] = ExpiringCache(LIVE_WINDOW_S)  # series → namespace
+        self._live: dict[str, int] = {}  # namespace → live series (recounted, plus new ones)
+        self._recounted_s: float | None = None
 
     def export(self, body: bytes) -> ExportMetricsServiceResponse:
         try:
@@ -89,29 +100,47 @@ class Ingestor:
         oldest = self.store.oldest_accepted_ns(datetime.fromtimestamp(now / 1e9, timezone.utc))
         batch = decode(request, now_ns=now, oldest_ns=oldest)
         with self._lock:
-            self._limit_series(batch)
-            accepted = len(batch.points)
-            if accepted == 0 and batch.rejected:
-                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"all {batch.rejected} data points rejected: {batch.error_message()}")
-            try:
-                self.store.write(batch)
-            except StoreUnavailable as e:
-                log.warning("batch not stored, client will retry: %s", e)
-                raise Rejected(grpc.StatusCode.UNAVAILABLE, f"{e}; retry later") from e
-            for sid, s in batch.series.items():
-                if sid not in self._known:
-                    self._known[sid] = s.namespace
-                    self._per_ns[s.namespace] = self._per_ns.get(s.namespace, 0) + 1
+            self._limit_series(batch, now)
+            if batch.points:
+                try:
+                    self.store.write(batch, now_ns=now)
+                except StoreUnavailable as e:
+                    log.warning("batch not stored, client will retry: %s", e)
+                    raise Rejected(grpc.StatusCode.UNAVAILABLE, f"{e}; retry later") from e
+                for sid, s in batch.series.items():
+                    if sid not in self._known:
+                        self._known[sid] = s.namespace
+                        self._live[s.namespace] = self._live.get(s.namespace, 0) + 1
+        self.health.record_ingest(len(batch.points), batch.codes, batch.labels_dropped)
+        if not batch.points and batch.rejected:
+            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"all {batch.rejected} data points rejected: {batch.error_message()}")
         resp = ExportMetricsServiceResponse()
         if batch.rejected:
             resp.partial_success.rejected_data_points = batch.rejected
             resp.partial_success.error_message = batch.error_message()
         return resp
 
-    def _limit_series(self, batch: Batch) -> None:
+    def live_series(self) -> int:
+        with self._lock:
+            return sum(self._live.values())
+
+    def _recount(self, now_s: float) -> None:
+        if self._recounted_s is None or now_s - self._recounted_s >= LIVE_RECOUNT_S:
+            self._live = self.store.live_series(int(now_s))
+            self._recounted_s = now_s
+            self.health.set_live_series(sum(self._live.values()))
+
+    def _limit_series(self, batch: Batch, now_ns: int) -> None:
         if not batch.series:
             return
+        now_s = now_ns / 1e9
+        self._known.rotate(now_s)
+        self._recount(now_s)
+        unknown = [sid for sid in batch.series if sid not in self._known]
+        if unknown:
+            for sid, ns in self.store.existing_series(unknown).items():
+                self._known[sid] = ns  # stored: never refused (it is live again)
         new_per_ns: dict[str, int] = {}
         refused: set[int] = set()
         for sid in sorted(batch.series):
@@ -120,7 +149,7 @@ class Ingestor:
             s = batch.series[sid]
             if not s.namespace:  # node-level series belong to no tenant
                 continue
-            n = self._per_ns.get(s.namespace, 0) + new_per_ns.get(s.namespace, 0)
+            n = self._live.get(s.namespace, 0) + new_per_ns.get(s.namespace, 0)
             if n >= self.max_series:
                 refused.add(sid)
             else:
@@ -137,7 +166,8 @@ class Ingestor:
                 kept.append(p)
         batch.points = kept
         for ns, n in by_ns.items():
-            batch.reject(f"namespace {ns}: over its limit of {self.max_series} series", n)
+            batch.reject(R_SERIES_LIMIT, f"namespace {ns}: over its limit of {self.max_series} "
+                         f"live series", n)
         for sid in refused:
             del batch.series[sid]
 

@@ -18,6 +18,22 @@ Why this shape:
     a batch lowers it, the hours around the old and the new first point are rebuilt.
   * Daily and monthly roll-ups are re-aggregated from the hourly rows of the days and months a
     refresh touched, so a monthly report reads ~1/720 of the rows (bench/cost.py).
+  * What a point may claim about its node and its pod is checked inside the write transaction,
+    against facts kept in the database (validate.py): the node's first arrival, boot time and
+    capacity (`node_facts`), and each pod uid's namespace (`pod_namespaces`: set once, never
+    changed; unknown → known re-attributes the pod's past hours). The database holds them so
+    several processes sharing one PostgreSQL ledger see the same facts; the process caches
+    only what can never be wrong later (a known namespace) or is re-read on a miss.
+  * One bad node-hour never stops the others: a rebuild that fails is quarantined (its mark
+    is kept, with the reason, retried when new points arrive for it or after a back-off) and
+    the refresh goes on. A database that cannot be reached or written stops the pass instead
+    (StoreUnavailable): that is not the hour's fault.
+  * Series have a life: a series is live while points for it keep arriving (`touched_s`, the
+    wall-clock second of the last write that carried it, refreshed at most every TOUCH_S);
+    series with no point for the points retention are pruned with their points, and pods and
+    nodes left without series with them. A rebuild loads only the series that have points in
+    its hour (and the node's own), never every series the node ever had. In-process caches
+    forget what was not used within LIVE_WINDOW_S (expiring.py).
 
 Dialect differences are confined to `_insert()`: SQLite's and PostgreSQL's INSERT ... ON
 CONFLICT constructs have the same SQLAlchemy API.
@@ -29,6 +45,7 @@ import bisect
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,14 +55,31 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from otel_agent.cost import validate as V
 from otel_agent.cost.errors import LedgerUrlError, StoreUnavailable
-from otel_agent.cost.ingest import CUMULATIVE, NANOS_PER_SECOND, Batch, hour_of, node_key
+from otel_agent.cost.expiring import ExpiringCache
+from otel_agent.cost.health import ProcessorHealth
+from otel_agent.cost.ingest import (CUMULATIVE, GAUGE, NANOS_PER_HOUR, NANOS_PER_SECOND, UNKNOWN,
+                                    Batch, hour_of, node_key)
 from otel_agent.cost.ledger import FIRST_EXPORT_SLACK_NS, MAX_GAP_NS, SeriesInfo, build_node_hour
 from otel_agent.cost.pricing import Pricing
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+# A series is live while it received a point within this window (wall clock of arrival, not
+# the point's own time: a backfill of old points cannot make new series look dead). Points of
+# a running pod arrive every export (10-60 s); after an hour without any, the pod is gone (or
+# its node's agent is down: its series then come back as known series, which the per-namespace
+# bound never refuses). Short enough that a CronJob namespace's dead pods stop counting within
+# the hour; an hour of a CronJob a minute is 60 pods.
+LIVE_WINDOW_S = 3600
+TOUCH_S = 600  # a live series' row is re-touched at most this often (one write per 10 min)
+QUARANTINE_FIRST_RETRY_S = 60  # then doubling, up to QUARANTINE_MAX_RETRY_S
+QUARANTINE_MAX_RETRY_S = 3600
+REFRESH_BATCH = 200  # dirty marks read per round
+_READ_SPAN_S = 12 * 3600  # a node's dirty hours within this span are read with one query
 
 metadata = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
@@ -67,6 +101,10 @@ series_t = sa.Table(
     sa.Column("namespace", sa.String(255), nullable=False),
     sa.Column("meta", sa.Text, nullable=False),
     sa.Column("seen_ns", sa.BigInteger, nullable=False),
+    # wall-clock second of the last write that carried a point of the series (LIVE_WINDOW_S)
+    sa.Column("touched_s", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("series_pod", "pod_uid"),
+    sa.Index("series_node_scope", "node_key", "scope"),
 )
 
 points_t = sa.Table(
@@ -92,6 +130,33 @@ node_first_t = sa.Table(  # per node, the time of its first point ever stored (a
     "node_first", metadata,
     sa.Column("node_key", sa.String(512), primary_key=True),
     sa.Column("first_ns", sa.BigInteger, nullable=False),
+)
+
+node_facts_t = sa.Table(  # what the ledger knows of each node (validate.NodeFacts)
+    "node_facts", metadata,
+    sa.Column("node_key", sa.String(512), primary_key=True),
+    sa.Column("anchor_ns", sa.BigInteger, nullable=False),  # its first arrival, fixed
+    sa.Column("boot_ns", sa.BigInteger, nullable=True),  # only falls
+    sa.Column("cpu_cores", sa.Float(53), nullable=True),  # only rises
+    sa.Column("memory_bytes", sa.Float(53), nullable=True),  # only rises
+)
+
+pod_ns_t = sa.Table(  # a pod uid's namespace: set once known, never changed
+    "pod_namespaces", metadata,
+    sa.Column("pod_uid", sa.String(64), primary_key=True),
+    sa.Column("cluster", sa.String(255), primary_key=True),
+    sa.Column("namespace", sa.String(255), nullable=False),
+)
+
+quarantine_t = sa.Table(  # node-hours whose rebuild failed; their dirty mark stays
+    "quarantine", metadata,
+    sa.Column("node_key", sa.String(512), primary_key=True),
+    sa.Column("hour", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),  # of the dirty mark that failed
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("since_s", sa.BigInteger, nullable=False),
+    sa.Column("retry_at_s", sa.BigInteger, nullable=False),
 )
 
 pods_t = sa.Table(  # labels for label:<key> aggregation, latest-seen wins
@@ -125,6 +190,9 @@ def _ledger_table(name: str) -> sa.Table:
         sa.Column("cost_ror_micros", sa.BigInteger, nullable=False),
         sa.Column("currency", sa.String(8), nullable=False),
         sa.Index(f"{name}_period_node", "period_start", "cluster", "node"),
+        # a rebuild's delete and roll-up read one node's periods: without this they scanned
+        # every node's rows of the period (O(nodes) per node-hour)
+        sa.Index(f"{name}_node_period", "cluster", "node", "period_start"),
     )
 
 
@@ -205,29 +273,61 @@ def _insert(engine: Engine, table: sa.Table):
     return insert(table)
 
 
+def _unavailable(e: BaseException) -> bool:
+    """The database cannot be reached or written right now (disk full, connection lost, locked,
+    serialization failure): retry later, nothing is wrong with the data. Anything else raised
+    while storing is the data's fault (a value or string the database refuses)."""
+    if isinstance(e, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    return isinstance(e, sa.exc.DBAPIError) and bool(e.connection_invalidated)
+
+
+def _meta_digest(meta: str) -> int:
+    """Enough to tell whether a series' metadata changed (a collision only delays a rewrite
+    to the next TOUCH_S); the metadata itself is not kept in memory."""
+    return hash(meta)
+
+
+@dataclass(slots=True)
+class _HourInputs:
+    series: dict[int, SeriesInfo]
+    points: list[tuple[int, int, int, float]]
+    prev_node_ns: dict[int, int | None]
+
+
 class Store:
     """The ledger. Thread-safe: the receiver's threads call write(), a background thread and
     queries call refresh()."""
 
-    def __init__(self, url: str, *, pricing: Pricing, retention: Retention | None = None):
+    def __init__(self, url: str, *, pricing: Pricing, retention: Retention | None = None,
+                 health: ProcessorHealth | None = None):
         self.url = url
         self.pricing = pricing
         self.retention = retention or Retention()
+        self.health = health or ProcessorHealth()
         self.engine = make_engine(url)
         try:
             metadata.create_all(self.engine)
+            self._migrate()
             self._backfill_node_first()
         except sa.exc.SQLAlchemyError as e:
             raise LedgerUrlError(f"ledger {_safe(url)}: cannot open or create tables: "
                                  f"{_reason(e)}") from e
         self._refresh_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        # Caches of what the database holds; a miss re-reads it, so each forgets entries not
+        # used within LIVE_WINDOW_S and memory follows the live series (expiring.py).
         # (series_id, start_ns) → newest time stored; lets in-order batches skip a lookup
-        self._newest: dict[tuple[int, int], int] = {}
-        # series_id → (seen_ns, meta) as stored; metadata is rewritten only when it changes
-        self._series_meta: dict[int, tuple[int, str]] = {}
+        self._newest: ExpiringCache[tuple[int, int], int] = ExpiringCache(LIVE_WINDOW_S)
+        # series_id → (seen_ns, touched_s, digest of meta) as stored
+        self._series_meta: ExpiringCache[int, tuple[int, int, int]] = ExpiringCache(LIVE_WINDOW_S)
         # node_key → first_ns as last read or written; the stored value is never above it
-        self._node_first: dict[str, int] = {}
+        self._node_first: ExpiringCache[str, int] = ExpiringCache(LIVE_WINDOW_S)
+        # node_key → newest point time stored (a late point's next export needs a rebuild)
+        self._node_newest: ExpiringCache[str, int] = ExpiringCache(LIVE_WINDOW_S)
+        self._facts: ExpiringCache[str, V.NodeFacts] = ExpiringCache(LIVE_WINDOW_S)
+        # (cluster, pod_uid) → namespace, only once known: it can never change after that
+        self._pod_ns: ExpiringCache[tuple[str, str], str] = ExpiringCache(LIVE_WINDOW_S)
         self._upsert_series = self._build_series_upsert()
         self._insert_points = _insert(self.engine, points_t).on_conflict_do_nothing(
             index_elements=["series_id", "start_ns", "time_ns"])
@@ -236,15 +336,29 @@ class Store:
             index_elements=["node_key", "hour"], set_={"version": dirty_t.c.version + 1})
 
     def _build_series_upsert(self):
+        """Latest-seen metadata wins (ties by content); the newest point time and the arrival
+        second only grow; a namespace once known stays (validated before)."""
         ins = _insert(self.engine, series_t)
-        newer = sa.or_(ins.excluded.seen_ns > series_t.c.seen_ns,
-                       sa.and_(ins.excluded.seen_ns == series_t.c.seen_ns,
-                               ins.excluded.meta > series_t.c.meta))
+        x, c = ins.excluded, series_t.c
+        newer = sa.or_(x.seen_ns > c.seen_ns, sa.and_(x.seen_ns == c.seen_ns, x.meta > c.meta))
         return ins.on_conflict_do_update(
             index_elements=["series_id"],
-            set_={"meta": ins.excluded.meta, "seen_ns": ins.excluded.seen_ns,
-                  "namespace": ins.excluded.namespace},
-            where=newer)
+            set_={"meta": sa.case((newer, x.meta), else_=c.meta),
+                  "seen_ns": sa.case((x.seen_ns > c.seen_ns, x.seen_ns), else_=c.seen_ns),
+                  "touched_s": sa.case((x.touched_s > c.touched_s, x.touched_s), else_=c.touched_s),
+                  "namespace": sa.case((x.namespace != UNKNOWN, x.namespace), else_=c.namespace)})
+
+    def _migrate(self) -> None:
+        """Bring a ledger made by an earlier version up to this schema (new tables are made by
+        create_all; a new column or index of an existing table is added here)."""
+        insp = sa.inspect(self.engine)
+        cols = {c["name"] for c in insp.get_columns("series")}
+        if "touched_s" not in cols:
+            with self.engine.begin() as c:
+                c.execute(sa.text("ALTER TABLE series ADD COLUMN touched_s BIGINT NOT NULL DEFAULT 0"))
+        for table in (series_t, hourly_t, daily_t, monthly_t):
+            for idx in table.indexes:
+                idx.create(self.engine, checkfirst=True)
 
     def _backfill_node_first(self) -> None:
         """A ledger created before node_first existed: its nodes' first points, once."""
@@ -261,44 +375,365 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _rotate(self, now_s: float) -> None:
+        for cache in (self._newest, self._series_meta, self._node_first, self._node_newest,
+                      self._facts, self._pod_ns):
+            cache.rotate(now_s)
+
+    def cached_entries(self) -> int:
+        """Entries in the process's caches (the soak benchmark watches this stay flat)."""
+        with self._state_lock:
+            return sum(len(c) for c in (self._newest, self._series_meta, self._node_first,
+                                        self._node_newest, self._facts, self._pod_ns))
+
     # --- ingest ----------------------------------------------------------------------------
 
-    def known_series(self) -> dict[int, str]:
-        """series_id → namespace of every stored series (for the per-tenant series limit)."""
+    def existing_series(self, sids) -> dict[int, str]:
+        """series_id → namespace of those of `sids` that are stored."""
+        sids = sorted(sids)
+        out: dict[int, str] = {}
         with self.engine.connect() as c:
-            return {sid: ns for sid, ns in c.execute(sa.select(series_t.c.series_id, series_t.c.namespace))}
+            for i in range(0, len(sids), _CHUNK):
+                q = sa.select(series_t.c.series_id, series_t.c.namespace).where(
+                    series_t.c.series_id.in_(sids[i:i + _CHUNK]))
+                out.update({sid: ns for sid, ns in c.execute(q)})
+        return out
 
-    def write(self, batch: Batch) -> None:
-        """Store a batch durably (returns after COMMIT) or raise StoreUnavailable."""
+    def live_series(self, now_s: int) -> dict[str, int]:
+        """namespace → series live at `now_s` (a point arrived within LIVE_WINDOW_S); node-wide
+        series (namespace '') included under ''."""
+        q = (sa.select(series_t.c.namespace, sa.func.count())
+             .where(series_t.c.touched_s >= now_s - LIVE_WINDOW_S)
+             .group_by(series_t.c.namespace))
+        with self.engine.connect() as c:
+            return {ns: n for ns, n in c.execute(q)}
+
+    def write(self, batch: Batch, *, now_ns: int | None = None) -> None:
+        """Store a batch durably (returns after COMMIT) or raise StoreUnavailable. Points the
+        per-node and per-pod rules refuse are removed from `batch` and counted in it as
+        rejected, with their reason (they are not stored)."""
         if not batch.points:
             return
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        with self._state_lock:
+            self._rotate(now_ns / NANOS_PER_SECOND)
+        try:
+            self._write(batch, now_ns)
+        except Exception as e:  # noqa: BLE001 - sorted below: ours to retry, or the data's
+            if _unavailable(e):
+                raise StoreUnavailable(f"ledger cannot store the batch: {_reason(e)}") from e
+            if isinstance(e, StoreUnavailable):
+                raise
+            self._write_isolating(batch, now_ns, e)
+
+    def _write_isolating(self, batch: Batch, now_ns: int, first: BaseException) -> None:
+        """The database refused the batch for its content, though it passed validation: store
+        it series by series, so only the series the database refuses are rejected (with its
+        reason) and the others are kept. Never reached by validated input; the backstop that
+        keeps one bad string from sinking a whole batch into retries forever."""
+        log.warning("ledger refused a batch (%s); storing it series by series", _reason(first))
+        by_sid: dict[int, list] = defaultdict(list)
+        for p in batch.points:
+            by_sid[p[0]].append(p)
+        kept: list = []
+        for sid, pts in sorted(by_sid.items()):
+            sub = Batch(series={sid: batch.series[sid]}, points=pts)
+            try:
+                self._write(sub, now_ns)
+            except Exception as e:  # noqa: BLE001 - same sorting as write()
+                if _unavailable(e):
+                    raise StoreUnavailable(f"ledger cannot store the batch: {_reason(e)}") from e
+                batch.reject(V.R_STORAGE, f"{batch.series[sid].metric}: the ledger cannot store "
+                             f"this series: {_reason(e)}", len(pts))
+                continue
+            for code, n in sub.codes.items():
+                batch.codes[code] = batch.codes.get(code, 0) + n
+            for msg, n in sub.errors.items():
+                batch.errors[msg] = batch.errors.get(msg, 0) + n
+            batch.rejected += sub.rejected
+            kept.extend(sub.points)
+        batch.points = kept
+        batch.series = {sid: s for sid, s in batch.series.items() if sid in {p[0] for p in kept}}
+
+    def _write(self, batch: Batch, now_ns: int) -> None:
+        now_s = now_ns // NANOS_PER_SECOND
+        dirty: set[tuple[str, int]] = set()
+        series_rows: list[dict] = []
+        newest: dict = {}
+        firsts: dict = {}
+        node_newest: dict = {}
+        with self.engine.begin() as conn:
+            facts = self._apply_node_rules(conn, batch)  # stored even if no point is left
+            pod_ns = self._apply_pod_rules(conn, batch, dirty) if batch.points else {}
+            if batch.points:
+                series_rows, newest, firsts, node_newest = self._store(conn, batch, now_s, dirty)
+        # committed: the caches may learn what the database now holds
+        with self._state_lock:
+            for nk, f in facts.items():
+                self._facts[nk] = f
+            for k, ns in pod_ns.items():
+                self._pod_ns[k] = ns
+            for r in series_rows:
+                self._series_meta[r["series_id"]] = (r["seen_ns"], r["touched_s"],
+                                                     _meta_digest(r["meta"]))
+            for k, t in newest.items():
+                if t > self._newest.get(k, -1):
+                    self._newest[k] = t
+            for nk, t in firsts.items():
+                self._node_first[nk] = min(t, self._node_first.get(nk, t))
+            for nk, t in node_newest.items():
+                if t > self._node_newest.get(nk, -1):
+                    self._node_newest[nk] = t
+
+    # - per-node rules -
+
+    def _apply_node_rules(self, conn, batch: Batch) -> dict[str, V.NodeFacts]:
+        """First-seen window, boot and capacity (validate.check_against_node); returns the
+        facts as they stand once this batch is committed."""
+        by_node: dict[str, int] = {}
+        for _sid, _start, t, _v, nk in batch.points:
+            if t < by_node.get(nk, t + 1):
+                by_node[nk] = t
+        facts: dict[str, V.NodeFacts] = {}
+        stored: dict[str, tuple] = {}
+        for nk in sorted(by_node):
+            with self._state_lock:
+                f = self._facts.get(nk)
+            f = V.NodeFacts(f.anchor_ns, f.boot_ns, f.cpu_cores, f.memory_bytes) if f else None
+            if f is None:
+                f = self._load_facts(conn, nk, by_node[nk])
+            facts[nk] = f
+            stored[nk] = (f.boot_ns, f.cpu_cores, f.memory_bytes)
+        series = batch.series
+        # 1. the first-seen window, before anything from those points becomes a fact
+        keep = batch.points
+        if any(by_node[nk] < f.anchor_ns - V.FIRST_SEEN_WINDOW_NS for nk, f in facts.items()):
+            keep = []
+            for p in batch.points:
+                try:
+                    V.check_first_seen(facts[p[4]], series[p[0]].node, series[p[0]].metric, p[2])
+                except V.Invalid as e:
+                    batch.reject(e.code, e.message)
+                    continue
+                keep.append(p)
+        # 2. what this batch says about its nodes: boot (node-wide cumulative counters start
+        #    at boot), capacity
+        node_sids = {sid for sid, s in series.items() if s.scope in V.BOOT_SCOPES}
+        for sid, start, _t, v, nk in keep:
+            if sid not in node_sids:
+                continue
+            s = series[sid]
+            if s.temporality == CUMULATIVE:
+                facts[nk].merge(boot_ns=start)
+            elif s.scope == "node" and s.quantity == "cpu.capacity":
+                facts[nk].merge(cpu_cores=v)
+            elif s.scope == "node" and s.quantity == "memory.capacity":
+                facts[nk].merge(memory_bytes=v)
+        # 3. every point against its node (only series a rule applies to)
+        checked = set()
+        for sid, s in series.items():
+            f = facts.get(node_key(s.cluster, s.node))
+            if f is not None and V.node_rules_apply(f, s.quantity, s.scope, s.temporality != GAUGE):
+                checked.add(sid)
+        kept = []
+        for p in keep:
+            sid, start, t, v, nk = p
+            if sid in checked:
+                s = series[sid]
+                try:
+                    V.check_against_node(facts[nk], node=s.node, name=s.metric,
+                                         quantity=s.quantity, scope=s.scope,
+                                         counter=s.temporality != GAUGE, value=v,
+                                         start_ns=start, time_ns=t)
+                except V.Invalid as e:
+                    batch.reject(e.code, e.message)
+                    continue
+            kept.append(p)
+        batch.points = kept
+        for nk, f in facts.items():
+            if (f.boot_ns, f.cpu_cores, f.memory_bytes) != stored[nk]:
+                self._save_facts(conn, nk, f)
+        return facts
+
+    def _load_facts(self, conn, nk: str, first_t: int) -> V.NodeFacts:
+        f = node_facts_t.c
+        row = conn.execute(sa.select(f.anchor_ns, f.boot_ns, f.cpu_cores, f.memory_bytes)
+                           .where(f.node_key == nk)).first()
+        if row is None:
+            # A new node: its anchor is this first arrival, or the first point an earlier
+            # version of the ledger stored for it.
+            known_first = conn.execute(sa.select(node_first_t.c.first_ns)
+                                       .where(node_first_t.c.node_key == nk)).scalar_one_or_none()
+            anchor = first_t if known_first is None else min(first_t, known_first)
+            conn.execute(_insert(self.engine, node_facts_t).on_conflict_do_nothing(
+                index_elements=["node_key"]), {"node_key": nk, "anchor_ns": anchor})
+            row = conn.execute(sa.select(f.anchor_ns, f.boot_ns, f.cpu_cores, f.memory_bytes)
+                               .where(f.node_key == nk)).first()
+        return V.NodeFacts(row.anchor_ns, row.boot_ns, row.cpu_cores, row.memory_bytes)
+
+    def _save_facts(self, conn, nk: str, f: V.NodeFacts) -> None:
+        """Merge into the stored facts (another writer may have moved them too)."""
+        c = node_facts_t.c
+        vals = {}
+        if f.boot_ns is not None:
+            vals["boot_ns"] = sa.case((sa.or_(c.boot_ns.is_(None), c.boot_ns > f.boot_ns), f.boot_ns),
+                                      else_=c.boot_ns)
+        if f.cpu_cores is not None:
+            vals["cpu_cores"] = sa.case((sa.or_(c.cpu_cores.is_(None), c.cpu_cores < f.cpu_cores),
+                                         f.cpu_cores), else_=c.cpu_cores)
+        if f.memory_bytes is not None:
+            vals["memory_bytes"] = sa.case(
+                (sa.or_(c.memory_bytes.is_(None), c.memory_bytes < f.memory_bytes), f.memory_bytes),
+                else_=c.memory_bytes)
+        conn.execute(sa.update(node_facts_t).where(c.node_key == nk).values(**vals))
+
+    # - per-pod rules -
+
+    def _apply_pod_rules(self, conn, batch: Batch, dirty: set[tuple[str, int]]) -> dict[tuple[str, str], str]:
+        """A pod uid's namespace, once known, never changes. Returns (cluster, uid) → namespace
+        known after this batch; sets each pod series' namespace to it."""
+        series = batch.series
+        live = {p[0] for p in batch.points}
+        pods: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for sid in live:
+            s = series[sid]
+            if s.pod_uid:
+                pods[(s.cluster, s.pod_uid)].append(sid)
+        if not pods:
+            return {}
+        known: dict[tuple[str, str], str] = {}
+        with self._state_lock:
+            for k in pods:
+                ns = self._pod_ns.get(k)
+                if ns is not None:
+                    known[k] = ns
+        missing = sorted(k for k in pods if k not in known)
+        stored = self._read_pod_ns(conn, missing) if missing else {}
+        first_t: dict[int, int] = {}
+        if missing:  # only needed to choose between claims of a pod not known yet
+            for sid, _start, t, _v, _nk in batch.points:
+                if t < first_t.get(sid, t + 1):
+                    first_t[sid] = t
+        refused: set[int] = set()
+        out: dict[tuple[str, str], str] = {}
+        for k in sorted(pods):
+            sids = pods[k]
+            have = known.get(k, stored.get(k))
+            if have is None or have == UNKNOWN:
+                # The first known claim wins (earliest point, then name): the same uid under
+                # two namespaces in one batch cannot both be true.
+                claims = sorted((first_t[sid], series[sid].namespace) for sid in sids
+                                if series[sid].namespace != UNKNOWN)
+                claim = claims[0][1] if claims else UNKNOWN
+                if have is None:
+                    conn.execute(_insert(self.engine, pod_ns_t).on_conflict_do_nothing(
+                        index_elements=["pod_uid", "cluster"]),
+                        {"pod_uid": k[1], "cluster": k[0], "namespace": claim})
+                elif claim != UNKNOWN:
+                    done = conn.execute(sa.update(pod_ns_t).where(
+                        pod_ns_t.c.pod_uid == k[1], pod_ns_t.c.cluster == k[0],
+                        pod_ns_t.c.namespace == UNKNOWN).values(namespace=claim)).rowcount
+                    if done:
+                        self._reattribute(conn, k, claim, dirty)
+                have = self._read_pod_ns(conn, [k]).get(k, claim)
+            for sid in sids:
+                s = series[sid]
+                if s.namespace == UNKNOWN or s.namespace == have:
+                    s.namespace = have
+                else:
+                    refused.add(sid)
+            if have != UNKNOWN:
+                out[k] = have
+        if refused:
+            kept = []
+            for p in batch.points:
+                if p[0] in refused:
+                    s = series[p[0]]
+                    batch.reject(V.R_NAMESPACE, f"{s.metric}: pod uid {s.pod_uid} belongs to "
+                                 f"namespace {out.get((s.cluster, s.pod_uid), UNKNOWN)}, not "
+                                 f"{s.namespace}: a pod's namespace never changes")
+                else:
+                    kept.append(p)
+            batch.points = kept
+        return out
+
+    def _read_pod_ns(self, conn, keys) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        keys = sorted(keys)
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            q = sa.select(pod_ns_t.c.cluster, pod_ns_t.c.pod_uid, pod_ns_t.c.namespace).where(
+                pod_ns_t.c.pod_uid.in_(sorted({uid for _c, uid in chunk})))
+            want = set(chunk)
+            for cluster, uid, ns in conn.execute(q):
+                if (cluster, uid) in want:
+                    out[(cluster, uid)] = ns
+        return out
+
+    def _reattribute(self, conn, pod: tuple[str, str], namespace: str,
+                     dirty: set[tuple[str, int]]) -> None:
+        """A pod first seen without its namespace (API server down) is now known: its series
+        take the namespace and every hour they have points in is rebuilt."""
+        cluster, uid = pod
+        sids = [sid for (sid,) in conn.execute(sa.select(series_t.c.series_id).where(
+            series_t.c.pod_uid == uid, series_t.c.cluster == cluster))]
+        if not sids:
+            return
+        conn.execute(sa.update(series_t).where(series_t.c.series_id.in_(sids))
+                     .values(namespace=namespace))
+        for i in range(0, len(sids), _CHUNK):
+            q = (sa.select(points_t.c.node_key, (points_t.c.time_ns // NANOS_PER_HOUR).label("h"))
+                 .where(points_t.c.series_id.in_(sids[i:i + _CHUNK])).distinct())
+            for nk, h in conn.execute(q):
+                dirty.add((nk, int(h) * 3600))
+        log.info("pod %s is now known to be in namespace %s: its past hours are re-attributed",
+                 uid, namespace)
+
+    # - storing -
+
+    def _store(self, conn, batch: Batch, now_s: int, dirty: set[tuple[str, int]]):
+        """Series, points, first points and dirty marks of the validated batch; returns what
+        the caches learn once it is committed."""
+        live = {p[0] for p in batch.points}
+        batch.series = {sid: s for sid, s in batch.series.items() if sid in live}
         series_rows = []
         with self._state_lock:
             for s in batch.series.values():
                 cached = self._series_meta.get(s.series_id)
-                # Rewrite metadata when it changed, or hourly to keep 'latest seen' current.
-                if cached is None or cached[1] != s.meta or s.seen_ns > cached[0] + 3600 * NANOS_PER_SECOND:
+                # Rewrite when the metadata changed, or every TOUCH_S to keep the newest point
+                # time and the arrival second (liveness) current.
+                if (cached is None or cached[2] != _meta_digest(s.meta)
+                        or s.seen_ns > cached[0] + TOUCH_S * NANOS_PER_SECOND
+                        or now_s >= cached[1] + TOUCH_S):
                     series_rows.append({
                         "series_id": s.series_id, "metric": s.metric, "quantity": s.quantity,
                         "scope": s.scope, "temporality": s.temporality, "cluster": s.cluster,
                         "node": s.node, "node_key": node_key(s.cluster, s.node),
                         "pod_uid": s.pod_uid, "container_key": s.container_key,
                         "net_class": s.net_class, "direction": s.direction,
-                        "namespace": s.namespace, "meta": s.meta, "seen_ns": s.seen_ns})
-            newest = dict(self._newest)
+                        "namespace": s.namespace, "meta": s.meta, "seen_ns": s.seen_ns,
+                        "touched_s": now_s})
+            newest = {k: self._newest.get(k) for k in
+                      {(sid, start) for sid, start, *_ in batch.points}}
+            node_newest = {nk: self._node_newest.get(nk) for nk in {p[4] for p in batch.points}}
+            known_first = {nk: self._node_first.get(nk) for nk in node_newest}
         cumulative = {sid for sid, s in batch.series.items() if s.temporality == CUMULATIVE}
-        gauges = {sid for sid, s in batch.series.items() if s.temporality == "gauge"}
-        dirty: set[tuple[str, int]] = set()
+        gauges = {sid for sid, s in batch.series.items() if s.temporality == GAUGE}
         batch_min: dict[tuple[int, int], int] = {}
         batch_max: dict[tuple[int, int], int] = {}
         node_min: dict[str, int] = {}
+        node_max: dict[str, int] = {}
+        node_times: dict[str, set[int]] = defaultdict(set)
         point_rows = []
         for sid, start, t, v, nk in batch.points:
             point_rows.append({"series_id": sid, "start_ns": start, "time_ns": t, "value": v,
                                "node_key": nk})
             dirty.add((nk, hour_of(t)))
+            node_times[nk].add(t)
             if t < node_min.get(nk, t + 1):
                 node_min[nk] = t
+            if t > node_max.get(nk, -1):
+                node_max[nk] = t
             if sid in gauges:
                 dirty.add((nk, hour_of(t + MAX_GAP_NS)))
             elif sid in cumulative:
@@ -309,34 +744,44 @@ class Store:
                     batch_max[k] = t
         # A cumulative point that lands before points already stored changes its successor's
         # delta: find those successors and rebuild their hours too.
-        late = {k: t for k, t in batch_min.items() if k not in newest or t <= newest[k]}
+        late = {k: t for k, t in batch_min.items() if newest.get(k) is None or t <= newest[k]}
         node_of = {s.series_id: node_key(s.cluster, s.node) for s in batch.series.values()}
-        with self._state_lock:
-            earlier = {nk: t for nk, t in node_min.items()
-                       if nk not in self._node_first or t < self._node_first[nk]}
+        earlier = {nk: t for nk, t in node_min.items()
+                   if known_first.get(nk) is None or t < known_first[nk]}
         firsts: dict[str, int] = {}
-        try:
-            with self.engine.begin() as conn:
-                if earlier:
-                    firsts = self._lower_node_first(conn, earlier, dirty)
-                if series_rows:
-                    conn.execute(self._upsert_series, series_rows)
-                conn.execute(self._insert_points, point_rows)
-                if late:
-                    dirty |= self._successor_hours(conn, late, batch, node_of)
-                conn.execute(self._mark_dirty, [
-                    {"node_key": nk, "hour": h, "cluster": nk.rsplit("/", 1)[0],
-                     "node": nk.rsplit("/", 1)[1], "version": 1} for nk, h in sorted(dirty)])
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreUnavailable(f"ledger cannot store the batch: {_reason(e)}") from e
-        with self._state_lock:
-            for r in series_rows:
-                self._series_meta[r["series_id"]] = (r["seen_ns"], r["meta"])
-            for k, t in batch_max.items():
-                if t > self._newest.get(k, -1):
-                    self._newest[k] = t
-            for nk, t in firsts.items():
-                self._node_first[nk] = min(t, self._node_first.get(nk, t))
+        if earlier:
+            firsts = self._lower_node_first(conn, earlier, dirty)
+        if series_rows:
+            conn.execute(self._upsert_series, series_rows)
+        conn.execute(self._insert_points, point_rows)
+        if late:
+            dirty |= self._successor_hours(conn, late, batch, node_of)
+        dirty |= self._next_export_hours(conn, node_times, node_newest)
+        conn.execute(self._mark_dirty, [
+            {"node_key": nk, "hour": h, "cluster": nk.rsplit("/", 1)[0],
+             "node": nk.rsplit("/", 1)[1], "version": 1} for nk, h in sorted(dirty)])
+        return series_rows, batch_max, firsts, node_max
+
+    def _next_export_hours(self, conn, node_times: dict[str, set[int]],
+                           node_newest: dict[str, int | None]) -> set[tuple[str, int]]:
+        """A point that lands before the node's newest one becomes the 'previous export' of the
+        node's next export after it, which bounds that export's first points (ledger.py): if
+        that export is in another hour, that hour is rebuilt too."""
+        out: set[tuple[str, int]] = set()
+        for nk, times in node_times.items():
+            newest = node_newest.get(nk)
+            if newest is None:  # not cached: the newest stored (this batch included)
+                newest = conn.execute(sa.select(sa.func.max(points_t.c.time_ns)).where(
+                    points_t.c.node_key == nk)).scalar()
+            for t in sorted(times):
+                if t >= newest:
+                    continue
+                nxt = conn.execute(sa.select(sa.func.min(points_t.c.time_ns)).where(
+                    points_t.c.node_key == nk,
+                    points_t.c.time_ns > t + FIRST_EXPORT_SLACK_NS)).scalar()
+                if nxt is not None and hour_of(nxt) != hour_of(t):
+                    out.add((nk, hour_of(nxt)))
+        return out
 
     def _lower_node_first(self, conn, earlier: dict[str, int],
                           dirty: set[tuple[str, int]]) -> dict[str, int]:
@@ -395,96 +840,298 @@ class Store:
         with self.engine.connect() as c:
             return c.execute(sa.select(sa.func.count()).select_from(dirty_t)).scalar_one()
 
-    def refresh(self, *, max_hours: int | None = None) -> int:
-        """Rebuild every dirty node-hour (and its day and month roll-ups); returns how many."""
+    def refresh(self, *, max_hours: int | None = None, now_s: float | None = None) -> int:
+        """Rebuild the dirty node-hours that are due (and their day and month roll-ups);
+        returns how many were rebuilt or quarantined. A node-hour whose rebuild fails is
+        quarantined and the others go on; StoreUnavailable if the database itself fails."""
+        now_s = int(time.time() if now_s is None else now_s)
         done = 0
+        with self._state_lock:
+            self._rotate(now_s)
         with self._refresh_lock:
-            while max_hours is None or done < max_hours:
-                with self.engine.connect() as c:
-                    marks = c.execute(
-                        sa.select(dirty_t.c.node_key, dirty_t.c.hour, dirty_t.c.cluster,
-                                  dirty_t.c.node, dirty_t.c.version)
-                        .order_by(dirty_t.c.node_key, dirty_t.c.hour).limit(200)).all()
-                if not marks:
-                    break
-                by_node: dict[str, list] = defaultdict(list)
-                for m in marks:
-                    by_node[m.node_key].append(m)
-                for nk, ms in by_node.items():
-                    self._rebuild_node(nk, ms)
-                    done += len(ms)
+            try:
+                while max_hours is None or done < max_hours:
+                    limit = REFRESH_BATCH if max_hours is None else min(REFRESH_BATCH, max_hours - done)
+                    marks = self._due_marks(now_s, limit)
+                    if not marks:
+                        break
+                    by_node: dict[str, list] = defaultdict(list)
+                    for m in marks:
+                        by_node[m.node_key].append(m)
+                    for nk, ms in by_node.items():
+                        self._rebuild_node(nk, ms, now_s)
+                        done += len(ms)
+            except StoreUnavailable as e:
+                self.health.record_refresh_failure(e)
+                raise
+            self._report_backlog(now_s)
         return done
 
-    def _rebuild_node(self, nk: str, marks: Sequence) -> None:
-        cluster, node = marks[0].cluster, marks[0].node
+    def _due_marks(self, now_s: int, limit: int):
+        q = quarantine_t.c
+        d = dirty_t.c
+        sel = (sa.select(d.node_key, d.hour, d.cluster, d.node, d.version)
+               .select_from(dirty_t.outerjoin(quarantine_t, sa.and_(q.node_key == d.node_key,
+                                                                    q.hour == d.hour)))
+               .where(sa.or_(q.node_key.is_(None), q.version != d.version, q.retry_at_s <= now_s))
+               .order_by(d.node_key, d.hour).limit(limit))
         try:
             with self.engine.connect() as c:
-                series = {r.series_id: SeriesInfo(r.series_id, r.quantity, r.scope, r.temporality,
-                                                  r.pod_uid, r.container_key, r.net_class,
-                                                  r.direction, r.meta, r.seen_ns)
-                          for r in c.execute(sa.select(series_t).where(series_t.c.node_key == nk))}
+                return c.execute(sel).all()
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreUnavailable(f"ledger cannot read its dirty hours: {_reason(e)}") from e
+
+    def backlog(self, now_s: float | None = None, *, limit: int = 100) -> tuple[int, int, list[dict]]:
+        """(dirty node-hours, quarantined node-hours, the quarantined ones: node, hour, reason,
+        attempts, since, retry at), for health."""
+        with self.engine.connect() as c:
+            dirty = c.execute(sa.select(sa.func.count()).select_from(dirty_t)).scalar_one()
+            n_q = c.execute(sa.select(sa.func.count()).select_from(quarantine_t)).scalar_one()
+            rows = c.execute(sa.select(quarantine_t).order_by(quarantine_t.c.node_key,
+                                                              quarantine_t.c.hour).limit(limit)).all()
+        return dirty, n_q, [{"node": r.node_key, "hour": _iso(r.hour), "reason": r.reason,
+                             "attempts": r.attempts, "since": _iso(r.since_s),
+                             "retry_at": _iso(r.retry_at_s)} for r in rows]
+
+    def _report_backlog(self, now_s: int) -> None:
+        try:
+            dirty, n_q, rows = self.backlog(now_s)
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("cannot read the ledger's backlog: %s", _reason(e))
+            return
+        self.health.record_refresh(backlog=dirty, quarantined=rows, quarantined_count=n_q)
+
+    def _rebuild_node(self, nk: str, marks: Sequence, now_s: int) -> None:
+        cluster, node = marks[0].cluster, marks[0].node
+        built: dict[int, tuple[list, dict[int, SeriesInfo]]] = {}
+        failed: dict[int, str] = {}
+        t0 = time.perf_counter()
+        n_series = n_points = 0
+        try:
+            with self.engine.connect() as c:
                 node_first = c.execute(sa.select(node_first_t.c.first_ns)
                                        .where(node_first_t.c.node_key == nk)).scalar_one_or_none()
-                rows = []
+                inputs = self._node_inputs(c, nk, [m.hour for m in marks])
                 for m in marks:
-                    pts = self._hour_points(c, nk, m.hour, series)
-                    rows.extend(build_node_hour(hour_s=m.hour, cluster=cluster, node=node,
-                                                series=series, points=pts, pricing=self.pricing,
-                                                node_first_ns=node_first))
-            hours = [m.hour for m in marks]
-            days = sorted({h - h % 86400 for h in hours})
-            months = sorted({_month_start(h) for h in hours})
-            with self.engine.begin() as c:
-                c.execute(sa.delete(hourly_t).where(
-                    hourly_t.c.cluster == cluster, hourly_t.c.node == node,
-                    hourly_t.c.period_start.in_(hours)))
-                if rows:
-                    c.execute(sa.insert(hourly_t), [_row_dict(r) for r in rows])
-                for d in days:
-                    self._rollup(c, daily_t, hourly_t, cluster, node, d, d + 86400)
-                for mo in months:
-                    self._rollup(c, monthly_t, daily_t, cluster, node, mo, _next_month(mo))
-                self._store_labels(c, series)
-                for m in marks:
-                    c.execute(sa.delete(dirty_t).where(
-                        dirty_t.c.node_key == nk, dirty_t.c.hour == m.hour,
-                        dirty_t.c.version == m.version))
-        except sa.exc.SQLAlchemyError as e:
-            raise StoreUnavailable(f"ledger cannot rebuild node {nk}: {_reason(e)}") from e
+                    try:
+                        inp = inputs[m.hour]
+                        n_series += len(inp.series)
+                        n_points += len(inp.points)
+                        built[m.hour] = (build_node_hour(
+                            hour_s=m.hour, cluster=cluster, node=node, series=inp.series,
+                            points=inp.points, pricing=self.pricing, node_first_ns=node_first,
+                            prev_node_ns=inp.prev_node_ns), inp.series)
+                    except Exception as e:  # noqa: BLE001 - one hour's failure is that hour's
+                        if _unavailable(e):
+                            raise
+                        failed[m.hour] = _describe(e)
+        except Exception as e:  # noqa: BLE001
+            if _unavailable(e):
+                raise StoreUnavailable(f"ledger cannot rebuild node {nk}: {_reason(e)}") from e
+            for m in marks:  # reading the node failed as a whole: each hour carries the reason
+                failed.setdefault(m.hour, _describe(e))
+                built.pop(m.hour, None)
+        good = [m for m in marks if m.hour in built]
+        if good:
+            try:
+                self._commit_hours(cluster, node, nk, good, built)
+            except Exception as e:  # noqa: BLE001
+                if _unavailable(e):
+                    raise StoreUnavailable(f"ledger cannot rebuild node {nk}: {_reason(e)}") from e
+                for m in good:  # find the hours the database refuses, keep the others
+                    try:
+                        self._commit_hours(cluster, node, nk, [m], built)
+                    except Exception as e1:  # noqa: BLE001
+                        if _unavailable(e1):
+                            raise StoreUnavailable(f"ledger cannot rebuild node {nk}: "
+                                                   f"{_reason(e1)}") from e1
+                        failed[m.hour] = _describe(e1)
+        for m in marks:
+            if m.hour in failed:
+                self._quarantine(m, failed[m.hour], now_s)
+        self.health.record_rebuild(node_hours=len(marks) - len(failed), series=n_series,
+                                   points=n_points, seconds=time.perf_counter() - t0)
 
-    def _hour_points(self, c, nk: str, hour_s: int, series: dict[int, SeriesInfo]):
-        h0 = hour_s * NANOS_PER_SECOND
-        h1 = h0 + 3600 * NANOS_PER_SECOND
-        pts = c.execute(sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
-                                  points_t.c.value)
-                        .where(points_t.c.node_key == nk, points_t.c.time_ns >= h0 - MAX_GAP_NS,
-                               points_t.c.time_ns < h1)).all()
-        pts = [tuple(p) for p in pts]
-        # Cumulative keys with a point in the hour but none in the look-back need their exact
-        # predecessor, however old: else the first point of the hour would count from zero.
-        have_before: set[tuple[int, int]] = set()
-        in_hour: set[tuple[int, int]] = set()
-        for sid, start, t, _v in pts:
-            s = series.get(sid)
-            if s is None or s.temporality != CUMULATIVE:
-                continue
-            (in_hour if t >= h0 else have_before).add((sid, start))
-        need = sorted(in_hour - have_before)
-        if need:
-            r = points_t.alias("r")
-            for i in range(0, len(need), _CHUNK):
-                chunk = need[i:i + _CHUNK]
-                prev_t = (sa.select(sa.func.max(r.c.time_ns))
-                          .where(r.c.series_id == points_t.c.series_id,
-                                 r.c.start_ns == points_t.c.start_ns,
-                                 r.c.time_ns < h0 - MAX_GAP_NS)
-                          .scalar_subquery())
-                q = sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
-                              points_t.c.value).where(
-                    sa.tuple_(points_t.c.series_id, points_t.c.start_ns).in_(chunk),
-                    points_t.c.time_ns == prev_t)
-                pts.extend(tuple(p) for p in c.execute(q))
-        return pts
+    def _commit_hours(self, cluster: str, node: str, nk: str, marks: Sequence,
+                      built: dict[int, tuple[list, dict[int, SeriesInfo]]]) -> None:
+        hours = [m.hour for m in marks]
+        days = sorted({h - h % 86400 for h in hours})
+        months = sorted({_month_start(h) for h in hours})
+        rows = [r for h in hours for r in built[h][0]]
+        series: dict[int, SeriesInfo] = {}
+        for h in hours:
+            series.update(built[h][1])
+        with self.engine.begin() as c:
+            c.execute(sa.delete(hourly_t).where(
+                hourly_t.c.cluster == cluster, hourly_t.c.node == node,
+                hourly_t.c.period_start.in_(hours)))
+            if rows:
+                c.execute(sa.insert(hourly_t), [_row_dict(r) for r in rows])
+            for d in days:
+                self._rollup(c, daily_t, hourly_t, cluster, node, d, d + 86400)
+            for mo in months:
+                self._rollup(c, monthly_t, daily_t, cluster, node, mo, _next_month(mo))
+            for m in marks:
+                c.execute(sa.delete(dirty_t).where(
+                    dirty_t.c.node_key == nk, dirty_t.c.hour == m.hour,
+                    dirty_t.c.version == m.version))
+            recovered = c.execute(sa.delete(quarantine_t).where(
+                quarantine_t.c.node_key == nk, quarantine_t.c.hour.in_(hours))).rowcount
+            self._store_labels(c, series)
+        if recovered:
+            log.info("node %s: %d quarantined hour(s) rebuilt", nk, recovered)
+
+    def _quarantine(self, m, reason: str, now_s: int) -> None:
+        q = quarantine_t.c
+        with self.engine.begin() as c:
+            prev = c.execute(sa.select(q.attempts, q.reason, q.since_s).where(
+                q.node_key == m.node_key, q.hour == m.hour)).first()
+            attempts = 1 if prev is None else prev.attempts + 1
+            retry = min(QUARANTINE_MAX_RETRY_S, QUARANTINE_FIRST_RETRY_S * 2 ** min(attempts - 1, 16))
+            row = {"node_key": m.node_key, "hour": m.hour, "version": m.version,
+                   "reason": reason[:2000], "attempts": attempts,
+                   "since_s": now_s if prev is None else prev.since_s, "retry_at_s": now_s + retry}
+            ins = _insert(self.engine, quarantine_t)
+            c.execute(ins.on_conflict_do_update(
+                index_elements=["node_key", "hour"],
+                set_={k: ins.excluded[k] for k in ("version", "reason", "attempts", "retry_at_s")}),
+                row)
+        self.health.record_quarantine()
+        if prev is None or prev.reason != row["reason"]:  # logged once per hour and reason
+            log.warning("node %s, hour %s: rebuild failed, quarantined (kept, retried when new "
+                        "points arrive or in %d s): %s", m.node_key, _iso(m.hour), retry, reason)
+
+    def _node_inputs(self, c, nk: str, hours: Sequence[int]) -> dict[int, _HourInputs]:
+        """What each node-hour is built from: the node's points in [h0 − MAX_GAP, h1), each
+        counter's predecessor, the series that have those points (and the node's own: its
+        attributes choose the rates), and for each counter's first point the node's previous
+        point. Hours close together are read with one range query; the work follows the series
+        with points in those hours, never every series the node had."""
+        out: dict[int, _HourInputs] = {}
+        group: list[int] = []
+        for h in sorted(hours):
+            if group and h - group[0] >= _READ_SPAN_S:
+                out.update(self._group_inputs(c, nk, group))
+                group = []
+            group.append(h)
+        if group:
+            out.update(self._group_inputs(c, nk, group))
+        return out
+
+    def _group_inputs(self, c, nk: str, hours: list[int]) -> dict[int, _HourInputs]:
+        out: dict[int, _HourInputs] = {}
+        lo = hours[0] * NANOS_PER_SECOND - MAX_GAP_NS
+        hi = (hours[-1] + 3600) * NANOS_PER_SECOND
+        allp = sorted((tuple(p) for p in c.execute(
+            sa.select(points_t.c.time_ns, points_t.c.series_id, points_t.c.start_ns,
+                      points_t.c.value)
+            .where(points_t.c.node_key == nk, points_t.c.time_ns >= lo,
+                   points_t.c.time_ns < hi))))
+        times = [p[0] for p in allp]
+        series = self._load_series(c, nk, {p[1] for p in allp})
+        node_sids = {sid for sid, si in series.items() if si.scope == "node"}
+        # each cumulative key's points in the range, by time
+        by_key: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+        for t, sid, start, v in allp:
+            si = series.get(sid)
+            if si is not None and si.temporality == CUMULATIVE:
+                by_key[(sid, start)].append((t, v))
+        per_hour: dict[int, tuple[list, dict, list]] = {}
+        need_db: set[tuple[int, int]] = set()
+        for h in hours:
+            h0 = h * NANOS_PER_SECOND
+            i, j = bisect.bisect_left(times, h0 - MAX_GAP_NS), bisect.bisect_left(times, h0 + NANOS_PER_HOUR)
+            pts = [(sid, start, t, v) for t, sid, start, v in allp[i:j]]
+            first_in_hour: dict[tuple[int, int], int] = {}
+            have_before: set[tuple[int, int]] = set()
+            for sid, start, t, _v in pts:
+                si = series.get(sid)
+                if si is None or si.temporality != CUMULATIVE:
+                    continue
+                if t >= h0:
+                    if t < first_in_hour.get((sid, start), h0 + NANOS_PER_HOUR):
+                        first_in_hour[(sid, start)] = t
+                else:
+                    have_before.add((sid, start))
+            preds: dict[tuple[int, int], tuple[int, float] | None] = {}
+            for k in first_in_hour:
+                if k in have_before:
+                    continue
+                # the newest point before the look-back: in the range read, or before it
+                ks = by_key[k]
+                m = bisect.bisect_left(ks, (h0 - MAX_GAP_NS,))
+                if m > 0:
+                    preds[k] = ks[m - 1]
+                else:
+                    preds[k] = None
+                    need_db.add(k)
+            per_hour[h] = (pts, preds, sorted(first_in_hour.items()))
+        found = self._predecessors(c, need_db, lo) if need_db else {}
+        for h in hours:
+            pts, preds, firsts_in_hour = per_hour[h]
+            pts = list(pts)
+            firsts: list[int] = []
+            for k, t1 in firsts_in_hour:
+                if k not in preds:
+                    continue
+                p = preds[k] or found.get(k)
+                if p is None:
+                    firsts.append(t1)  # the counter's first point ever
+                else:
+                    pts.append((k[0], k[1], p[0], p[1]))
+            prev_node: dict[int, int | None] = {}
+            for t1 in sorted(set(firsts)):
+                j = bisect.bisect_left(times, t1 - FIRST_EXPORT_SLACK_NS)
+                if j > 0:  # every point of the node from lo to t1 is in the range read
+                    prev_node[t1] = times[j - 1]
+                else:
+                    prev_node[t1] = c.execute(sa.select(sa.func.max(points_t.c.time_ns)).where(
+                        points_t.c.node_key == nk,
+                        points_t.c.time_ns < t1 - FIRST_EXPORT_SLACK_NS)).scalar()
+            sids = {p[0] for p in pts} | node_sids
+            out[h] = _HourInputs({sid: si for sid, si in series.items() if sid in sids}, pts, prev_node)
+        return out
+
+    def _predecessors(self, c, keys: set[tuple[int, int]], before_ns: int) -> dict[tuple[int, int], tuple[int, float]]:
+        """The newest point before `before_ns` of each (series, start) in `keys`, found through
+        the primary key (series_id, start_ns, time_ns), then joined back for its value."""
+        out: dict[tuple[int, int], tuple[int, float]] = {}
+        sids = sorted({sid for sid, _start in keys})
+        for i in range(0, len(sids), _CHUNK):
+            last = (sa.select(points_t.c.series_id, points_t.c.start_ns,
+                              sa.func.max(points_t.c.time_ns).label("t"))
+                    .where(points_t.c.series_id.in_(sids[i:i + _CHUNK]),
+                           points_t.c.time_ns < before_ns)
+                    .group_by(points_t.c.series_id, points_t.c.start_ns).subquery())
+            q = sa.select(points_t.c.series_id, points_t.c.start_ns, points_t.c.time_ns,
+                          points_t.c.value).join(last, sa.and_(
+                              points_t.c.series_id == last.c.series_id,
+                              points_t.c.start_ns == last.c.start_ns,
+                              points_t.c.time_ns == last.c.t))
+            for sid, start, t, v in c.execute(q):
+                if (sid, start) in keys:
+                    out[(sid, start)] = (t, v)
+        return out
+
+    def _load_series(self, c, nk: str, sids: set[int]) -> dict[int, SeriesInfo]:
+        cols = (series_t.c.series_id, series_t.c.quantity, series_t.c.scope,
+                series_t.c.temporality, series_t.c.pod_uid, series_t.c.container_key,
+                series_t.c.net_class, series_t.c.direction, series_t.c.meta, series_t.c.seen_ns,
+                series_t.c.namespace)
+        out: dict[int, SeriesInfo] = {}
+
+        def add(rows) -> None:
+            for r in rows:
+                out[r.series_id] = SeriesInfo(r.series_id, r.quantity, r.scope, r.temporality,
+                                              r.pod_uid, r.container_key, r.net_class,
+                                              r.direction, r.meta, r.seen_ns, r.namespace)
+
+        add(c.execute(sa.select(*cols).where(series_t.c.node_key == nk,
+                                             series_t.c.scope == "node")))
+        want = sorted(sids - set(out))
+        for i in range(0, len(want), _CHUNK):
+            add(c.execute(sa.select(*cols).where(series_t.c.series_id.in_(want[i:i + _CHUNK]))))
+        return out
 
     def _rollup(self, c, dst: sa.Table, src: sa.Table, cluster: str, node: str, lo: int, hi: int) -> None:
         c.execute(sa.delete(dst).where(dst.c.cluster == cluster, dst.c.node == node,
@@ -524,18 +1171,24 @@ class Store:
     def oldest_accepted_ns(self, now: datetime) -> int:
         return int((now - timedelta(days=self.retention.points_days)).timestamp()) * NANOS_PER_SECOND
 
-    def apply_retention(self, now: datetime) -> None:
+    def apply_retention(self, now: datetime) -> dict[str, int]:
         """Drop what retention no longer keeps. Per (series, start) the newest point before the
-        cut is kept: it is the predecessor the next delta is computed against."""
+        cut is kept: it is the predecessor the next delta is computed against. A series with no
+        point at all within the points retention is pruned with its points; pods and nodes left
+        without series go with it (a node that comes back is new: its pods then are a
+        baseline). Dirty marks of hours older than the raw points are dropped: those hours can
+        no longer be rebuilt faithfully, their rows stay as last built. Returns counts."""
         cut_points = self.oldest_accepted_ns(now)
         now_s = int(now.timestamp())
+        out: dict[str, int] = {}
         try:
             with self.engine.begin() as c:
                 r = points_t.alias("r")
                 newer_before_cut = (sa.select(sa.literal(1)).where(
                     r.c.series_id == points_t.c.series_id, r.c.start_ns == points_t.c.start_ns,
                     r.c.time_ns > points_t.c.time_ns, r.c.time_ns < cut_points).exists())
-                c.execute(sa.delete(points_t).where(points_t.c.time_ns < cut_points, newer_before_cut))
+                out["points"] = c.execute(sa.delete(points_t).where(
+                    points_t.c.time_ns < cut_points, newer_before_cut)).rowcount
                 c.execute(sa.delete(hourly_t).where(
                     hourly_t.c.period_start < now_s - self.retention.hourly_days * 86400))
                 c.execute(sa.delete(daily_t).where(
@@ -543,8 +1196,59 @@ class Store:
                 if self.retention.monthly_days is not None:
                     c.execute(sa.delete(monthly_t).where(
                         monthly_t.c.period_start < now_s - self.retention.monthly_days * 86400))
+            out.update(self._prune(cut_points))
         except sa.exc.SQLAlchemyError as e:
             raise StoreUnavailable(f"ledger retention failed: {_reason(e)}") from e
+        self.health.record_pruned(out.get("series", 0))
+        if out.get("series"):
+            log.info("pruned %d series with no point for %d days (%d pods, %d nodes left "
+                     "without series)", out["series"], self.retention.points_days,
+                     out.get("pods", 0), out.get("nodes", 0))
+        return out
+
+    def _prune(self, cut_points: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        dead = sa.select(series_t.c.series_id).where(series_t.c.seen_ns < cut_points)
+        with self.engine.begin() as c:
+            out["dead_points"] = c.execute(sa.delete(points_t).where(
+                points_t.c.series_id.in_(dead))).rowcount
+            out["series"] = c.execute(sa.delete(series_t).where(
+                series_t.c.seen_ns < cut_points)).rowcount
+            if out["series"]:
+                has_series = sa.select(sa.literal(1)).where(
+                    series_t.c.pod_uid == pod_ns_t.c.pod_uid,
+                    series_t.c.cluster == pod_ns_t.c.cluster).exists()
+                out["pods"] = c.execute(sa.delete(pod_ns_t).where(~has_series)).rowcount
+                c.execute(sa.delete(pods_t).where(~sa.select(sa.literal(1)).where(
+                    series_t.c.pod_uid == pods_t.c.pod_uid).exists()))
+                nodes = {nk for (nk,) in c.execute(sa.select(node_facts_t.c.node_key))} | \
+                    {nk for (nk,) in c.execute(sa.select(node_first_t.c.node_key))}
+                gone = [nk for nk in sorted(nodes) if c.execute(
+                    sa.select(series_t.c.series_id).where(series_t.c.node_key == nk).limit(1)).first() is None]
+                for i in range(0, len(gone), _CHUNK):
+                    chunk = gone[i:i + _CHUNK]
+                    c.execute(sa.delete(node_facts_t).where(node_facts_t.c.node_key.in_(chunk)))
+                    c.execute(sa.delete(node_first_t).where(node_first_t.c.node_key.in_(chunk)))
+                out["nodes"] = len(gone)
+            old_hour = cut_points // NANOS_PER_SECOND - 2 * 3600
+            out["expired_marks"] = c.execute(sa.delete(dirty_t).where(dirty_t.c.hour < old_hour)).rowcount
+            c.execute(sa.delete(quarantine_t).where(quarantine_t.c.hour < old_hour))
+        if out.get("expired_marks"):
+            log.warning("dropped %d dirty node-hours older than the raw points (kept as last "
+                        "built)", out["expired_marks"])
+        if out.get("nodes") or out.get("series"):
+            with self._state_lock:  # forget what the database forgot
+                for cache in (self._facts, self._node_first, self._node_newest):
+                    cache.clear()
+        return out
+
+
+def _iso(t_s: int) -> str:
+    return datetime.fromtimestamp(t_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {_reason(e)}"
 
 
 def _row_dict(r) -> dict:

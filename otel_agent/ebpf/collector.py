@@ -47,6 +47,7 @@ TRACEPOINTS: dict[str, tuple[tuple[str, str], ...]] = {
     "lifecycle": (("cgroup:cgroup_mkdir", "lifecycle_cgroup_mkdir"),
                   ("cgroup:cgroup_rmdir", "lifecycle_cgroup_rmdir")),
     "cpu": (("sched:sched_switch", "cpu_sched_switch"),
+            ("sched:sched_stat_runtime", "cpu_sched_stat_runtime"),
             ("sched:sched_wakeup", "cpu_sched_wakeup"),
             ("sched:sched_wakeup_new", "cpu_sched_wakeup_new"),
             ("cgroup:cgroup_attach_task", "cpu_cgroup_attach_task"),

@@ -81,18 +81,20 @@ def to_samples(raw: RawCounters) -> tuple[list[Sample], list[HistogramSample]]:
 
 def held_back(slots, now_ns: int) -> tuple[dict[int, int], dict[int, Hist]]:
     """What the CPU program holds in its per-CPU slots (struct cpu_slot, bpf/cpu.c) and has not
-    written to cpu_time / runq yet, per cgroup: on-CPU ns added up while one cgroup's tasks
-    follow each other (pend_ns), the running task's time since it was switched in (when its
-    cgroup is known), and run-queue waits held as a small histogram. Without it a map value
-    lags by up to the running task's whole slice: a CPU hog alone on its CPU is not switched
-    out for seconds. now_ns is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()."""
+    written to cpu_time / runq yet, per cgroup: the scheduler's runtime deltas added up while
+    one cgroup's tasks follow each other (pend_ns), and run-queue waits held as a small
+    histogram. Without it a map value lags by up to the running task's whole slice: a CPU hog
+    alone on its CPU is not switched out for seconds. A running task whose slice no runtime
+    event has counted yet (a real-time task before 6.8, which the program counts from switch
+    to switch) adds its time since it was switched in, when its cgroup is known. now_ns is
+    CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns()."""
     cpu: dict[int, int] = {}
     waits: dict[int, Hist] = {}
     for s in slots:
         if s.pend_ns and s.pend_cgroup:
             cpu[s.pend_cgroup] = cpu.get(s.pend_cgroup, 0) + s.pend_ns
         running = s.cur_task != 0 and s.cur_task != s.idle_task
-        if running and s.cur_cgroup and s.last_ns and now_ns > s.last_ns:
+        if running and not s.counted and s.cur_cgroup and s.last_ns and now_ns > s.last_ns:
             cpu[s.cur_cgroup] = cpu.get(s.cur_cgroup, 0) + now_ns - s.last_ns
         if s.wait_n and s.wait_cgroup:
             slots_, total = waits.get(s.wait_cgroup, ((0,) * HIST_SLOTS, 0))

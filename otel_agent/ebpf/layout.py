@@ -44,7 +44,7 @@ class LpmKey(ct.Structure):  # struct lpm_key, bpf/net.c
 class CpuSlot(ct.Structure):  # struct cpu_slot, bpf/cpu.c
     _fields_ = [("last_ns", ct.c_uint64), ("pend_cgroup", ct.c_uint64), ("pend_ns", ct.c_uint64),
                 ("cur_cgroup", ct.c_uint64), ("cur_gen", ct.c_uint64), ("cur_task", ct.c_uint64),
-                ("idle_task", ct.c_uint64), ("pad", ct.c_uint64),
+                ("idle_task", ct.c_uint64), ("counted", ct.c_uint64),
                 ("wait_cgroup", ct.c_uint64), ("wait_first_ns", ct.c_uint64), ("wait_sum_ns", ct.c_uint64),
                 ("wait_n", ct.c_uint64), ("wait_slots", ct.c_uint32 * HIST_SLOTS)]
 

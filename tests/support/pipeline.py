@@ -145,17 +145,21 @@ class Rotel(Process):
 
 
 class CostProcessor(Process):
-    """`otel-agent cost serve` on an SQLite ledger under `tmp`."""
+    """`otel-agent cost serve` on an SQLite ledger under `tmp` (or the ledger URL given), with
+    any further `serve` flags."""
 
-    def __init__(self, tmp: Path, *, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, *, port: int | None = None, ledger: str | None = None,
+                 refresh_seconds: float = 1.0, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.db = tmp / "ledger.db"
+        self.ledger = ledger or f"sqlite:///{self.db}"
         pricing = tmp / "pricing.yaml"
         pricing.write_text(PRICING_YAML)
         super().__init__(
             [sys.executable, "-m", "otel_agent.cost.cli", "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--ledger", f"sqlite:///{self.db}", "--pricing", str(pricing), "--refresh-seconds", "1"],
-            tmp / "cost.log")
+             "--ledger", self.ledger, "--pricing", str(pricing),
+             "--refresh-seconds", str(refresh_seconds), *args],
+            tmp / f"cost-{self.port}.log" if ledger or args else tmp / "cost.log")
 
     def start(self) -> CostProcessor:
         super().start()
@@ -212,6 +216,17 @@ def ledger_cpu(db: Path) -> tuple[dict[str, PodBill], float]:
         elif kind == "unallocated":
             unallocated += qty * 3600
     return bills, unallocated
+
+
+def ledger_container_cpu(db: Path) -> dict[tuple[str, str], float]:
+    """Per (pod uid, container name): the CPU seconds the ledger bills to that container (its
+    container rows, summed over hours). Read after the cost processor stopped."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as c:
+        for uid, container, qty in c.execute("SELECT pod_uid, container, usage_qty FROM ledger_hourly "
+                                             "WHERE resource = 'cpu' AND kind = 'container'"):
+            out[(uid, container)] += qty * 3600
+    return dict(out)
 
 
 def ledger_counts(db: Path) -> dict[str, int]:

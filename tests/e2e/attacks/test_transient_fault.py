@@ -36,11 +36,11 @@ class Fault:
         self.hits = 0
         real = store.write
 
-        def write(batch):  # noqa: ANN001
+        def write(batch, **kw):  # noqa: ANN001, ANN003
             if self.on.is_set():
                 self.hits += 1
                 raise RuntimeError("injected: an unexpected bug while storing")
-            return real(batch)
+            return real(batch, **kw)
 
         store.write = write  # type: ignore[method-assign]
 

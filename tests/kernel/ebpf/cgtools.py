@@ -36,9 +36,11 @@ class StolenTime:
     """Upper bound of the CPU time the hypervisor stole on this machine between start and now.
 
     With paravirt steal accounting (KVM/Firecracker guests) the kernel leaves stolen time out
-    of every task's sum_exec_runtime, hence out of rusage and cpu.stat; the sched_switch
-    program sees wall-clock time between switches and bills it to the task that was current.
-    So eBPF may exceed the kernel's CPU time by at most the steal of the interval. /proc/stat
+    of every task's sum_exec_runtime, hence out of rusage and cpu.stat. The CPU program counts
+    the scheduler's runtime deltas, which leave it out too; only a slice no runtime event
+    counted (a real-time task before 6.8) is timed from switch to switch, wall-clock time
+    billed to the task that was current. There eBPF may exceed the kernel's CPU time by at most
+    the steal of the interval. /proc/stat
     counts it in whole ticks (truncated): a CPU whose counter moved by n ticks stole less than
     n + 1; one whose counter did not move stole no whole tick, and is allowed nothing, so on an
     unloaded host the bound is zero and the assertion as strict as without it.

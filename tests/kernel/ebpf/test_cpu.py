@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,17 +14,17 @@ pytestmark = pytest.mark.kernel
 
 
 def test_on_cpu_time_matches_cpu_stat(collector, cgroups):
+    """The scheduler's runtime deltas are cpu.stat's summands: equal to the microsecond, steal
+    or not (see StolenTime)."""
     _, pod = cgroups.pod()
     _, ctr = cgroups.container(pod)
     cgid = os.stat(ctr).st_ino
-    stolen = StolenTime()
     wait_json(cgroups.spawn(ctr, "burn", "3"))
     r = collector.read()
     kernel = cpu_usage_seconds(ctr)
-    steal = stolen.seconds()  # in eBPF's time, not in cpu.stat (see StolenTime)
     ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
     assert kernel > 2.9
-    assert kernel - 0.01 * kernel <= ebpf <= kernel + 0.01 * kernel + steal, (ebpf, kernel, steal)
+    assert abs(ebpf - kernel) <= 0.001 * kernel + 20e-6, (ebpf, kernel)
     assert r.paths[cgid] == cgroups.rel(ctr)
 
 
@@ -109,7 +110,8 @@ def test_a_tiny_task_table_loses_waits_but_never_charges_them_elsewhere(cgroups)
     """bpf_task_entries=4: two sets of two ways for every thread of this machine, so tasks keep
     taking each other's ways. That is counted (failed updates of "tasks"); a wait whose entry
     was taken over is lost, never charged to another cgroup: no histogram exceeds the kernel's
-    run_delay of its own processes. On-CPU time needs no task entry and stays exact."""
+    run_delay of its own processes. On-CPU time needs a task's entry only for a runtime delta
+    reported from another CPU (rare), and stays within 1%."""
     from otel_agent.ebpf import BpfCollector, BpfConfig
     from tests.kernel.ebpf.cgtools import V2_ROOT
 
@@ -146,3 +148,80 @@ def test_a_tiny_task_table_loses_waits_but_never_charges_them_elsewhere(cgroups)
         ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
         assert kernel * 0.99 <= ebpf <= kernel * 1.01 + steal, (ebpf, kernel, steal)
     assert counted > 0.05  # not vacuous: waits were still seen
+
+
+LOAD_SECONDS = 60  # the load stops by itself after this long; the test kills it long before
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(all, idle + iowait, steal) ticks of the whole machine, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(f[:8]), f[3] + f[4], f[7]
+
+
+def test_on_cpu_time_is_cpu_stat_time_on_a_busy_node(collector, cgroups):
+    """Every CPU kept busy by another pod (two spinning processes per CPU) while short-lived
+    containers whose processes fork come and go, every third one inside a pod that lives on.
+    On-CPU time is the sum of the scheduler's runtime deltas, the very deltas cpu.stat adds up,
+    so each container's BPF time is its cpu.stat to 0.1%, with no allowance for steal: a clock
+    read at each sched_switch counts the time the hypervisor stole from the vCPU while the
+    task was current, which cpu.stat leaves out (+8% on one container of 17 measured here)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    _, load_pod = cgroups.pod()
+    _, load = cgroups.container(load_pod)
+    for _ in range(2 * len(cpus)):
+        cgroups.spawn(load, "spin", str(LOAD_SECONDS))
+    _, web = cgroups.pod()  # lives on: its "app" runs through the test, containers die in it
+    _, app = cgroups.container(web)
+    cgroups.spawn(app, "spin", str(LOAD_SECONDS))
+    time.sleep(0.3)
+    t0 = _cpu_ticks()
+    done = []
+    for i in range(9):
+        pod = web if i % 3 == 2 else cgroups.pod()[1]
+        _, ctr = cgroups.container(pod)
+        wait_json(cgroups.spawn(ctr, "forkburn", str(1 + i % 2), "0.03"))
+        done.append((os.stat(ctr).st_ino, cpu_usage_seconds(ctr), pod == web))
+        ctr.rmdir()  # the container is gone; the kernel keeps its usage only in the pod's
+    t1 = _cpu_ticks()
+    r = collector.read()
+    busy = 1 - (t1[1] - t0[1]) / (t1[0] - t0[0])
+    print(f"busy {busy:.1%}, steal {(t1[2] - t0[2]) / os.sysconf('SC_CLK_TCK') * 1e3:.0f} ms")
+    assert busy >= 0.9, busy  # the premise: no CPU sat idle meanwhile
+    assert sum(in_live_pod for *_, in_live_pod in done) == 3
+    for cgid, kernel, _ in done:
+        ebpf = value(r, cgid, "bpf.cpu.on_cpu_time")
+        assert kernel >= 0.05
+        # cpu.stat is in whole microseconds; the exiting processes' last scheduler deltas
+        # may come after it was read
+        assert abs(ebpf - kernel) <= 0.001 * kernel + 20e-6, (cgid, ebpf, kernel)
+
+
+def test_a_slice_no_runtime_event_counted_is_counted_from_switch_to_switch(cgroups):
+    """Before 6.8 only the fair class reported its runtime deltas: a real-time task's slice saw
+    no sched_stat_runtime event, and the switch program counts such a slice from switch to
+    switch (steal included). Emulated here with the runtime program detached: every slice
+    then takes that path, and on-CPU time is cpu.stat's within the steal of the interval."""
+    from otel_agent.ebpf import BpfCollector, BpfConfig
+    from tests.kernel.ebpf.cgtools import V2_ROOT
+
+    col = BpfCollector(BpfConfig(profile="minimal", cgroup_root=V2_ROOT))
+    col.start()
+    try:
+        fds = col._tp_fds["cpu"]
+        runtime = [(tp, fd) for tp, fd in fds if tp == "sched:sched_stat_runtime"]
+        assert len(runtime) == 1
+        os.close(runtime[0][1])  # a raw tracepoint attachment: closing it detaches
+        fds.remove(runtime[0])
+        _, pod = cgroups.pod()
+        _, ctr = cgroups.container(pod)
+        stolen = StolenTime()
+        wait_json(cgroups.spawn(ctr, "forkburn", "1", "0.5"))
+        r = col.read()
+        steal = stolen.seconds()
+    finally:
+        col.stop()
+    kernel = cpu_usage_seconds(ctr)
+    ebpf = value(r, os.stat(ctr).st_ino, "bpf.cpu.on_cpu_time")
+    assert kernel > 0.95
+    assert kernel * 0.99 <= ebpf <= kernel * 1.01 + steal, (ebpf, kernel, steal)

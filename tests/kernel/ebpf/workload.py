@@ -27,6 +27,24 @@ def main() -> None:
     out: dict = {}
     if mode == "burn":  # a CPU hog for N CPU-seconds
         burn(float(args[0]))
+    elif mode == "spin":  # a CPU hog for N wall seconds at most: load that stops by itself
+        end = time.monotonic() + float(args[0])
+        while time.monotonic() < end:
+            pass
+    elif mode == "forkburn":  # fork K children that burn S CPU-seconds each, burn S, reap them
+        import os
+
+        k, secs = int(args[0]), float(args[1])
+        kids = []
+        for _ in range(k):
+            pid = os.fork()
+            if pid == 0:
+                burn(secs)
+                os._exit(0)
+            kids.append(pid)
+        burn(secs)
+        for pid in kids:
+            os.waitpid(pid, 0)
     elif mode == "wakeburn":  # burn 2 ms, sleep 1 ms, for N wall seconds: many short waits
         end = time.monotonic() + float(args[0])
         while time.monotonic() < end:

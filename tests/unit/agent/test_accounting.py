@@ -123,6 +123,18 @@ def test_bpf_tail_completes_a_stale_final_once():
     ])
 
 
+def test_a_final_is_bpfs_own_total_when_file_plus_tail_falls_short():
+    # BPF saw A's whole life and was read after the file: it holds 0.1 s the file reading does
+    # not (A ran while a busy node preempted the agent between its two reads). File + tail,
+    # 2.0 + 0.9, is 0.1 s short of the kernel's 3.0; BPF's total, the scheduler's runtime
+    # deltas that cpu.stat adds up too, is not. Both are lower bounds: the larger is billed.
+    run([
+        Row({POD: 5.0, A: 2.0}, on_cpu={A: 2.1}, cpu={POD: 5.0, A: 2.0}),
+        Row({POD: 6.0}, on_cpu={A: 3.0}, removed={A}, cpu={POD: 6.0, A: 3.0}, acked={A},
+            forgotten={A}),
+    ])
+
+
 def test_without_bpf_at_the_last_read_the_larger_of_file_and_bpf():
     run([
         Row({POD: 5.0, A: 2.0}, on_cpu={}, cpu={POD: 5.0, A: 2.0}),

@@ -22,6 +22,18 @@ rates:
 """
 
 
+def first_arrival_in_window(seq: list, time_of) -> list:
+    """`seq` reordered so that its first element is within the first-seen window of the
+    earliest (validate.FIRST_SEEN_WINDOW_NS): ingest is order-independent as long as a node's
+    first arrival is that close to its first point, which is what retries and queues produce.
+    Everything else keeps its order. `time_of(x)` is the earliest point time of an element."""
+    from otel_agent.cost.validate import FIRST_SEEN_WINDOW_NS
+
+    earliest = min(time_of(x) for x in seq)
+    j = next(i for i, x in enumerate(seq) if time_of(x) <= earliest + FIRST_SEEN_WINDOW_NS)
+    return [seq[j], *seq[:j], *seq[j + 1:]]
+
+
 def pricing():
     return parse_pricing(PRICING_YAML, "test-pricing.yaml")
 

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from otel_agent.cost.ingest import decode
 from otel_agent.cost.store import Store, hourly_t, node_first_t
+from otel_agent.cost.validate import counter_allowance
 from tests.unit.cost.builders import H, S, T0, Res, container_attrs, node_attrs, request
-from tests.unit.cost.ledger_helpers import pricing, snapshot, unbalanced
+from tests.unit.cost.ledger_helpers import first_arrival_in_window, pricing, snapshot, unbalanced
 
 CAPACITY, ALLOCATABLE, SYSTEM_CORES = 4.0, 3.5, 0.75  # system above the 0.5 reserved
 STEP_S = 60
@@ -243,17 +244,24 @@ def test_a_late_first_point_of_another_series_undoes_the_baselines(ledger_url, t
     _write(s, early_gauge)
     assert snapshot(s) == expected
     got = _hourly(s)
-    # "edge" counts from its creation, "old" from long before: its first point is its whole life
+    # "edge" counts from its creation. "old" missed the node's first export, so it is not a
+    # baseline; its first point claims its whole life, but no counter can claim more than the
+    # node's cores since the node's previous point (the capacity reading at FIRST_S): that is
+    # what is billed for it, then its own usage after its first point.
     end_h1 = max(e for e in ORDER_EXPORTS if e < 2 * 3600)
     assert got[(1, "container", "edge")] == pytest.approx(0.25 * (end_h1 - 3590) / 3600)
-    assert got[(1, "container", "old")] > OLD.cores * 86400 / 3600
+    bound = counter_allowance(CAPACITY, (3600 - FIRST_S) * S) / 3600
+    assert OLD.cpu(3600) / 3600 > 10 * bound
+    assert got[(1, "container", "old")] == pytest.approx(bound + OLD.cores * (end_h1 - 3600) / 3600)
     s.close()
 
 
 def test_shuffled_duplicated_batches_give_the_same_ledger(ledger_url, tmp_path):
     expected = _reference(tmp_path)
-    reqs = [ORDER_NODE.export(t_s) for t_s in ORDER_EXPORTS] * 2
-    random.Random(7).shuffle(reqs)
+    times = ORDER_EXPORTS * 2
+    random.Random(7).shuffle(times)
+    times = first_arrival_in_window(times, lambda t_s: T0 + t_s * S)
+    reqs = [ORDER_NODE.export(t_s) for t_s in times]
     s = Store(ledger_url, pricing=pricing())
     for i, r in enumerate(reqs):
         _write(s, r)
@@ -271,6 +279,7 @@ def test_any_order_and_any_restart_give_the_same_ledger(tmp_path_factory, order,
                                                          reopen_at):
     d = tmp_path_factory.mktemp("order")
     expected = _reference(d)
+    order = first_arrival_in_window(list(order), lambda j: T0 + ORDER_EXPORTS[j] * S)
     url = f"sqlite:///{d}/l.db"
     s = Store(url, pricing=pricing())
     for i, j in enumerate(order):

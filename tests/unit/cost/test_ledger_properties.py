@@ -1,5 +1,8 @@
 """Property tests: any interleaving, duplication or reordering of export batches yields the
-same ledger, and money is conserved (allocated + overhead + idle = node, to the micro-unit)."""
+same ledger, and money is conserved (allocated + overhead + idle = node, to the micro-unit).
+
+"Any" within the first-seen rule (validate.FIRST_SEEN_WINDOW_NS): the node's first arrival
+lies within the window of its first point; after it, any order."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from otel_agent.cost.allocation import allocations
 from otel_agent.cost.store import Store
 from otel_agent.cost.types import Model, SharePolicy, Window
 from tests.unit.cost import scenario
-from tests.unit.cost.ledger_helpers import ingest, pricing, snapshot, unbalanced
+from tests.unit.cost.ledger_helpers import (first_arrival_in_window, ingest, pricing, snapshot,
+                                            unbalanced)
 
 ITEMS = scenario.items(duration_s=2 * 3600, step_s=300)
 _counter = itertools.count()
@@ -37,7 +41,7 @@ def deliveries(draw):
     idx = []
     for i in range(len(ITEMS)):
         idx += [i] * draw(st.integers(1, 3))
-    order = draw(st.permutations(idx))
+    order = first_arrival_in_window(draw(st.permutations(idx)), lambda j: ITEMS[j].time)
     cuts = sorted(set(draw(st.lists(st.integers(1, len(order) - 1), max_size=12))))
     bounds = [0, *cuts, len(order)]
     batches = [[ITEMS[j] for j in order[a:b]] for a, b in zip(bounds, bounds[1:])]

@@ -9,7 +9,8 @@ import pytest
 
 from otel_agent.cost.store import Retention, Store, daily_t, monthly_t
 from tests.unit.cost import scenario
-from tests.unit.cost.ledger_helpers import ingest, pricing, snapshot, totals, unbalanced
+from tests.unit.cost.ledger_helpers import (first_arrival_in_window, ingest, pricing, snapshot,
+                                            totals, unbalanced)
 from tests.unit.cost.scenario import EXPECTED_CORE_HOURS as EXP
 
 
@@ -53,6 +54,7 @@ def test_shuffled_and_duplicated_batches_give_the_same_ledger(ledger_url, tmp_pa
         rng.shuffle(shuffled)
         batches += [shuffled[i:i + 37] for i in range(0, len(shuffled), 37)]
     rng.shuffle(batches)
+    batches = first_arrival_in_window(batches, lambda b: min(it.time for it in b))
     s = Store(ledger_url, pricing=pricing())
     for i, b in enumerate(batches):
         ingest(s, [b])

@@ -99,7 +99,7 @@ def test_series_limit_per_namespace(served):
     req = request(good("u1"), good("u2"), good("u3"), good("o1", ns="other"))
     resp = call(req.SerializeToString(), timeout=10)
     assert resp.partial_success.rejected_data_points == 1
-    assert "namespace team-a: over its limit of 2 series" in resp.partial_success.error_message
+    assert "namespace team-a: over its limit of 2 live series" in resp.partial_success.error_message
     assert stored_points(store) == 3
     # known series keep flowing; a new one in the full namespace is refused
     resp = call(request(good("u1", v=20.0, t_s=120), good("u4")).SerializeToString(), timeout=10)

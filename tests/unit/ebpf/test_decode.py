@@ -132,17 +132,22 @@ def test_held_back_adds_pending_running_and_waits_per_cgroup():
     from otel_agent.ebpf.decode import held_back
 
     slots = [
-        # CPU 0: 3 ms of cgroup 7 added up, cgroup 7's task running for 2 ms, two waits held
+        # CPU 0: 3 ms of runtime deltas of cgroup 7 added up, its task running (its slice
+        # counted by runtime events: nothing more to add), two waits held
         _slot(last_ns=1_000_000, pend_cgroup=7, pend_ns=3_000_000, cur_cgroup=7, cur_task=0xA0,
-              idle_task=0xF0, wait_cgroup=7, wait_n=2, wait_sum_ns=5000, wait_slots={2: 1, 3: 1}),
+              idle_task=0xF0, counted=1, wait_cgroup=7, wait_n=2, wait_sum_ns=5000,
+              wait_slots={2: 1, 3: 1}),
         # CPU 1: idle now; 1 ms of cgroup 9 not flushed; one wait of 9 held
         _slot(last_ns=2_500_000, pend_cgroup=9, pend_ns=1_000_000, cur_cgroup=0, cur_task=0xF1,
               idle_task=0xF1, wait_cgroup=9, wait_n=1, wait_sum_ns=700, wait_slots={0: 1}),
         # CPU 2: a task of unknown cgroup running: nothing can be said for it
         _slot(last_ns=2_000_000, cur_cgroup=0, cur_task=0xB0),
+        # CPU 3: a task of cgroup 11 running 0.5 ms with no runtime event yet (a real-time
+        # task before 6.8): switch-to-switch time, as the program counts it at switch-out
+        _slot(last_ns=2_500_000, cur_cgroup=11, cur_task=0xC0, idle_task=0xF3, counted=0),
     ]
     cpu, waits = held_back(slots, now_ns=3_000_000)
-    assert cpu == {7: 3_000_000 + 2_000_000, 9: 1_000_000}
+    assert cpu == {7: 3_000_000, 9: 1_000_000, 11: 500_000}
     assert waits[7][1] == 5000 and waits[7][0][2] == 1 and waits[7][0][3] == 1 and sum(waits[7][0]) == 2
     assert waits[9] == ((1,) + (0,) * 31, 700)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import math
 import random
+import re
 
 import grpc
 import pytest
@@ -45,8 +46,7 @@ def server(tmp_path_factory):
     ch = grpc.insecure_channel(f"127.0.0.1:{r.port}")
     call = ch.unary_unary(f"/{SERVICE}/Export", request_serializer=None,
                           response_deserializer=ExportMetricsServiceResponse.FromString)
-    sent: dict[tuple, float] = {}  # point key → the first value accepted for it
-    yield r, call, store, sent
+    yield r, call, store, Oracle()
     ch.close()
     r.stop(0)
     store.close()
@@ -63,15 +63,61 @@ def _str_attrs(kvs) -> dict[str, str]:
     return out
 
 
+# The contract's bounds, restated (README "The cost processor"; otel_agent/cost/validate.py).
+CORES, MEMORY, NIC = 4096, 2**46, 2**37
+UPTIME = 5 * 365 * 86400 * S
+WINDOW = 3600 * S
+
+
+# Kubernetes' own rules for the names the ledger keys on; the other strings printable, bounded.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_LIMITS = {"k8s.namespace.name": 63, "k8s.node.name": 253, "k8s.pod.uid": 64, "container.id": 255,
+           "k8s.pod.name": 253, "k8s.container.name": 63, "k8s.cluster.name": 253,
+           "cloud.availability_zone": 253, "k8s.deployment.name": 253, "k8s.statefulset.name": 253,
+           "k8s.daemonset.name": 253, "k8s.cronjob.name": 253, "k8s.job.name": 253,
+           "k8s.replicaset.name": 253}
+
+
+def strings_ok(ra: dict[str, str]) -> bool:
+    for k, v in ra.items():
+        if k.startswith(("k8s.pod.label.", "k8s.node.label.")):
+            key = k.split(".label.", 1)[1]
+            if len(key) > 317 or len(v) > 63 or _CONTROL.search(key) or _CONTROL.search(v):
+                return False
+        elif k in _LIMITS and v and (len(v) > _LIMITS[k] or _CONTROL.search(v)):
+            return False
+    ns, node = ra.get("k8s.namespace.name"), ra.get("k8s.node.name")
+    uid, cid = ra.get("k8s.pod.uid"), ra.get("container.id")
+    return ((not ns or bool(_DNS_LABEL.match(ns))) and (not node or bool(_DNS_SUBDOMAIN.match(node)))
+            and (not uid or bool(re.match(r"[A-Za-z0-9][A-Za-z0-9._:-]*$", uid)))
+            and (not cid or bool(re.match(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*$", cid))))
+
+
+def allowance(rate: float, elapsed_ns: int) -> float:
+    return rate * (max(0, elapsed_ns) / S * 1.01 + 1.0)
+
+
 # A metric's points are stored under its current name, whichever name (otel_agent.metrics
 # formerly) they arrived with.
 SERIES_NAME = {name: m.names[s] for m in METRICS.values() for s in m.formerly
                for name in (*m.formerly[s], m.names[s])}
 
 
-def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
-    """(rejected count, accepted points as (series key, start, time, value)) by the contract."""
-    rejected, accepted = 0, []
+class Oracle:
+    """What the server must remember between requests: the points accepted so far, and per
+    node its first arrival, boot (earliest start of its node-wide counters) and capacities."""
+
+    def __init__(self):
+        self.sent: dict[tuple, float] = {}  # point key → the first value accepted for it
+        self.nodes: dict[str, dict] = {}
+
+
+def expected(req: ExportMetricsServiceRequest, oracle: Oracle) -> tuple[int, list[tuple]]:
+    """(rejected count, accepted points as (series key, start, time, value)) by the contract;
+    updates the oracle's node facts as the server must."""
+    rejected, cands = 0, []
     for rm in req.resource_metrics:
         ra = _str_attrs(rm.resource.attributes)
         node, uid = ra.get("k8s.node.name", ""), ra.get("k8s.pod.uid", "")
@@ -95,7 +141,7 @@ def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
                     temporality = "gauge"
                 ok = ok and (not m.unit or m.unit == q.unit) and bool(node)
                 ok = ok and (q.scope not in ("container", "pod") or bool(uid))
-                ok = ok and (q.scope != "container" or bool(ckey))
+                ok = ok and (q.scope != "container" or bool(ckey)) and strings_ok(ra)
                 if not ok:
                     rejected += len(pts)
                     continue
@@ -105,17 +151,67 @@ def expected(req: ExportMetricsServiceRequest) -> tuple[int, list[tuple]]:
                     v = {"as_double": dp.as_double, "as_int": float(dp.as_int)}.get(dp.WhichOneof("value"))
                     t, start = dp.time_unix_nano, dp.start_time_unix_nano
                     good = (v is not None and math.isfinite(v) and v >= 0 and 0 < t <= NOW + FUTURE
-                            and t >= NOW - 14 * 24 * H and v <= 2**60)
+                            and t >= NOW - 14 * 24 * H)
                     if good and q.counter:
-                        good = 0 < start <= t and (q.quantity != "cpu"
-                                                   or v <= (t - start) / S * 4096 + 1)
+                        good = 0 < start <= t and t - start <= UPTIME
+                        rate = {"cpu": CORES, "network": NIC}.get(q.quantity)
+                        good = good and (rate is None or v <= allowance(rate, t - start))
+                    elif good:
+                        bound = CORES if q.quantity.startswith("cpu.") else MEMORY
+                        good = v <= bound
+                    da = _str_attrs(dp.attributes) if q.quantity == "network" else {}
+                    direction = da.get("network.io.direction", "")
+                    net_class = da.get("otel_agent.network.class", "")
+                    good = good and direction in ("", "transmit", "receive") and len(net_class) <= 64 \
+                        and not _CONTROL.search(net_class)
                     if not good:
                         rejected += 1
                         continue
-                    da = _str_attrs(dp.attributes) if q.quantity == "network" else {}
                     key = (SERIES_NAME.get(m.name, m.name), temporality, ra.get("k8s.cluster.name", ""), node, uid, ckey,
                            da.get("network.io.direction", ""), da.get("otel_agent.network.class", ""))
-                    accepted.append((key, start if q.counter else 0, t, v))
+                    cands.append((key, start if q.counter else 0, t, v, q))
+    # Per node (the server keeps these facts in its ledger): the first-seen window, then what
+    # the surviving points say about the node, then each point against it.
+    if not cands:
+        return rejected, []
+    by_node: dict[str, int] = {}
+    for key, _start, t, _v, _q in cands:
+        nk = f"{key[2]}/{key[3]}"
+        by_node[nk] = min(t, by_node.get(nk, t))
+    for nk, t in by_node.items():
+        oracle.nodes.setdefault(nk, {"anchor": t, "boot": None, "cores": None, "mem": None})
+    keep = []
+    for c in cands:
+        f = oracle.nodes[f"{c[0][2]}/{c[0][3]}"]
+        if c[2] < f["anchor"] - WINDOW:
+            rejected += 1
+        else:
+            keep.append(c)
+    for key, start, _t, v, q in keep:
+        f = oracle.nodes[f"{key[2]}/{key[3]}"]
+        if key[1] == "cumulative" and q.scope in ("node", "kubepods"):
+            f["boot"] = start if f["boot"] is None else min(f["boot"], start)
+        elif q.scope == "node" and q.quantity == "cpu.capacity":
+            f["cores"] = v if f["cores"] is None else max(f["cores"], v)
+        elif q.scope == "node" and q.quantity == "memory.capacity":
+            f["mem"] = v if f["mem"] is None else max(f["mem"], v)
+    accepted = []
+    for key, start, t, v, q in keep:
+        f = oracle.nodes[f"{key[2]}/{key[3]}"]
+        good = True
+        if q.counter:
+            if f["boot"] is not None and q.scope in ("container", "pod") and start < f["boot"]:
+                good = False
+            elif q.quantity == "cpu" and f["cores"] is not None:
+                good = v <= allowance(f["cores"], t - max(start, f["boot"] or start))
+        elif q.quantity.startswith("memory.") and q.quantity != "memory.capacity" and f["mem"] is not None:
+            good = v <= f["mem"] * 1.01
+        elif q.quantity in ("cpu.request", "cpu.allocatable") and f["cores"] is not None:
+            good = v <= f["cores"] * 1.01
+        if good:
+            accepted.append((key, start, t, v))
+        else:
+            rejected += 1
     return rejected, accepted
 
 
@@ -139,7 +235,8 @@ def send_http(port: int, body: bytes) -> tuple[int, bytes]:
 
 
 def check(server, body: bytes, via: str) -> None:
-    r, call, store, sent = server
+    r, call, store, oracle = server
+    sent = oracle.sent
     try:
         req = ExportMetricsServiceRequest.FromString(body)
     except Exception:  # noqa: BLE001 - not a valid message: the receiver must say so
@@ -161,7 +258,7 @@ def check(server, body: bytes, via: str) -> None:
     if req is None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "ExportMetricsServiceRequest" in message
         return
-    rejected, accepted = expected(req)
+    rejected, accepted = expected(req, oracle)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         assert rejected > 0 and not accepted and f"all {rejected} data points rejected" in message, message
         return

@@ -204,7 +204,30 @@ def _health(cfg: AgentConfig, loop: _Loop):
                           "HOST:PORT, or off") from e
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_bytes: int = 8 << 20, trim_bytes: int = 32 << 20) -> bool:
+    """Let glibc keep the memory of a cycle's large buffers for the next cycle.
+
+    Each cycle allocates and frees the same few large blocks (the request's bytes, gRPC's
+    copy of them: ~0.7 MB each at 100 pods, up to 3 MiB). glibc gives such memory back to the
+    kernel (munmap, or a trim of the heap's top past 2x its threshold), and the next cycle
+    takes it again page by page: ~900 minor faults a cycle were measured in-process. Blocks
+    under `mmap_bytes` come from the heap, and its top is trimmed only past `trim_bytes`:
+    memory already used stays the agent's for the next cycle. Not glibc (musl): no change."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_bytes) and mallopt(_M_TRIM_THRESHOLD, trim_bytes))
+
+
 def cmd_run(cfg: AgentConfig) -> int:
+    keep_freed_memory()
     loop = _Loop()
     health = _health(cfg, loop)
     try:

@@ -247,3 +247,24 @@ def test_requests_split_between_resources_under_the_size_limit():
     assert len(reqs) >= 10 and all(len(r) <= 5 * one for r in reqs)
     got = [p.value for r in reqs for p in flatten_pb(ExportMetricsServiceRequest.FromString(r))]
     assert got == [float(i) for i in range(50)] and enc.points == 50
+
+
+def test_values_written_in_place_survive_a_new_layout_and_every_split():
+    """A value written into the kept buffer in one cycle is still there when another resource
+    is built and the buffers are laid out again, and every way of reading the bytes agrees."""
+    enc = Encoder(node_name="node-a", start_times=STARTS)
+    pods = {UID: POD_META}
+    first = Snapshot(1_000, REFS, [Sample(POD, "cpu.time", 1.0), Sample(CTR, "cpu.time", 2.0)],
+                     (), pods, NODE_META)
+    _same(enc.encode(first).request(), first, {})
+    moved = Sample(POD, "cpu.time", 5.0)
+    second = Snapshot(2_000, REFS, [moved, first.samples[1]], (), pods, NODE_META)
+    _same(enc.encode(second).request(), second, {})
+    assert enc.rebuilt == 0
+    third = Snapshot(3_000, REFS, [Sample(NODE, "cpu.time", 9.0), moved, first.samples[1]], (),
+                     pods, NODE_META)
+    out = enc.encode(third)
+    assert enc.rebuilt == 1  # the node's resource only: the pod's 5.0 was written in place
+    _same(out.request(), third, {})
+    assert b"".join(out.requests()) == b"".join(out.chunks) == out.request()
+    assert out.requests(max_bytes=1) == [bytes(c) for c in out.chunks]  # one resource each

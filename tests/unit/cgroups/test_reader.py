@@ -291,3 +291,23 @@ def test_a_cgroup_that_cannot_be_opened_is_skipped_not_fatal():
         reading = reader.read([not_a_dir, *d.refs])
     assert reading.skipped == {"read_error": 1}
     assert {s.cgroup_id for s in reading.samples} == {r.cgroup_id for r in d.refs}
+
+
+def test_a_file_that_fails_to_read_is_counted_and_the_rest_of_its_cgroup_still_read(tmp_path):
+    """A kept descriptor that fails (here: made a directory's, EISDIR) after files of the same
+    cgroup that did not change: that file is counted and skipped, the others all come out."""
+    d = discover(TREES / "pure-v2")
+    pod = next(r for r in d.refs if r.scope is Scope.POD)
+    with CgroupReader(TREES / "pure-v2") as reader:
+        first = reader.read(d.refs)
+        files = reader._open[pod.cgroup_id].files
+        i = next(i for i, f in enumerate(files) if i >= 1 and f[3])  # cached, not the first
+        lost = {(s.cgroup_id, s.metric, s.attributes) for s in files[i][3]}
+        other = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        os.dup2(other, files[i][1])
+        os.close(other)
+        second = reader.read(d.refs)
+    assert second.skipped == {"read_error": 1} and not second.gone
+    keys = [(s.cgroup_id, s.metric, s.attributes) for s in second.samples]
+    assert sorted(keys) == sorted({(s.cgroup_id, s.metric, s.attributes) for s in first.samples} - lost)
+    assert len(keys) == len(set(keys))

@@ -27,7 +27,7 @@ from otel_agent.cgroups.discovery import Discoverer
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import MetadataSource
-from otel_agent.metrics import ATTR_SKIP_REASON
+from otel_agent.metrics import ATTR_GPU_RESOURCE, ATTR_SKIP_REASON
 from otel_agent.model import CgroupId, CgroupRef, NodeMeta, PodMeta, PodUid, Sample, Scope
 from otel_agent.otlp.encode import Encoded, Encoder, Snapshot, StartTimes
 from otel_agent.otlp.exporter import Exporter
@@ -228,6 +228,8 @@ class Agent:
                     ("k8s.cpu.limit", meta.cpu_limit_cores),
                     ("k8s.memory.request", meta.memory_request_bytes),
                     ("k8s.memory.limit", meta.memory_limit_bytes)) if value is not None]
+                made.extend(Sample(ref.cgroup_id, "k8s.gpu.request", n, ((ATTR_GPU_RESOURCE, name),))
+                            for name, n in meta.gpus)
             self._spec_cache[ref.cgroup_id] = (meta, made)
             out.extend(made)
         if node is not None:
@@ -237,6 +239,9 @@ class Agent:
                                ("k8s.node.memory.allocatable", node.memory_allocatable_bytes)):
                 if value is not None:
                     out.append(Sample(node_id, key, float(value)))
+            for key, counts in (("k8s.node.gpu.capacity", node.gpu_capacity),
+                                ("k8s.node.gpu.allocatable", node.gpu_allocatable)):
+                out.extend(Sample(node_id, key, n, ((ATTR_GPU_RESOURCE, name),)) for name, n in counts)
         return out
 
     # --- export --------------------------------------------------------------------------

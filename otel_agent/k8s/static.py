@@ -13,7 +13,7 @@ Format (all pods are on `node.name`)::
       uid: 3c1e...                          # optional
       labels: {node.kubernetes.io/instance-type: m5.xlarge, topology.kubernetes.io/zone: eu-west-1a}
       capacity: {cpu: "2", memory: 24Gi}    # Kubernetes quantities
-      allocatable: {cpu: 1800m, memory: 22Gi}
+      allocatable: {cpu: 1800m, memory: 22Gi}  # and GPUs: {nvidia.com/gpu: "4"}
     pods:
       - uid: 0f6c3d52-...                   # required, unique
         name: web-7d9f8-abcde               # required
@@ -25,7 +25,7 @@ Format (all pods are on `node.name`)::
           - name: web                       # required
             id: 4f1e...                     # as in the cgroup name (a runtime:// prefix is dropped)
             requests: {cpu: 500m, memory: 256Mi}
-            limits: {cpu: "1", memory: 512Mi}
+            limits: {cpu: "1", memory: 512Mi}  # GPUs too: {nvidia.com/gpu: "1"} (otel_agent/gpu.py)
 
 When the file's mtime changes it is read again (checked at most once a second); a broken
 new version is reported by status() and the last good one stays in use.
@@ -45,8 +45,10 @@ import yaml
 
 from otel_agent import safe_yaml
 from otel_agent.errors import ConfigError
+from otel_agent.gpu import gpu_counts, is_gpu_resource
 from otel_agent.k8s.convert import (
     WORKLOAD_ATTRIBUTES,
+    container_gpus,
     is_quantity,
     quantity_bytes,
     quantity_cores,
@@ -109,7 +111,12 @@ def _labels(value: Any, field: str) -> dict[str, str]:
 
 
 def _resources(value: Any, field: str) -> dict[str, Any]:
-    res = _mapping(value, field, _RESOURCE_KEYS)
+    res = _mapping(value, field)
+    for key in res:
+        if key not in _RESOURCE_KEYS and not (isinstance(key, str) and is_gpu_resource(key)):
+            raise _Invalid(f"{field}.{key}", "unknown key (allowed: cpu, memory); GPU "
+                           "resources: nvidia.com/gpu, nvidia.com/mig-<g>g.<m>gb, amd.com/gpu, "
+                           "gpu.intel.com/i915, gpu.intel.com/xe)")
     for key, q in res.items():
         if isinstance(q, bool) or not is_quantity(q):
             raise _Invalid(f"{field}.{key}", f"{q!r} is not a Kubernetes quantity (e.g. 500m, 2, 256Mi, 1G)")
@@ -130,6 +137,8 @@ def _node(value: Any) -> NodeMeta | None:
         cpu_allocatable_cores=quantity_cores(allocatable.get("cpu")),
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
         memory_allocatable_bytes=quantity_bytes(allocatable.get("memory")),
+        gpu_capacity=gpu_counts(capacity, quantity_cores),
+        gpu_allocatable=gpu_counts(allocatable, quantity_cores),
     )
 
 
@@ -144,6 +153,7 @@ def _container(value: Any, field: str) -> ContainerMeta:
         cpu_limit_cores=quantity_cores(limits.get("cpu")),
         memory_request_bytes=quantity_bytes(requests.get("memory")),
         memory_limit_bytes=quantity_bytes(limits.get("memory")),
+        gpus=container_gpus(requests, limits),
     )
 
 
@@ -317,12 +327,15 @@ def _owner_of(workload: Mapping[str, str]) -> dict[str, str] | None:
     return None
 
 
-def _resources_doc(cpu: float | None, memory: int | None) -> dict[str, str]:
+def _resources_doc(cpu: float | None, memory: int | None,
+                   gpus: tuple[tuple[str, float], ...] = ()) -> dict[str, str]:
     out = {}
     if cpu is not None:
         out["cpu"] = format_cores(cpu)
     if memory is not None:
         out["memory"] = format_bytes(memory)
+    for name, n in gpus:
+        out[name] = format_cores(n)
     return out
 
 
@@ -335,9 +348,11 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
             n["uid"] = node.uid
         if node.labels:
             n["labels"] = dict(node.labels)
-        if cap := _resources_doc(node.cpu_capacity_cores, node.memory_capacity_bytes):
+        if cap := _resources_doc(node.cpu_capacity_cores, node.memory_capacity_bytes,
+                                   node.gpu_capacity):
             n["capacity"] = cap
-        if alloc := _resources_doc(node.cpu_allocatable_cores, node.memory_allocatable_bytes):
+        if alloc := _resources_doc(node.cpu_allocatable_cores, node.memory_allocatable_bytes,
+                                     node.gpu_allocatable):
             n["allocatable"] = alloc
         doc["node"] = n
     out_pods = []
@@ -356,7 +371,7 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
                 cd["id"] = str(c.container_id)
             if req := _resources_doc(c.cpu_request_cores, c.memory_request_bytes):
                 cd["requests"] = req
-            if lim := _resources_doc(c.cpu_limit_cores, c.memory_limit_bytes):
+            if lim := _resources_doc(c.cpu_limit_cores, c.memory_limit_bytes, c.gpus):
                 cd["limits"] = lim
             containers.append(cd)
         p["containers"] = containers

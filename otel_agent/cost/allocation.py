@@ -65,6 +65,8 @@ class _Fine:
     cpu_micros: int = 0
     ram_qty: float = 0.0
     ram_micros: int = 0
+    gpu_qty: float = 0.0
+    gpu_micros: int = 0
     net_qty: float = 0.0
     net_micros: int = 0
     shared_micros: int = 0
@@ -72,7 +74,7 @@ class _Fine:
 
     @property
     def own_micros(self) -> int:
-        return self.cpu_micros + self.ram_micros + self.net_micros
+        return self.cpu_micros + self.ram_micros + self.gpu_micros + self.net_micros
 
 
 def steps(window: Window, step: timedelta | str | None) -> list[Window]:
@@ -178,6 +180,9 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
         elif resource == "memory":
             f.ram_qty += qv
             f.ram_micros += cv
+        elif resource == "gpu":
+            f.gpu_qty += qv
+            f.gpu_micros += cv
         elif resource.startswith("network:"):
             f.net_qty += qv
             f.net_micros += cv
@@ -249,6 +254,8 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         a.cpu_cost += f.cpu_micros
         a.ram_byte_hours += f.ram_qty
         a.ram_cost += f.ram_micros
+        a.gpu_hours += f.gpu_qty
+        a.gpu_cost += f.gpu_micros
         a.network_bytes += f.net_qty
         a.network_cost += f.net_micros
         a.shared_cost += f.shared_micros
@@ -258,7 +265,8 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         if post and not all(c.match_props(a.properties, name) for c in post):
             continue
         result.append(a)
-    total = sum(a.cpu_cost + a.ram_cost + a.network_cost + a.shared_cost for a in groups.values())
+    total = sum(a.cpu_cost + a.ram_cost + a.gpu_cost + a.network_cost + a.shared_cost
+                for a in groups.values())
     for a in result:
         if model == Model.SHOWBACK_RATIO:
             d = float(total) if total else 1.0
@@ -267,6 +275,7 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
             d = 1_000_000.0
         a.cpu_cost /= d
         a.ram_cost /= d
+        a.gpu_cost /= d
         a.network_cost /= d
         a.shared_cost /= d
     result.sort(key=lambda a: (-a.total_cost, a.name))

@@ -37,7 +37,8 @@ from typing import Iterable
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_agent.cost import validate as V
-from otel_agent.metrics import ATTR_NETWORK_CLASS, metric
+from otel_agent.gpu import is_gpu_resource
+from otel_agent.metrics import ATTR_GPU_RESOURCE, ATTR_NETWORK_CLASS, metric
 from otel_agent.model import Scope
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -86,12 +87,19 @@ def _quantities() -> dict[str, Quantity]:
     add("k8s.node.cpu.capacity", "cpu.capacity", False, (N,))
     add("k8s.node.memory.allocatable", "memory.allocatable", False, (N,))
     add("k8s.node.memory.capacity", "memory.capacity", False, (N,))
+    add("k8s.gpu.request", "gpu.request", False, (C,))
+    add("k8s.node.gpu.capacity", "gpu.capacity", False, (N,))
+    add("k8s.node.gpu.allocatable", "gpu.allocatable", False, (N,))
     return out
 
 
 QUANTITIES: dict[str, Quantity] = _quantities()
 NET_DIRECTION = "network.io.direction"
 NET_CLASS = ATTR_NETWORK_CLASS
+# GPU series are split by their extended resource (otel_agent.gpu.resource), kept in the
+# series' class column (net_class: the one data-point attribute a series is keyed by beside
+# the network direction), so nvidia.com/gpu and a MIG slice on one node are two series.
+GPU_RESOURCE = ATTR_GPU_RESOURCE
 
 _WORKLOAD_ATTRS = (  # the owner that names a pod's workload, most specific owner first
     ("k8s.deployment.name", "deployment"), ("k8s.statefulset.name", "statefulset"),
@@ -333,6 +341,7 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
         return
     nk = node_key(res.cluster, res.node)
     is_net = q.quantity == "network"
+    is_gpu = q.quantity.startswith("gpu.")
     counter = q.counter
     quantity = q.quantity
     rate = V.rate_bound(quantity) if counter else None
@@ -390,6 +399,12 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
                     raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {NET_DIRECTION} {direction[:40]!r} "
                                     f"is not one of {', '.join(NET_DIRECTIONS)}")
                 V.check_point_attribute(NET_CLASS, net_class, 64)
+            elif is_gpu:
+                direction, net_class = "", _attrs(dp.attributes).get(GPU_RESOURCE, "")
+                if not is_gpu_resource(net_class):
+                    raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {GPU_RESOURCE} {net_class[:64]!r} is "
+                                    "not a GPU resource (nvidia.com/gpu, nvidia.com/mig-<g>g.<m>gb, "
+                                    "amd.com/gpu, gpu.intel.com/i915, gpu.intel.com/xe)")
             else:
                 direction = net_class = ""
         except V.Invalid as e:

@@ -52,7 +52,8 @@ Usage in the hour
     Past the gap the value is unknown and not billed to the tenant: the node's capacity then
     shows it as idle.
 
-Splitting a node (per resource, cpu and memory; quantities in core-hours / byte-hours)
+Splitting a node (per resource, cpu, memory and gpu; quantities in core-hours / byte-hours /
+GPU-hours; a GPU's usage is the GPU-hours its container held it, see build_node_hour)
   * containers: each container's own usage.
   * pod level: a pod's usage above the sum of its containers' (dead containers whose cgroups
     are gone, the pause container): billed to the pod with container "".
@@ -83,6 +84,7 @@ from typing import Iterable, Mapping
 
 from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
 from otel_agent.cost.pricing import Pricing, money_micros
+from otel_agent.gpu import gpu_equivalents, is_gpu_resource
 from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
                                       rate_bound)
 
@@ -139,8 +141,8 @@ class LedgerRow:
     pod: str
     container: str
     kind: str
-    resource: str  # cpu | memory | network:<class>
-    unit: str  # core-hour | byte-hour | byte
+    resource: str  # cpu | memory | gpu | network:<class>
+    unit: str  # core-hour | byte-hour | gpu-hour | byte
     usage_qty: float
     request_qty: float
     ror_qty: float
@@ -312,6 +314,12 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
             if s.direction == "transmit":
                 net[(s.pod_uid, s.container_key if s.scope == "container" else "", s.net_class or "unclassified")] += amount
             continue
+        if s.quantity.startswith("gpu."):
+            # device-seconds of one extended resource → whole-GPU-seconds (a MIG slice is a
+            # fraction of a GPU); the resource was checked at ingest
+            if not is_gpu_resource(s.net_class):
+                continue
+            amount *= gpu_equivalents(s.net_class)
         per[s.quantity][s.scope][(s.pod_uid, s.container_key)] += amount
 
     rows: list[LedgerRow] = []
@@ -321,6 +329,12 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
          1 / 3600, rates.cpu_core_hour),
         ("memory", mem_q, "memory.request", "memory.capacity", "memory.allocatable", "byte-hour",
          1 / 3600, rates.memory_gib_hour / GIB),
+        # A GPU is allocated whole to the container that holds it (device plugins hand out
+        # devices, not time), so its usage is its allocation: GPU-hours held, at gpu_hour.
+        # Capacity − allocatable (GPUs the device plugin marks unhealthy) is overhead; the
+        # GPUs no pod holds are idle.
+        ("gpu", "gpu.request", "gpu.request", "gpu.capacity", "gpu.allocatable", "gpu-hour",
+         1 / 3600, rates.gpu_hour),
     ):
         rows.extend(_split(hour_s, cluster, node, resource, unit, rate, pricing.currency,
                            {k: v * scale for k, v in per[usage_q]["container"].items()},

@@ -245,7 +245,7 @@ def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = N
 
 
 RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
-COMPUTE_NOTE = "CPU and memory; network egress is billed on top"
+COMPUTE_NOTE = "CPU, memory and GPUs; network egress is billed on top"
 
 
 def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
@@ -253,7 +253,10 @@ def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
     t = accumulate(sets)
     out = []
     for label, get, unit in (("cpu", lambda v: v.cpu_core_hours, "core-hours"),
-                             ("memory", lambda v: v.ram_byte_hours / GIB, "GiB-hours")):
+                             ("memory", lambda v: v.ram_byte_hours / GIB, "GiB-hours"),
+                             ("gpu", lambda v: v.gpu_hours, "GPU-hours")):
+        if label == "gpu" and not any(v.gpu_hours for v in t.values()):
+            continue
         alloc = sum(get(v) for n, v in t.items() if special_kind(n) not in (OVERHEAD, IDLE))
         over = sum(get(v) for n, v in t.items() if special_kind(n) == OVERHEAD)
         idle = sum(get(v) for n, v in t.items() if special_kind(n) == IDLE)
@@ -321,6 +324,11 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
         ("CPU core-h", lambda v: f"{v.cpu_core_hours:,.3f}"),
         ("RAM GiB-h", lambda v: f"{v.ram_byte_hours / GIB:,.3f}"),
         ("NET GiB", lambda v: f"{v.network_bytes / GIB:,.3f}"),
+    ]
+    if show_gpu:
+        cols.append(("GPU-h", lambda v: f"{v.gpu_hours:,.3f}"))
+    n_quantities = len(cols)
+    cols += [
         ("CPU", lambda v: money(v.cpu_cost)),
         ("RAM", lambda v: money(v.ram_cost)),
     ]
@@ -332,7 +340,7 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     cols += [("SHARED", lambda v: money(v.shared_cost)),
              (f"TOTAL {cur}", lambda v: money(v.total_cost))]
     if q is not None and q.model == Model.USAGE:
-        cols = cols[:3]  # the usage model carries quantities only: no money columns
+        cols = cols[:n_quantities]  # the usage model carries quantities only: no money columns
     head = ["NAME"] + [c for c, _ in cols]
     rows = [[n] + [fn(totals[n]) for _, fn in cols] for n in names]
     total_row = ["TOTAL"] + [fn(grand) for _, fn in cols]

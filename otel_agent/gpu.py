@@ -46,6 +46,13 @@ def gpu_equivalents(name: str) -> float:
     return int(m.group("g")) / MIG_SLICES_PER_GPU
 
 
+def mig_profile_gpus(profile: str) -> float:
+    """Whole GPUs in a MIG instance of `profile` as DCGM names it (`GPU_I_PROFILE`, e.g.
+    1g.10gb → 1/7); 1.0 for '' (a whole GPU) or a profile it cannot read."""
+    m = re.match(r"([1-7])g\.", profile)
+    return int(m.group(1)) / MIG_SLICES_PER_GPU if m else 1.0
+
+
 def gpu_counts(resources: Mapping[str, Any], parse: Callable[[Any], Any]) -> tuple[tuple[str, float], ...]:
     """The GPU resources in a requests/limits/capacity mapping, as sorted (name, count) pairs;
     `parse` turns a quantity into a number (raises ValueError if malformed)."""
@@ -66,4 +73,4 @@ def total_gpus(counts: Iterable[tuple[str, float]]) -> float:
 
 
 __all__ = ["MIG_SLICES_PER_GPU", "WHOLE_GPU_RESOURCES", "gpu_counts", "gpu_equivalents",
-           "is_gpu_resource", "total_gpus"]
+           "is_gpu_resource", "mig_profile_gpus", "total_gpus"]

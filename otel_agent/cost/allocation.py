@@ -67,6 +67,7 @@ class _Fine:
     ram_micros: int = 0
     gpu_qty: float = 0.0
     gpu_micros: int = 0
+    gpu_used_qty: float = 0.0  # GPU-hours busy (DCGM), beside gpu_qty held
     net_qty: float = 0.0
     net_micros: int = 0
     shared_micros: int = 0
@@ -183,6 +184,8 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
         elif resource == "gpu":
             f.gpu_qty += qv
             f.gpu_micros += cv
+        elif resource == "gpu.used":
+            f.gpu_used_qty += qv
         elif resource.startswith("network:"):
             f.net_qty += qv
             f.net_micros += cv
@@ -256,6 +259,7 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         a.ram_cost += f.ram_micros
         a.gpu_hours += f.gpu_qty
         a.gpu_cost += f.gpu_micros
+        a.gpu_used_hours += f.gpu_used_qty
         a.network_bytes += f.net_qty
         a.network_cost += f.net_micros
         a.shared_cost += f.shared_micros

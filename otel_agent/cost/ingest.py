@@ -90,7 +90,21 @@ def _quantities() -> dict[str, Quantity]:
     add("k8s.gpu.request", "gpu.request", False, (C,))
     add("k8s.node.gpu.capacity", "gpu.capacity", False, (N,))
     add("k8s.node.gpu.allocatable", "gpu.allocatable", False, (N,))
+    # Not ours: the NVIDIA DCGM exporter's per-GPU utilisation, scraped by the same Collector
+    # (dcgm-exporter's etc/default-counters.csv: DCGM_FI_DEV_GPU_UTIL, a gauge in percent;
+    # DCGM_FI_PROF_GR_ENGINE_ACTIVE, a ratio, in its DCP counters). Shown beside the GPU-hours
+    # a pod held (the waste), never priced: see DCGM below.
+    for name, quantity in DCGM_METRICS.items():
+        out[name] = Quantity(quantity, "gpu", False, "", metric=name, series_key=name)
     return out
+
+
+# DCGM metric → quantity; the data point's labels name the pod (dcgm-exporter's Kubernetes
+# mapping: `pod`, `namespace`, `container`; before 3.x `pod_name`, `pod_namespace`,
+# `container_name`) and the device (`UUID`; a MIG instance also `GPU_I_PROFILE`, e.g. 1g.10gb).
+DCGM_METRICS = {"DCGM_FI_DEV_GPU_UTIL": "gpu.util_percent",
+                "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "gpu.active_ratio"}
+DCGM_LABELS = (("namespace", "pod_namespace"), ("pod", "pod_name"), ("container", "container_name"))
 
 
 QUANTITIES: dict[str, Quantity] = _quantities()
@@ -339,6 +353,9 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
     if res.error is not None:
         b.reject(res.error.code, f"{name}: {res.error.message}", n_points)
         return
+    if q.scope == "gpu":
+        _decode_dcgm(b, name, data, q, res, newest_ns, oldest_ns)
+        return
     nk = node_key(res.cluster, res.node)
     is_net = q.quantity == "network"
     is_gpu = q.quantity.startswith("gpu.")
@@ -425,6 +442,57 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
         if t > s.seen_ns or (t == s.seen_ns and res.meta > s.meta):
             s.seen_ns, s.meta = t, res.meta
         b.points.append((s.series_id, start, t, value, nk))
+
+
+def _decode_dcgm(b: Batch, name: str, data, q: Quantity, res: _Resource, newest_ns: int,
+                 oldest_ns: int) -> None:
+    """DCGM utilisation points: one series per (pod's container, GPU device). A point no pod
+    holds (no namespace/pod label: a device no pod uses) is ignored, not rejected. The series
+    has no pod uid (dcgm-exporter does not know it): the ledger finds the pod by namespace and
+    name among the node's pods in the hour. Its key: container_key = namespace/pod/container,
+    class = the device UUID, direction = the MIG profile ('' for a whole GPU)."""
+    nk = node_key(res.cluster, res.node)
+    bound = 100.0 if q.quantity == "gpu.util_percent" else 1.0
+    for dp in data.data_points:
+        if dp.flags & 1:
+            continue
+        a = _attrs(dp.attributes)
+        ns, pod, container = (a.get(new) or a.get(old) or "" for new, old in DCGM_LABELS)
+        if not ns or not pod:
+            b.ignored += 1
+            continue
+        kind = dp.WhichOneof("value")
+        value = dp.as_double if kind == "as_double" else float(dp.as_int) if kind == "as_int" else None
+        t = dp.time_unix_nano
+        try:
+            if value is None or not math.isfinite(value) or not 0 <= value <= bound * (1 + V.CAPACITY_SLACK):
+                raise V.Invalid(V.R_VALUE, f"{name}: value {value} is not between 0 and {bound:g}")
+            if t == 0 or t > newest_ns:
+                raise V.Invalid(V.R_VALUE if t == 0 else V.R_FUTURE, f"{name}: time_unix_nano "
+                                f"{'is 0' if t == 0 else 'is in the future'}")
+            if t < oldest_ns:
+                raise V.Invalid(V.R_RETENTION, f"{name}: time is older than the ledger keeps raw points")
+            V.check_resource_strings({"k8s.namespace.name": ns, "k8s.pod.name": pod,
+                                      "k8s.container.name": container}, ())
+            device = a.get("UUID") or a.get("gpu") or ""
+            profile = a.get("GPU_I_PROFILE", "")
+            V.check_point_attribute("UUID", device, 64)
+            V.check_point_attribute("GPU_I_PROFILE", profile, 16)
+            ckey = f"{ns}/{pod}/{container}"
+            if len(ckey) > 255:  # the ledger's container_key column
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: namespace/pod/container is "
+                                f"{len(ckey)} characters long, more than 255")
+        except V.Invalid as e:
+            b.reject(e.code, e.message)
+            continue
+        sid = series_id(q.series_key, GAUGE, res.cluster, res.node, "", ckey, profile, device)
+        s = b.series.get(sid)
+        if s is None:
+            meta = json.dumps({"namespace": ns, "pod": pod, "container": container},
+                              sort_keys=True, separators=(",", ":"))
+            s = b.series[sid] = SeriesRow(sid, q.metric, q.quantity, q.scope, GAUGE, res.cluster,
+                                          res.node, "", ckey, device, profile, ns, meta, t)
+        b.points.append((sid, 0, t, value, nk))
 
 
 def hour_of(t_ns: int) -> int:

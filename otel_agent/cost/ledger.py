@@ -84,7 +84,7 @@ from typing import Iterable, Mapping
 
 from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
 from otel_agent.cost.pricing import Pricing, money_micros
-from otel_agent.gpu import gpu_equivalents, is_gpu_resource
+from otel_agent.gpu import gpu_equivalents, is_gpu_resource, mig_profile_gpus
 from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
                                       rate_bound)
 
@@ -308,8 +308,15 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
     # Gather amounts per (quantity, scope, pod, container).
     per: dict[str, dict[str, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     net: dict[tuple[str, str, str], float] = defaultdict(float)  # (pod, container, class) → bytes
+    busy: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # DCGM, below
     for sid, amount in sorted(amounts.items()):
         s = series[sid]
+        if s.scope == "gpu":
+            # GPU-seconds busy, per ns/pod/container and source: util in percent, engine
+            # activity as a ratio, a MIG instance's relative to its share of the GPU
+            scale = 0.01 if s.quantity == "gpu.util_percent" else 1.0
+            busy[s.container_key][s.quantity] += amount * scale * mig_profile_gpus(s.direction)
+            continue
         if s.quantity == "network":
             if s.direction == "transmit":
                 net[(s.pod_uid, s.container_key if s.scope == "container" else "", s.net_class or "unclassified")] += amount
@@ -345,6 +352,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                            sum(per[cap_q]["node"].values()) / 3600 if per[cap_q]["node"] else None,
                            sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
                            pods, container_names))
+    rows.extend(_gpu_used_rows(hour_s, cluster, node, busy, pods, pricing.currency))
     # The agent sends a pod's network both per container and as the pod's total (the sum of
     # its containers, plus dead ones): like CPU, the pod-level row is only what its containers
     # do not account for, or every byte would be billed twice.
@@ -365,6 +373,29 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                               KIND_CONTAINER if ckey else KIND_POD, f"network:{cls}", "byte",
                               nbytes, 0.0, nbytes, cost, cost, pricing.currency))
     _check_bounds(rows, hour_s, node)
+    return rows
+
+
+def _gpu_used_rows(hour_s: int, cluster: str, node: str, busy: Mapping[str, Mapping[str, float]],
+                   pods: Mapping[str, _PodInfo], currency: str) -> list[LedgerRow]:
+    """GPU-hours a pod's GPUs were busy (DCGM), beside the GPU-hours it held: resource
+    `gpu.used`, never priced (a GPU is billed whole, busy or not; the difference is the waste).
+    Engine activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE) is preferred where both arrive: it measures
+    the share of time the GPU worked, where DCGM_FI_DEV_GPU_UTIL counts any kernel running.
+    The pod is found by namespace and name among the node's pods in the hour (dcgm-exporter
+    does not know its uid); one not found is billed under its names with no uid."""
+    by_name = {(p.namespace, p.pod): uid for uid, p in sorted(pods.items()) if p.pod}
+    rows = []
+    for ckey, sources in sorted(busy.items()):
+        ns, pod, container = (ckey.split("/", 2) + ["", ""])[:3]
+        seconds = sources.get("gpu.active_ratio", sources.get("gpu.util_percent", 0.0))
+        uid = by_name.get((ns, pod), "")
+        info = pods[uid] if uid else _PodInfo(namespace=ns, pod=pod, workload_kind="pod",
+                                                 workload=pod)
+        hours = seconds / 3600
+        rows.append(LedgerRow(hour_s, cluster, node, info.namespace, info.workload_kind,
+                              info.workload, uid, info.pod or pod, container, KIND_CONTAINER,
+                              "gpu.used", "gpu-hour", hours, 0.0, hours, 0, 0, currency))
     return rows
 
 

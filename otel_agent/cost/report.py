@@ -118,6 +118,7 @@ class Totals:
     network_cost: float = 0.0
     pv_cost: float = 0.0
     shared_cost: float = 0.0
+    gpu_used_hours: float = 0.0
 
     def add(self, a: Allocation | "Totals") -> None:
         for f in self.__slots__:  # type: ignore[attr-defined]
@@ -158,7 +159,7 @@ def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocatio
                 m.properties = {k: v for k, v in m.properties.items()
                                 if a.properties.get(k) == v}
             for f in ("cpu_core_hours", "cpu_cost", "ram_byte_hours", "ram_cost", "gpu_hours",
-                      "gpu_cost", "network_bytes", "network_cost", "pv_byte_hours", "pv_cost",
+                      "gpu_cost", "gpu_used_hours", "network_bytes", "network_cost", "pv_byte_hours", "pv_cost",
                       "shared_cost"):
                 setattr(m, f, getattr(m, f) + getattr(a, f))
     return [list(merged.values())]
@@ -327,6 +328,10 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     ]
     if show_gpu:
         cols.append(("GPU-h", lambda v: f"{v.gpu_hours:,.3f}"))
+    if any(v.gpu_used_hours for v in totals.values()):
+        # the waste: how busy the GPUs a tenant held were (DCGM), where it reports
+        cols.append(("GPU busy", lambda v: f"{100 * v.gpu_used_hours / v.gpu_hours:.0f}%"
+                     if v.gpu_hours else "-"))
     n_quantities = len(cols)
     cols += [
         ("CPU", lambda v: money(v.cpu_cost)),

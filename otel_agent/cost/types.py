@@ -55,6 +55,7 @@ class Allocation:
     ram_cost: float = 0.0
     gpu_hours: float = 0.0
     gpu_cost: float = 0.0
+    gpu_used_hours: float = 0.0  # GPU-hours the held GPUs were busy (DCGM), where it reports
     network_bytes: float = 0.0
     network_cost: float = 0.0
     pv_byte_hours: float = 0.0
@@ -67,6 +68,7 @@ class Allocation:
                 + self.pv_cost + self.shared_cost)
 
     def to_opencost_json(self) -> dict[str, Any]:
+        hours = (self.window.end - self.window.start).total_seconds() / 3600
         return {
             "name": self.name,
             "properties": dict(self.properties),
@@ -79,6 +81,9 @@ class Allocation:
             "ramCost": self.ram_cost,
             "gpuHours": self.gpu_hours,
             "gpuCost": self.gpu_cost,
+            # OpenCost's GPUAllocation: average GPUs held and busy over the window
+            "gpuAllocation": {"gpuRequestAverage": self.gpu_hours / hours if hours else 0.0,
+                              "gpuUsageAverage": self.gpu_used_hours / hours if hours else 0.0},
             "networkCost": self.network_cost,
             "networkTransferBytes": self.network_bytes,
             "pvByteHours": self.pv_byte_hours,

@@ -137,3 +137,85 @@ def test_not_gpus(resource):
     assert not is_gpu_resource(resource)
     with pytest.raises(ValueError):
         gpu_equivalents(resource)
+
+
+# --- utilisation beside allocation: DCGM exporter metrics through the same Collector --------
+
+def _dcgm(name: str, t: int, value: float, *, pod: str | None, uuid: str, profile: str = "",
+          old_labels: bool = False) -> Res:
+    """A DCGM exporter series as the Collector's Prometheus receiver hands it on: a gauge
+    named as in dcgm-exporter's counters CSV, the exporter's labels as point attributes, the
+    node on the resource (k8sattributes / relabelling)."""
+    labels: dict[str, object] = {"gpu": "0", "UUID": uuid, "modelName": "NVIDIA A100-SXM4-80GB",
+                                 "Hostname": "dcgm-exporter-x2k4p"}
+    if pod is not None:
+        keys = ("pod_namespace", "pod_name", "container_name") if old_labels else \
+            ("namespace", "pod", "container")
+        labels.update(dict(zip(keys, ("train", pod, "main"))))
+    if profile:
+        labels["GPU_I_PROFILE"] = profile
+    r = Res({"k8s.node.name": "gpu-node", "service.name": "dcgm-exporter"})
+    metric = r.gauge(name, [(t, value)]).metrics[-1]
+    from tests.unit.cost.builders import kv
+    metric.gauge.data_points[0].attributes.extend(kv(labels))
+    return r
+
+
+def test_dcgm_utilisation_beside_allocation(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/l.db", pricing=pricing())
+    reqs = _exports("nvidia.com/gpu", 4, 4, {"train": (2, 60)})
+    for k, req in enumerate(reqs):
+        t = T0 + k * STEP_S * S
+        more = [
+            _dcgm("DCGM_FI_DEV_GPU_UTIL", t, 50, pod="pod-uid-train", uuid="GPU-a"),
+            _dcgm("DCGM_FI_DEV_GPU_UTIL", t, 25, pod="pod-uid-train", uuid="GPU-b", old_labels=True),
+            _dcgm("DCGM_FI_DEV_GPU_UTIL", t, 90, pod=None, uuid="GPU-c"),  # no pod: ignored
+        ]
+        for r in more:
+            req.resource_metrics.extend(request(r).resource_metrics)
+        b = decode(req, now_ns=T0 + 2 * H)
+        assert b.rejected == 0, b.errors
+        assert b.ignored == 1
+        store.write(b)
+    store.refresh()
+    [got] = allocations(store, WINDOW, aggregate="namespace", model=Model.CHARGEBACK)
+    by = {a.name: a for a in got}
+    assert by["train"].gpu_hours == pytest.approx(2.0)
+    assert by["train"].gpu_used_hours == pytest.approx(0.75)  # 50% + 25% of two GPUs for 1 h
+    assert by["train"].gpu_cost == pytest.approx(2 * 0.95)  # held, not busy, is what is billed
+    j = by["train"].to_opencost_json()["gpuAllocation"]
+    assert j == {"gpuRequestAverage": pytest.approx(2.0), "gpuUsageAverage": pytest.approx(0.75)}
+    [rec] = reconcile(store, WINDOW)
+    assert rec.balanced and rec.node_micros == micros(4.0)
+    from otel_agent.cost.report import render_table
+    table = render_table([got])
+    assert "GPU busy" in table and "38%" in table  # 0.75 of 2 GPU-hours
+    # engine activity, where it arrives too, is preferred; a MIG instance counts its share
+    for k in range(60):
+        t = T0 + k * STEP_S * S
+        req = request(_dcgm("DCGM_FI_PROF_GR_ENGINE_ACTIVE", t, 0.4, pod="pod-uid-train", uuid="GPU-a"),
+                      _dcgm("DCGM_FI_PROF_GR_ENGINE_ACTIVE", t, 0.7, pod="pod-uid-train", uuid="GPU-b",
+                            profile="1g.10gb"))
+        b = decode(req, now_ns=T0 + 2 * H)
+        assert b.rejected == 0, b.errors
+        store.write(b)
+    store.refresh()
+    [got] = allocations(store, WINDOW, aggregate="namespace", model=Model.CHARGEBACK)
+    assert {a.name: a for a in got}["train"].gpu_used_hours == pytest.approx(0.4 + 0.7 / 7)
+    store.close()
+
+
+@pytest.mark.parametrize("value,labels,reason", [
+    (150.0, {"namespace": "train", "pod": "p"}, "not between 0 and 100"),
+    (-1.0, {"namespace": "train", "pod": "p"}, "not between 0 and 100"),
+    (float("nan"), {"namespace": "train", "pod": "p"}, "not between 0 and 100"),
+    (50.0, {"namespace": "Not_A_Label", "pod": "p"}, "namespace"),
+    (50.0, {"namespace": "train", "pod": "p", "UUID": "x" * 65}, "UUID"),
+])
+def test_dcgm_points_validated(value, labels, reason):
+    r = Res({"k8s.node.name": "gpu-node"})
+    metric = r.gauge("DCGM_FI_DEV_GPU_UTIL", [(T0, value)]).metrics[-1]
+    from tests.unit.cost.builders import kv
+    metric.gauge.data_points[0].attributes.extend(kv(labels))
+    b = decode(request(r), now_ns=T0 + H)
+    assert b.rejected == 1 and reason in b.error_message(), b.error_message()

@@ -93,13 +93,21 @@ def hour_window(start: datetime, end: datetime) -> str:
 
 
 def _pod_meta(p: SynthPod, node: str, owner: tuple[str, str], labels: dict[str, str],
-              cpu_request: float, mem_request: int) -> PodMeta:
+              cpu_request: float, mem_request: int,
+              gpus: tuple[tuple[str, float], ...] = ()) -> PodMeta:
     return PodMeta(
         p.uid, p.name, p.namespace, node_name=node, labels=labels,
         workload=workload_attributes(owner[0], owner[1], labels), qos=p.qos,
         containers=tuple(ContainerMeta(c.name, c.id, cpu_request_cores=cpu_request,
-                                       memory_request_bytes=mem_request) for c in p.containers),
+                                       memory_request_bytes=mem_request, gpus=gpus)
+                         for c in p.containers),
     )
+
+
+# The demo node's GPUs are metadata only (there is no GPU here): the node declares two, as a
+# device plugin would in its capacity, and ml/train-0 holds one of them in its limits.
+DEMO_GPUS = (("nvidia.com/gpu", 2.0),)
+TRAIN_GPUS = (("nvidia.com/gpu", 1.0),)
 
 
 def _node_meta(with_memory: bool) -> NodeMeta:
@@ -115,7 +123,8 @@ def _node_meta(with_memory: bool) -> NodeMeta:
                             "topology.kubernetes.io/zone": "eu-west-1a"},
                     cpu_capacity_cores=float(cores), cpu_allocatable_cores=cores * 0.9,
                     memory_capacity_bytes=mem if with_memory else None,
-                    memory_allocatable_bytes=int(mem * 0.9) if with_memory else None)
+                    memory_allocatable_bytes=int(mem * 0.9) if with_memory else None,
+                    gpu_capacity=DEMO_GPUS, gpu_allocatable=DEMO_GPUS)
 
 
 def _say(msg: str = "") -> None:
@@ -147,6 +156,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
         web = synth.add_pod("shop", "web-7d9f8-x2k4p", containers=("web", "sidecar"))
         ingest = synth.add_pod("media", "ingest-0", containers=("ingest",))
         upload = synth.add_pod("media", "uploader-5c6b7-q9wz1", containers=("uploader",))
+        train = synth.add_pod("ml", "train-0", containers=("trainer",))
         for p, owner, labels, req in (
             (web, ("ReplicaSet", "web-7d9f8"), {"app": "web", "team": "payments",
                                                 "pod-template-hash": "7d9f8"}, 0.5),
@@ -155,6 +165,8 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                                                         "pod-template-hash": "5c6b7"}, 0.1),
         ):
             metas.append(_pod_meta(p, node.name, owner, labels, req, 128 << 20))
+        metas.append(_pod_meta(train, node.name, ("StatefulSet", "train"),
+                               {"app": "train", "team": "research"}, 0.1, 128 << 20, TRAIN_GPUS))
         write_static(static, node, metas)
 
         try:
@@ -195,6 +207,8 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                                                    DUTY.format(s=duration_seconds, share=0.5)]),
                 synth.spawn(web.container("sidecar"), [sys.executable, "-c",
                                                        DUTY.format(s=duration_seconds, share=0.05)]),
+                synth.spawn(train.container("trainer"), [sys.executable, "-c",
+                                                         DUTY.format(s=duration_seconds, share=0.05)]),
             ]
             rx = synth.spawn(ingest.container("ingest"), [sys.executable, "-c", RECV],
                              stdout=subprocess.PIPE, text=True)
@@ -227,7 +241,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
             out, _ = tx.communicate(timeout=duration_seconds + 30)
             rx.wait(timeout=30)
             net = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-            for p in (web, ingest, upload):
+            for p in (web, ingest, upload, train):
                 truth[f"{p.namespace}/{p.name}"] = cpu_usage_seconds(p.path) or 0.0
 
             # SIGTERM: the agent's last export carries the final totals; wait until they are
@@ -274,6 +288,8 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
         w = parse_window(window, datetime.now(timezone.utc))
         per_pod = {a.name: a for a in allocations(store, w, aggregate="pod", model=Model.USAGE,
                                                   refresh=False)[0]}
+        per_ns = {a.name: a for a in allocations(store, w, aggregate="namespace",
+                                                 model=Model.CHARGEBACK, refresh=False)[0]}
         balanced = all(r.balanced for r in reconcile(store, w, refresh=False))
     finally:
         store.close()
@@ -305,6 +321,17 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     if not with_memory:
         _say("  memory: not measured on this node (the memory controller is bound to cgroup v1):"
              " no memory series were sent, so no memory is billed; absent, not zero.")
+    # GPUs (metadata only: the node declares 2, ml/train-0 holds 1 the whole time): the node's
+    # GPU-hours are half held, half idle, and their money adds up to the node's.
+    node_gpu_h = sum(a.gpu_hours for a in per_ns.values())
+    ml, idle = per_ns.get("ml"), per_ns.get("__idle__")
+    gpu_ok = (ml is not None and idle is not None and node_gpu_h > 0
+              and abs(ml.gpu_hours / node_gpu_h - 0.5) < 0.02)
+    if ml is not None and idle is not None:
+        _say(f"  GPUs: ml/train-0 held 1 of the node's 2 (fake) GPUs: {ml.gpu_hours:.4f} GPU-h, "
+             f"{ml.gpu_cost:.4f} {ml.currency}; idle {idle.gpu_hours:.4f} GPU-h, "
+             f"{idle.gpu_cost:.4f} {idle.currency} "
+             f"({100 * ml.gpu_hours / node_gpu_h:.1f}% of the node's GPU-hours held)")
     billed_jobs = sum(1 for j in jobs if j not in missing)
     _say()
     _say(f"short-lived jobs billed: {billed_jobs}/{len(jobs)}; worst pod CPU error vs cpu.stat: "
@@ -313,7 +340,7 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     _say(f"ledger, logs and report kept in {workdir}; try:")
     _say(f"  otel-agent cost report --ledger {ledger} --window {window} --by label:team")
     _say(f"demo: {time.monotonic() - t_begin:.0f} s")
-    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok
+    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not gpu_ok
     if lost:
         _say("demo: FAILED: the pipeline lost or misbilled data (see above)")
     return 1 if lost else 0

@@ -270,3 +270,31 @@ def money_micros(quantity: float, rate: Decimal) -> int:
     if not math.isfinite(quantity):
         raise ValueError(f"quantity {quantity} is not finite")
     return int((Decimal(repr(quantity)) * rate * 1_000_000).to_integral_value())
+
+
+def node_list_micros(rates: Rates, *, cpu_core_hours: float = 0.0, memory_gib_hours: float = 0.0,
+                     gpu_hours: float = 0.0) -> dict[str, int]:
+    """What a node's capacity costs at list rates, per resource (`cpu`, `memory`, `gpu`, the
+    ledger's resource names), in micro-units: the weights to split a price that is not a list
+    price (an invoice's EffectiveCost) over the node's resources, as OpenCost does for custom
+    pricing. GPUs in whole GPUs (otel_agent.gpu.total_gpus)."""
+    return {"cpu": money_micros(cpu_core_hours, rates.cpu_core_hour),
+            "memory": money_micros(memory_gib_hours, rates.memory_gib_hour),
+            "gpu": money_micros(gpu_hours, rates.gpu_hour)}
+
+
+def split_node_cost(total_micros: int, list_micros: Mapping[str, int]) -> dict[str, int]:
+    """`total_micros` split over resources in the ratio of their list costs, exactly: the parts
+    add up to the total (largest remainder; ties to the resource named first). A node whose
+    list costs are all zero gets it all on `cpu`."""
+    keys = list(list_micros)
+    weights = [max(0, int(list_micros[k])) for k in keys]
+    wsum = sum(weights)
+    if wsum == 0:
+        return {k: (total_micros if k == "cpu" else 0) for k in keys} if "cpu" in keys else \
+            {**{k: 0 for k in keys}, "cpu": total_micros}
+    base = [total_micros * w // wsum for w in weights]
+    order = sorted(range(len(keys)), key=lambda i: (-(total_micros * weights[i] % wsum), i))
+    for i in order[:total_micros - sum(base)]:
+        base[i] += 1
+    return dict(zip(keys, base))

@@ -219,3 +219,26 @@ def test_dcgm_points_validated(value, labels, reason):
     metric.gauge.data_points[0].attributes.extend(kv(labels))
     b = decode(request(r), now_ns=T0 + H)
     assert b.rejected == 1 and reason in b.error_message(), b.error_message()
+
+
+# --- the node-cost split the invoice import reuses (pricing.split_node_cost) -----------------
+
+@pytest.mark.parametrize("total,lists,want", [
+    # a GPU node: 8 cores, 64 GiB, 1 GPU at the test rates for an hour, invoiced 1.00:
+    # 1e6 × w / Σw = 171559.29, 183960.45, 644480.26; the one micro-unit left goes to memory
+    (1_000_000, {"cpu": 252888, "memory": 271168, "gpu": 950000},
+     {"cpu": 171559, "memory": 183961, "gpu": 644480}),
+    (10, {"cpu": 1, "memory": 1, "gpu": 1}, {"cpu": 4, "memory": 3, "gpu": 3}),
+    (7, {"cpu": 0, "memory": 0, "gpu": 0}, {"cpu": 7, "memory": 0, "gpu": 0}),
+])
+def test_split_node_cost_in_the_ratio_of_list_rates(total, lists, want):
+    from otel_agent.cost.pricing import split_node_cost
+    got = split_node_cost(total, lists)
+    assert got == want and sum(got.values()) == total
+
+
+def test_node_list_micros():
+    from otel_agent.cost.pricing import node_list_micros
+    rates = pricing().rates
+    assert node_list_micros(rates, cpu_core_hours=8, memory_gib_hours=64, gpu_hours=1) == \
+        {"cpu": 252888, "memory": 271168, "gpu": 950000}

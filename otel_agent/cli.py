@@ -39,11 +39,14 @@ def _add_agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-cidrs", dest="pod_cidrs", help="pod network CIDRs, comma separated")
     p.add_argument("--health-listen", dest="health_listen", help="HOST:PORT of /healthz, or off")
     p.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--cluster-objects", dest="cluster_objects", action="store_const", const="true",
+                   help="also report the cluster's persistent volume claims; run ONE such agent "
+                        "(OTEL_AGENT_CLUSTER_OBJECTS)")
 
 
 _FLAG_KEYS = ("endpoint", "protocol", "interval_seconds", "node_name", "metadata", "static_metadata",
               "pod_labels", "cgroup_root", "kubepods", "bpf_profile", "pod_cidrs", "health_listen",
-              "log_level")
+              "log_level", "cluster_objects")
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -165,7 +168,16 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
     metadata = _metadata(cfg)
     metadata.start()
     bpf = _bpf(cfg, root)
-    return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf)
+    cluster = None
+    if cfg.cluster_objects:
+        from otel_agent.k8s.apiconfig import load_api_client
+        from otel_agent.k8s.volumes import ClusterObjects
+
+        cluster = ClusterObjects(load_api_client())
+        cluster.start()
+        log.info("reporting the cluster's persistent volume claims (cluster_objects on)")
+    return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf,
+                 cluster=cluster)
 
 
 def _shutdown(agent) -> None:

@@ -33,6 +33,13 @@ ATTR_BPF_MAP = f"{PREFIX}.bpf.map.name"
 # amd.com/gpu, gpu.intel.com/i915; otel_agent/gpu.py). Semconv 1.44 has no GPU or
 # extended-resource metric for Kubernetes and no attribute naming a resource of a pod spec.
 ATTR_GPU_RESOURCE = f"{PREFIX}.gpu.resource"
+# A claim's volume access modes (RWO, ROX, RWX, RWOP joined by +) and whether a running pod
+# mounts it: semconv has k8s.persistentvolumeclaim.* and k8s.storageclass.name, not these.
+ATTR_ACCESS_MODE = f"{PREFIX}.persistentvolume.access_mode"
+ATTR_MOUNTED = f"{PREFIX}.persistentvolumeclaim.mounted"
+CLAIM_ATTRIBUTES = ("k8s.namespace.name", "k8s.persistentvolumeclaim.name",
+                    "k8s.persistentvolumeclaim.uid", "k8s.storageclass.name",
+                    "k8s.persistentvolume.name", ATTR_ACCESS_MODE, ATTR_MOUNTED)
 
 
 class Instrument(str, enum.Enum):
@@ -227,6 +234,14 @@ _TABLE: tuple[MetricDef, ...] = (
         "k8s.node.gpu.capacity", {N: f"{PREFIX}.node.gpu.capacity"},
         "{device}", "GPUs the node has (status.capacity), by extended resource.",
         Instrument.UPDOWN, "kubernetes", (ATTR_GPU_RESOURCE,),
+    ),
+    MetricDef(
+        # semconv's k8s.persistentvolumeclaim.storage.capacity sits on a claim's own resource;
+        # this agent reports every claim of the cluster on its node resource (k8s/volumes.py)
+        "k8s.claim.capacity", {N: f"{PREFIX}.cluster.persistentvolumeclaim.capacity"},
+        "By", "Capacity of each bound persistent volume claim's volume in the cluster (only "
+        "from the agent with cluster_objects on).", Instrument.UPDOWN, "kubernetes",
+        CLAIM_ATTRIBUTES,
     ),
     MetricDef(
         "k8s.node.cpu.allocatable", {N: "k8s.node.cpu.allocatable"},

@@ -70,12 +70,14 @@ class _Fine:
     gpu_used_qty: float = 0.0  # GPU-hours busy (DCGM), beside gpu_qty held
     net_qty: float = 0.0
     net_micros: int = 0
+    pv_qty: float = 0.0  # byte-hours of claims' volumes
+    pv_micros: int = 0
     shared_micros: int = 0
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def own_micros(self) -> int:
-        return self.cpu_micros + self.ram_micros + self.gpu_micros + self.net_micros
+        return self.cpu_micros + self.ram_micros + self.gpu_micros + self.net_micros + self.pv_micros
 
 
 def steps(window: Window, step: timedelta | str | None) -> list[Window]:
@@ -186,6 +188,9 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
             f.gpu_micros += cv
         elif resource == "gpu.used":
             f.gpu_used_qty += qv
+        elif resource.startswith("pv:"):
+            f.pv_qty += qv
+            f.pv_micros += cv
         elif resource.startswith("network:"):
             f.net_qty += qv
             f.net_micros += cv
@@ -262,6 +267,8 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         a.gpu_used_hours += f.gpu_used_qty
         a.network_bytes += f.net_qty
         a.network_cost += f.net_micros
+        a.pv_byte_hours += f.pv_qty
+        a.pv_cost += f.pv_micros
         a.shared_cost += f.shared_micros
     result = []
     for name, a in groups.items():
@@ -269,7 +276,7 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         if post and not all(c.match_props(a.properties, name) for c in post):
             continue
         result.append(a)
-    total = sum(a.cpu_cost + a.ram_cost + a.gpu_cost + a.network_cost + a.shared_cost
+    total = sum(a.cpu_cost + a.ram_cost + a.gpu_cost + a.network_cost + a.pv_cost + a.shared_cost
                 for a in groups.values())
     for a in result:
         if model == Model.SHOWBACK_RATIO:
@@ -281,6 +288,7 @@ def _allocate(fine: list[_Fine], w: Window, currency: str, keyfn: Callable[[_Fin
         a.ram_cost /= d
         a.gpu_cost /= d
         a.network_cost /= d
+        a.pv_cost /= d
         a.shared_cost /= d
     result.sort(key=lambda a: (-a.total_cost, a.name))
     return result
@@ -421,7 +429,7 @@ def reconcile(store: Store, window: Window, *, model: Model = Model.CHARGEBACK,
     q = (sa.select(t.c.cluster, t.c.node, t.c.kind, sa.func.sum(cost))
          .where(t.c.period_start >= int(window.start.timestamp()),
                 t.c.period_start < int(window.end.timestamp()),
-                sa.not_(t.c.resource.like("network:%")))
+                sa.not_(t.c.resource.like("network:%")), sa.not_(t.c.resource.like("pv:%")))
          .group_by(t.c.cluster, t.c.node, t.c.kind))
     acc: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     with store.engine.connect() as c:

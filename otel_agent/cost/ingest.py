@@ -38,7 +38,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from otel_agent.cost import validate as V
 from otel_agent.gpu import is_gpu_resource
-from otel_agent.metrics import ATTR_GPU_RESOURCE, ATTR_NETWORK_CLASS, metric
+from otel_agent.metrics import (ATTR_ACCESS_MODE, ATTR_GPU_RESOURCE, ATTR_MOUNTED,
+                                ATTR_NETWORK_CLASS, metric)
 from otel_agent.model import Scope
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -48,6 +49,7 @@ NANOS_PER_HOUR = 3600 * NANOS_PER_SECOND
 CUMULATIVE, DELTA, GAUGE = "cumulative", "delta", "gauge"
 
 UNKNOWN = "__unknown__"  # a pod or namespace whose metadata the agent did not have
+UNMOUNTED = "__unmounted__"  # a claim's hours with no running pod mounting it (its workload)
 
 MAX_FUTURE_NS = 15 * 60 * NANOS_PER_SECOND  # points from further in the future than this
 NET_DIRECTIONS = ("transmit", "receive")  # semconv network.io.direction
@@ -94,6 +96,12 @@ def _quantities() -> dict[str, Quantity]:
     # (dcgm-exporter's etc/default-counters.csv: DCGM_FI_DEV_GPU_UTIL, a gauge in percent;
     # DCGM_FI_PROF_GR_ENGINE_ACTIVE, a ratio, in its DCP counters). Shown beside the GPU-hours
     # a pod held (the waste), never priced: see DCGM below.
+    # Persistent volume claims, from the one agent that reports the cluster's (k8s/volumes.py):
+    # points on its node resource, the claim in their attributes; billed to the claim's
+    # namespace, never to the node (see _decode_claims).
+    m = metric("k8s.claim.capacity")
+    out[m.names[N]] = Quantity("pv.capacity", "claim", False, m.unit, metric=m.names[N],
+                               series_key=m.names[N])
     for name, quantity in DCGM_METRICS.items():
         out[name] = Quantity(quantity, "gpu", False, "", metric=name, series_key=name)
     return out
@@ -353,6 +361,9 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
     if res.error is not None:
         b.reject(res.error.code, f"{name}: {res.error.message}", n_points)
         return
+    if q.scope == "claim":
+        _decode_claims(b, name, data, q, res, newest_ns, oldest_ns)
+        return
     if q.scope == "gpu":
         _decode_dcgm(b, name, data, q, res, newest_ns, oldest_ns)
         return
@@ -492,6 +503,64 @@ def _decode_dcgm(b: Batch, name: str, data, q: Quantity, res: _Resource, newest_
                               sort_keys=True, separators=(",", ":"))
             s = b.series[sid] = SeriesRow(sid, q.metric, q.quantity, q.scope, GAUGE, res.cluster,
                                           res.node, "", ckey, device, profile, ns, meta, t)
+        b.points.append((sid, 0, t, value, nk))
+
+
+def _decode_claims(b: Batch, name: str, data, q: Quantity, res: _Resource, newest_ns: int,
+                   oldest_ns: int) -> None:
+    """Claim capacities: one series per (claim, mounted or not). Key: pod_uid = the claim's
+    uid (so, like a pod's, its namespace can never change: the store holds it), class = its
+    storage class, direction = `mounted`/`unmounted`; the claim's names go in the series'
+    metadata. Both mount states are sent every export (0 for the one that does not hold), so
+    a claim switching is billed on each side to the export, with no overlap."""
+    nk = node_key(res.cluster, res.node)
+    for dp in data.data_points:
+        if dp.flags & 1:
+            continue
+        a = _attrs(dp.attributes)
+        kind = dp.WhichOneof("value")
+        value = dp.as_double if kind == "as_double" else float(dp.as_int) if kind == "as_int" else None
+        t = dp.time_unix_nano
+        ns, claim, uid = (a.get(k, "") for k in ("k8s.namespace.name",
+                                                  "k8s.persistentvolumeclaim.name",
+                                                  "k8s.persistentvolumeclaim.uid"))
+        sc, mounted = a.get("k8s.storageclass.name", ""), a.get(ATTR_MOUNTED, "")
+        try:
+            if value is None or not math.isfinite(value) or value < 0:
+                raise V.Invalid(V.R_VALUE, f"{name}: value {value} is not a size")
+            V.check_value(name, "pv.capacity", False, value, 0, t)
+            if t == 0 or t > newest_ns:
+                raise V.Invalid(V.R_VALUE if t == 0 else V.R_FUTURE, f"{name}: time_unix_nano "
+                                f"{'is 0' if t == 0 else 'is in the future'}")
+            if t < oldest_ns:
+                raise V.Invalid(V.R_RETENTION, f"{name}: time is older than the ledger keeps raw points")
+            if not ns or not claim or not uid:
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: a claim needs k8s.namespace.name, "
+                                "k8s.persistentvolumeclaim.name and .uid")
+            if mounted not in ("true", "false"):
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {ATTR_MOUNTED} must be true or false")
+            V.check_resource_strings({"k8s.namespace.name": ns, "k8s.pod.name": claim,
+                                      "k8s.pod.uid": uid}, ())
+            V.check_point_attribute("k8s.storageclass.name", sc, 64)
+            V.check_point_attribute("k8s.persistentvolume.name", a.get("k8s.persistentvolume.name", ""), 253)
+            V.check_point_attribute(ATTR_ACCESS_MODE, a.get(ATTR_ACCESS_MODE, ""), 32)
+        except V.Invalid as e:
+            b.reject(e.code, e.message)
+            continue
+        state = "mounted" if mounted == "true" else "unmounted"
+        sid = series_id(q.series_key, GAUGE, res.cluster, res.node, uid, "", state, sc)
+        meta = json.dumps({"namespace": ns, "pod": claim, "container": "",
+                           "workload_kind": "persistentvolumeclaim",
+                           "workload": claim if state == "mounted" else UNMOUNTED,
+                           "volume": a.get("k8s.persistentvolume.name", ""),
+                           "access_modes": a.get(ATTR_ACCESS_MODE, ""), "labels": {}},
+                          sort_keys=True, separators=(",", ":"))
+        s = b.series.get(sid)
+        if s is None:
+            s = b.series[sid] = SeriesRow(sid, q.metric, q.quantity, q.scope, GAUGE, res.cluster,
+                                          res.node, uid, "", sc, state, ns, meta, t)
+        if t > s.seen_ns or (t == s.seen_ns and meta > s.meta):
+            s.seen_ns, s.meta = t, meta
         b.points.append((sid, 0, t, value, nk))
 
 

@@ -82,7 +82,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping
 
-from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
+from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN, UNMOUNTED
 from otel_agent.cost.pricing import Pricing, money_micros
 from otel_agent.gpu import gpu_equivalents, is_gpu_resource, mig_profile_gpus
 from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
@@ -141,7 +141,7 @@ class LedgerRow:
     pod: str
     container: str
     kind: str
-    resource: str  # cpu | memory | gpu | network:<class>
+    resource: str  # cpu | memory | gpu | gpu.used | network:<class> | pv:<storage class>
     unit: str  # core-hour | byte-hour | gpu-hour | byte
     usage_qty: float
     request_qty: float
@@ -280,7 +280,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
         if s.scope == "node" and s.seen_ns > node_seen:
             node_seen = s.seen_ns
             node_attrs = json.loads(s.meta).get("node_attrs", {})
-        if s.pod_uid:
+        if s.pod_uid and s.scope != "claim":  # a claim is no pod (_claim_rows)
             info = pods[s.pod_uid]
             if s.namespace and s.namespace != UNKNOWN:
                 info.namespace = s.namespace  # known once, never changes (validated at ingest)
@@ -309,8 +309,12 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
     per: dict[str, dict[str, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     net: dict[tuple[str, str, str], float] = defaultdict(float)  # (pod, container, class) → bytes
     busy: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # DCGM, below
+    claims: dict[int, float] = {}  # claim series → byte-seconds (pv rows, below)
     for sid, amount in sorted(amounts.items()):
         s = series[sid]
+        if s.scope == "claim":
+            claims[sid] = amount
+            continue
         if s.scope == "gpu":
             # GPU-seconds busy, per ns/pod/container and source: util in percent, engine
             # activity as a ratio, a MIG instance's relative to its share of the GPU
@@ -353,6 +357,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                            sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
                            pods, container_names))
     rows.extend(_gpu_used_rows(hour_s, cluster, node, busy, pods, pricing.currency))
+    rows.extend(_claim_rows(hour_s, cluster, node, claims, series, pricing))
     # The agent sends a pod's network both per container and as the pod's total (the sum of
     # its containers, plus dead ones): like CPU, the pod-level row is only what its containers
     # do not account for, or every byte would be billed twice.
@@ -373,6 +378,28 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                               KIND_CONTAINER if ckey else KIND_POD, f"network:{cls}", "byte",
                               nbytes, 0.0, nbytes, cost, cost, pricing.currency))
     _check_bounds(rows, hour_s, node)
+    return rows
+
+
+def _claim_rows(hour_s: int, cluster: str, node: str, claims: Mapping[int, float],
+                series: Mapping[int, SeriesInfo], pricing: Pricing) -> list[LedgerRow]:
+    """Persistent volume claims (reported by the one agent with cluster_objects on, on its
+    node): GiB-hours of each claim's volume at its storage class's rate, billed to the claim's
+    namespace like network egress, on top of the node's compute (the disk is not the node's).
+    The workload is the claim while a running pod mounts it, `__unmounted__` in its
+    namespace for the hours none does; the pod column names the claim."""
+    rows = []
+    for sid, byte_s in sorted(claims.items()):
+        s = series[sid]
+        if byte_s <= 0:
+            continue
+        m = json.loads(s.meta)
+        byte_h = byte_s / 3600
+        cost = money_micros(byte_h / GIB, pricing.storage_rate(s.net_class))
+        rows.append(LedgerRow(hour_s, cluster, node, s.namespace or m.get("namespace") or UNKNOWN,
+                              "persistentvolumeclaim", m.get("workload") or UNMOUNTED, s.pod_uid,
+                              m.get("pod") or s.pod_uid, "", KIND_POD, f"pv:{s.net_class}",
+                              "byte-hour", byte_h, byte_h, byte_h, cost, cost, pricing.currency))
     return rows
 
 
@@ -410,7 +437,7 @@ def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
                 raise LedgerBoundError(
                     f"{r.resource} {r.kind} row of node {node} at hour {hour_s} costs {micros} "
                     f"micro-units, beyond what a node-hour can cost ({MAX_NODE_HOUR_MICROS})")
-        if r.resource.startswith("network:"):
+        if r.resource.startswith(("network:", "pv:")):
             net += r.cost_usage_micros
     if net > MAX_NODE_HOUR_MICROS:
         raise LedgerBoundError(f"network of node {node} at hour {hour_s} costs {net} micro-units, "

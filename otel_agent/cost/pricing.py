@@ -19,6 +19,9 @@ Format (beside the documented keys, `spot`, `description`, `sources` and `memory
       gpu_hour: 0.95
       storage_gib_hour: 0.0000548
       network_gib: {pod-network: 0, cluster-private: 0.01, internet: 0.12}
+    storage_classes:           # per GiB-hour of a claim's volume; other classes: storage_gib_hour
+      gp3: 0.000109589
+      io2: 0.000171233
     nodes:                     # overrides; the first match wins
       - match: {node.kubernetes.io/instance-type: m5.xlarge}
         cpu_core_hour: 0.048
@@ -47,7 +50,7 @@ from otel_agent.cost.errors import PricingError
 
 RATE_KEYS = ("cpu_core_hour", "memory_gib_hour", "gpu_hour", "storage_gib_hour")
 MEMORY_QUANTITIES = ("working_set", "usage")
-_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources"}
+_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources", "storage_classes"}
 _OVERRIDE_EXTRA = {"match", "spot", "name"}
 
 DEFAULT_PRICING_FILE = "default-pricing.yaml"
@@ -84,6 +87,13 @@ class Pricing:
     nodes: tuple[NodeOverride, ...] = ()
     memory_quantity: str = "working_set"
     source: str = "<built-in>"
+    # per GiB-hour of a claim's volume by storage class; classes not listed: rates.storage_gib_hour
+    storage_classes: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def storage_rate(self, storage_class: str) -> Decimal:
+        """The price of a GiB-hour of a volume of `storage_class` (claims are cluster objects:
+        no node override applies)."""
+        return self.storage_classes.get(storage_class, self.rates.storage_gib_hour)
 
     def rates_for(self, node_attrs: Mapping[str, str]) -> Rates:
         """Rates of a node given its labels (keys without the k8s.node.label. prefix) and the
@@ -99,6 +109,8 @@ class Pricing:
 
         parts = [self.currency, self.memory_quantity, _rates_text(self.rates)]
         parts += [f"{sorted(o.match.items())}={_rates_text(o.rates)}" for o in self.nodes]
+        if self.storage_classes:
+            parts.append(f"storage_classes={sorted(self.storage_classes.items())}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -176,8 +188,12 @@ def parse_pricing(text: str, source: str) -> Pricing:
             if "spot" in m:
                 rates = replace(rates, spot=v.boolean(m["spot"][1], f"{where}.spot"))
             overrides.append(NodeOverride(match, rates, item.start_mark.line + 1))
+    classes: dict[str, Decimal] = {}
+    if "storage_classes" in top:
+        for cls, (_, val) in v.mapping(top["storage_classes"][1], "storage_classes").items():
+            classes[cls] = v.number(val, f"storage_classes.{cls}")
     return Pricing(currency=currency, rates=base, nodes=tuple(overrides),
-                   memory_quantity=memory, source=source)
+                   memory_quantity=memory, source=source, storage_classes=classes)
 
 
 class _Validator:

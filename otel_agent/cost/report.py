@@ -246,7 +246,7 @@ def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = N
 
 
 RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
-COMPUTE_NOTE = "CPU, memory and GPUs; network egress is billed on top"
+COMPUTE_NOTE = "CPU, memory and GPUs; network egress and volumes are billed on top"
 
 
 def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
@@ -328,6 +328,8 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     ]
     if show_gpu:
         cols.append(("GPU-h", lambda v: f"{v.gpu_hours:,.3f}"))
+    if show_pv:
+        cols.append(("PV GiB-h", lambda v: f"{v.pv_byte_hours / GIB:,.3f}"))
     if any(v.gpu_used_hours for v in totals.values()):
         # the waste: how busy the GPUs a tenant held were (DCGM), where it reports
         cols.append(("GPU busy", lambda v: f"{100 * v.gpu_used_hours / v.gpu_hours:.0f}%"

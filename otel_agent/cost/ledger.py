@@ -387,7 +387,8 @@ def _claim_rows(hour_s: int, cluster: str, node: str, claims: Mapping[int, float
     node): GiB-hours of each claim's volume at its storage class's rate, billed to the claim's
     namespace like network egress, on top of the node's compute (the disk is not the node's).
     The workload is the claim while a running pod mounts it, `__unmounted__` in its
-    namespace for the hours none does; the pod column names the claim."""
+    namespace for the hours none does (and so is the container column then); the pod column
+    names the claim."""
     rows = []
     for sid, byte_s in sorted(claims.items()):
         s = series[sid]
@@ -396,9 +397,13 @@ def _claim_rows(hour_s: int, cluster: str, node: str, claims: Mapping[int, float
         m = json.loads(s.meta)
         byte_h = byte_s / 3600
         cost = money_micros(byte_h / GIB, pricing.storage_rate(s.net_class))
+        workload = m.get("workload") or UNMOUNTED
+        # the container column tells the two states of one claim apart (reports group a pod's
+        # rows by uid and container): "" while mounted, __unmounted__ for the other hours
         rows.append(LedgerRow(hour_s, cluster, node, s.namespace or m.get("namespace") or UNKNOWN,
-                              "persistentvolumeclaim", m.get("workload") or UNMOUNTED, s.pod_uid,
-                              m.get("pod") or s.pod_uid, "", KIND_POD, f"pv:{s.net_class}",
+                              "persistentvolumeclaim", workload, s.pod_uid,
+                              m.get("pod") or s.pod_uid, UNMOUNTED if workload == UNMOUNTED else "",
+                              KIND_POD, f"pv:{s.net_class}",
                               "byte-hour", byte_h, byte_h, byte_h, cost, cost, pricing.currency))
     return rows
 

@@ -202,14 +202,16 @@ class Agent:
         """Every bound claim of the cluster (k8s/volumes.py), on this node's resource."""
         out = []
         for c in self.cluster.claims():
-            attrs = tuple(sorted((("k8s.namespace.name", c.namespace),
-                                  ("k8s.persistentvolumeclaim.name", c.name),
-                                  ("k8s.persistentvolumeclaim.uid", c.uid),
-                                  ("k8s.storageclass.name", c.storage_class),
-                                  ("k8s.persistentvolume.name", c.volume),
-                                  (ATTR_ACCESS_MODE, c.access_modes),
-                                  (ATTR_MOUNTED, "true" if c.mounted else "false"))))
-            out.append(Sample(node_id, "k8s.claim.capacity", float(c.capacity_bytes), attrs))
+            base = (("k8s.namespace.name", c.namespace), ("k8s.persistentvolumeclaim.name", c.name),
+                    ("k8s.persistentvolumeclaim.uid", c.uid),
+                    ("k8s.storageclass.name", c.storage_class),
+                    ("k8s.persistentvolume.name", c.volume), (ATTR_ACCESS_MODE, c.access_modes))
+            # both mount states, the other one 0: a claim whose state changes is billed on each
+            # side up to the export, with no overlap (a level holds until its next point)
+            for mounted in (True, False):
+                attrs = tuple(sorted((*base, (ATTR_MOUNTED, "true" if mounted else "false"))))
+                value = float(c.capacity_bytes) if mounted == c.mounted else 0.0
+                out.append(Sample(node_id, "k8s.claim.capacity", value, attrs))
         return out
 
     def _self_samples(self, node_id: CgroupId) -> list[Sample]:

@@ -39,8 +39,9 @@ def _add_agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-cidrs", dest="pod_cidrs", help="pod network CIDRs, comma separated")
     p.add_argument("--health-listen", dest="health_listen", help="HOST:PORT of /healthz, or off")
     p.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    p.add_argument("--cluster-objects", dest="cluster_objects", action="store_const", const="true",
-                   help="also report the cluster's persistent volume claims; run ONE such agent "
+    p.add_argument("--cluster-objects", dest="cluster_objects", choices=("off", "on", "auto"),
+                   help="also report the cluster's persistent volume claims: on (run ONE such "
+                        "agent) or auto (the agent on the first Ready node by name) "
                         "(OTEL_AGENT_CLUSTER_OBJECTS)")
 
 
@@ -169,13 +170,14 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
     metadata.start()
     bpf = _bpf(cfg, root)
     cluster = None
-    if cfg.cluster_objects:
+    if cfg.cluster_objects != "off":
         from otel_agent.k8s.apiconfig import load_api_client
         from otel_agent.k8s.volumes import ClusterObjects
 
-        cluster = ClusterObjects(load_api_client())
+        cluster = ClusterObjects(load_api_client(), node_name=cfg.node_name,
+                                 auto=cfg.cluster_objects == "auto")
         cluster.start()
-        log.info("reporting the cluster's persistent volume claims (cluster_objects on)")
+        log.info("persistent volume claims: cluster_objects %s", cfg.cluster_objects)
     return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf,
                  cluster=cluster)
 

@@ -11,12 +11,15 @@ only those of the pods on one node. Who reads them:
   outside the cluster;
 * not an elected agent: election needs a Lease, i.e. create/update on
   coordination.k8s.io, which the agent's read-only role does not have;
-* so: the one agent started with `cluster_objects` on (`--cluster-objects`,
-  OTEL_AGENT_CLUSTER_OBJECTS=true; deploy/base/cluster-agent.yaml runs one such replica),
-  which lists claims, volumes, storage classes and running pods every
-  CLUSTER_LIST_SECONDS and exports one point per bound claim on its node resource. While it is
-  down nothing is reported (a gap, as for any agent); two such agents at once would bill every
-  claim twice: run one.
+* so: one agent, chosen without a Lease. With `cluster_objects: auto`
+  (OTEL_AGENT_CLUSTER_OBJECTS=auto, what deploy/base/agent.yaml sets) every agent lists the
+  nodes (its role already reads nodes) and the agent on the first Ready node by name
+  (`reporter`) lists claims, volumes, storage classes and running pods every
+  CLUSTER_LIST_SECONDS and exports each bound claim's capacity on its node resource. `on`
+  makes an agent report whatever the others do (one agent outside a DaemonSet, the tests).
+  While the reporter's node is not Ready the next one takes over within a period; while its
+  agent is down but its node Ready, nothing is reported (a gap, logged by no one: the price of
+  having no Lease).
 
 What a claim is to the ledger (`claim_meta`, pure): its uid, namespace, name; the bound
 volume's capacity (PV `spec.capacity.storage`, else the claim's `status.capacity.storage`);
@@ -31,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 from otel_agent.k8s.convert import _dicts, _field, quantity_bytes
@@ -143,17 +146,36 @@ def claims(pvcs: Iterable[Mapping[str, Any]], pvs: Iterable[Mapping[str, Any]],
     return out, bad
 
 
+def reporter(nodes: Iterable[Mapping[str, Any]]) -> str | None:
+    """The node whose agent reports the cluster's claims with cluster_objects `auto`: the first
+    Ready node by name. Every agent computes the same from the same list; while the list
+    changes two agents may both report for up to one period (CLUSTER_LIST_SECONDS), and the one
+    that stops sends zeros once, so the overlap is at most that period."""
+    ready = []
+    for n in nodes:
+        m = _meta(n, "node")
+        name = _field(m, "name", str, "node.metadata")
+        conds = _dicts(_field(n, "status", Mapping, "node"), "conditions", "status")
+        if name and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+            ready.append(name)
+    return min(ready) if ready else None
+
+
 class ClusterObjects:
     """Lists claims, volumes, storage classes and running pods every `period_seconds` in a
     thread (through the client's ApiClient, as JSON: see informer._RawCoreV1) and keeps the
     last good result. A failed list keeps the previous claims for at most 5 periods, then
     reports none (stale capacity must not bill for ever); it is logged once per outage."""
 
-    def __init__(self, api_client: Any, *, period_seconds: float = CLUSTER_LIST_SECONDS) -> None:
+    def __init__(self, api_client: Any, *, period_seconds: float = CLUSTER_LIST_SECONDS,
+                 node_name: str | None = None, auto: bool = False) -> None:
         from otel_agent.k8s.informer import _RawCoreV1
 
         self._raw = _RawCoreV1(api_client)
         self.period_seconds = period_seconds
+        self.node_name = node_name
+        self.auto = auto
+        self.reporting = not auto
         self._claims: list[ClaimMeta] = []
         self._at = 0.0
         self.skipped = 0
@@ -169,6 +191,19 @@ class ClusterObjects:
         return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
     def refresh(self) -> None:
+        if self.auto:
+            was = self.reporting
+            self.reporting = reporter(self._list("/api/v1/nodes")) == self.node_name
+            if was != self.reporting:
+                log.info("this agent %s the cluster's persistent volume claims",
+                         "now reports" if self.reporting else "no longer reports")
+            if not self.reporting:
+                # one last export of zeros ends what this agent reported (a level holds until
+                # its next point), so the new reporter's points are not billed twice
+                self._claims = [replace(c, capacity_bytes=0) for c in self._claims
+                                if c.capacity_bytes] if was else []
+                self._at = time.monotonic()
+                return
         got, bad = claims(self._list("/api/v1/persistentvolumeclaims"),
                           self._list("/api/v1/persistentvolumes"),
                           self._list("/apis/storage.k8s.io/v1/storageclasses"),
@@ -201,5 +236,5 @@ class ClusterObjects:
         return self._claims
 
 
-__all__ = ["ACCESS_MODES", "CLUSTER_LIST_SECONDS", "ClaimMeta", "ClusterObjects", "claim_meta",
+__all__ = ["reporter", "ACCESS_MODES", "CLUSTER_LIST_SECONDS", "ClaimMeta", "ClusterObjects", "claim_meta",
            "claims", "default_class", "mounted_claims"]

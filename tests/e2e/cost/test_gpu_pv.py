@@ -1,4 +1,4 @@
-"""A GPU node end to end: the real agent (`otel-agent run`, Kubernetes metadata listed and
+"""A GPU node and persistent volume claims end to end: the real agent (`otel-agent run`, Kubernetes metadata listed and
 watched from the fake API server with the real `kubernetes` client) reads GPU extended
 resources from the node and pod objects, exports them over real OTLP/gRPC to a real
 `otel-agent cost serve`, and the reports (table, OpenCost JSON, FOCUS) bill them.
@@ -8,7 +8,9 @@ hour); `ml/train` holds 2 GPUs, `ml/infer` one slice, `shop/web` none. Every lev
 from its first point until MAX_GAP_S after its last (ledger.py), and all of them arrive in the
 same exports, so over the window the tenants' GPU-hours stand to the node's as their devices
 do: 2/4, (1/7)/4; what no pod held (4 − 2 − 1/7 GPUs) is __idle__; and allocated + idle is the
-node's GPU cost to the micro-unit.
+node's GPU cost to the micro-unit. The same agent runs with --cluster-objects: the claim
+`ml/checkpoints` (100 GiB, mounted by train-0) and `ml/datasets` (50 GiB, mounted by no pod)
+are billed to `ml` by the GiB-hour, the second under `__unmounted__`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.e2e.faults.conftest import synth  # noqa: F401 - the synthetic node fixture
-from tests.support.fake_apiserver import FakeApiServer, make_node, make_pod
+from tests.support.fake_apiserver import FakeApiServer, make_claim, make_node, make_pod
 from tests.support.pipeline import CostProcessor, agent_process, write_kubeconfig
 
 pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 
 GPU_HOUR = 0.95  # tests/unit/cost/ledger_helpers.PRICING_YAML
+STORAGE_GIB_HOUR = 0.0000548  # the same file's storage_gib_hour (no storage_classes there)
+GIB = 2**30
 NODE_GPUS = 3 + 7 / 7
 MIG = "nvidia.com/mig-1g.10gb"
 
@@ -65,13 +69,20 @@ def test_gpu_node_pods_and_idle_gpus_billed(synth, tmp_path):  # noqa: F811
                                                        "nvidia.com/gpu": "3", MIG: "7"},
                                    allocatable={"cpu": "3800m", "memory": "15Gi",
                                                 "nvidia.com/gpu": "3", MIG: "7"}))
-            api.add_pod(_pod_json(train, {"nvidia.com/gpu": "2"}))
+            train_json = _pod_json(train, {"nvidia.com/gpu": "2"})
+            train_json["spec"]["volumes"] = [{"name": "ckpt",
+                                              "persistentVolumeClaim": {"claimName": "checkpoints"}}]
+            api.add_pod(train_json)
+            for name, size in (("checkpoints", "100Gi"), ("datasets", "50Gi")):
+                pvc, pv = make_claim(name, namespace="ml", size=size, storage_class="gp3")
+                api.put_object("persistentvolumeclaims", pvc)
+                api.put_object("persistentvolumes", pv)
             api.add_pod(_pod_json(infer, {MIG: "1"}))
             api.add_pod(_pod_json(web, {}))
             kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
             agent = agent_process(tmp_path, kubepods=synth.kubepods,
                                   endpoint=f"http://127.0.0.1:{cost.port}",
-                                  metadata=("--metadata", "kubernetes"),
+                                  metadata=("--metadata", "kubernetes", "--cluster-objects", "on"),
                                   env_extra={"KUBECONFIG": str(kubeconfig), "NODE_NAME": "node-a"}).start()
             try:
                 time.sleep(8)
@@ -99,6 +110,18 @@ def test_gpu_node_pods_and_idle_gpus_billed(synth, tmp_path):  # noqa: F811
         assert allocs[name]["gpuCost"] == pytest.approx(allocs[name]["gpuHours"] * GPU_HOUR, abs=2e-6)
     total_gpu = sum(a["gpuCost"] for a in allocs.values())
     assert total_gpu == pytest.approx(NODE_GPUS * held_h * GPU_HOUR, abs=2e-6)
+
+    # claims: billed to their namespace by GiB-hour while they exist; the one no running pod
+    # mounts under __unmounted__ (reported by this agent: --cluster-objects)
+    wl = {}
+    for step in json.loads(_report(cost.db, "json", "--by", "workload"))["data"]:
+        wl.update(step)
+    for name, gib in (("ml/checkpoints", 100), ("ml/__unmounted__", 50)):
+        assert wl[name]["pvByteHours"] / GIB == pytest.approx(gib * held_h, rel=0.02), name
+        assert wl[name]["pvCost"] == pytest.approx(wl[name]["pvByteHours"] / GIB * STORAGE_GIB_HOUR,
+                                                   abs=2e-6)
+    assert allocs["ml"]["pvCost"] == pytest.approx(wl["ml/checkpoints"]["pvCost"]
+                                                   + wl["ml/__unmounted__"]["pvCost"], abs=2e-6)
 
     table = _report(cost.db, "table")
     head = table.splitlines()[1].split()

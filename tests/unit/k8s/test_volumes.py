@@ -73,3 +73,34 @@ def test_a_failed_list_keeps_the_last_claims_then_none(monkeypatch):
         import time
         time.sleep(0.06)
         assert co.claims() == []  # stale capacity must not bill for ever
+
+
+def _node(name: str, ready: bool) -> dict:
+    from tests.support.fake_apiserver import make_node
+    n = make_node(name)
+    n["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    return n
+
+
+def test_reporter_is_the_first_ready_node():
+    from otel_agent.k8s.volumes import reporter
+    assert reporter([_node("b", True), _node("a", False), _node("c", True)]) == "b"
+    assert reporter([_node("a", False)]) is None
+    assert reporter([]) is None
+
+
+def test_auto_hands_over_and_ends_what_it_reported_with_zeros():
+    with FakeApiServer() as api:
+        pvc, pv = make_claim("data", namespace="db", size="5Gi")
+        api.put_object("persistentvolumeclaims", pvc)
+        api.put_object("persistentvolumes", pv)
+        api.set_node(_node("node-b", True))
+        b = ClusterObjects(api.api_client(), node_name="node-b", auto=True)
+        c = ClusterObjects(api.api_client(), node_name="node-c", auto=True)
+        b.refresh(), c.refresh()
+        assert [x.capacity_bytes for x in b.claims()] == [5 * GIB] and c.claims() == []
+        api.set_node(_node("node-a", True))  # a node first by name: its agent takes over
+        b.refresh()
+        assert [x.capacity_bytes for x in b.claims()] == [0]  # one export of zeros
+        b.refresh()
+        assert b.claims() == []

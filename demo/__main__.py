@@ -286,8 +286,8 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     store = Store(ledger, pricing=default_pricing())
     try:
         w = parse_window(window, datetime.now(timezone.utc))
-        per_pod = {a.name: a for a in allocations(store, w, aggregate="pod", model=Model.USAGE,
-                                                  refresh=False)[0]}
+        per_pod = {a.name: a for a in allocations(store, w, aggregate="namespace,pod",
+                                                  model=Model.USAGE, refresh=False)[0]}
         per_ns = {a.name: a for a in allocations(store, w, aggregate="namespace",
                                                  model=Model.CHARGEBACK, refresh=False)[0]}
         balanced = all(r.balanced for r in reconcile(store, w, refresh=False))

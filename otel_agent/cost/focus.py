@@ -36,7 +36,7 @@ Why these choices (README "Reports" says the same for users):
   label values (`--by label:<key>`) are the user's tags and keep their key unprefixed.
 - **Columns are a table** (`_COLUMNS`): each says which FOCUS version defines it, whether it is
   a dimension or a metric, and how a charge fills it. A new cost component (GPU, persistent
-  volumes) is one row of `COMPONENTS`; a new column is one row of `_COLUMNS`.
+  volumes) is one row of `components.COMPONENTS`, shared by every format; a new column is one row of `_COLUMNS`.
 - Dates are `YYYY-MM-DDTHH:MM:SSZ`, decimals plain with a point (`0.0`, no exponent), nulls
   empty cells.
 """
@@ -52,7 +52,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Mapping, Sequence
 
-from otel_agent.cost.report import GIB, ReportQuery, _num, csv_safe, special_kind
+from otel_agent.cost.components import COMPONENTS, Component
+from otel_agent.cost.report import ReportQuery, _num, csv_safe, special_kind
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model
 from otel_agent.errors import ConfigError
 
@@ -77,28 +78,6 @@ APPLICABILITY_CRITERIA = (
 TAG_PREFIX = "otel-agent/"  # FOCUS: provider-defined tag keys carry a provider prefix
 SHARES = "Shares"
 _ISO_CURRENCY = re.compile(r"^[A-Z]{3}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Component:
-    """One priced part of an allocation: becomes one FOCUS row per allocation and step."""
-
-    key: str  # x_CostComponent
-    cost_field: str  # Allocation attribute with the money
-    quantity_field: str | None  # Allocation attribute with the quantity; None: a share
-    divisor: float  # quantity field -> unit
-    unit: str  # PricingUnit = ConsumedUnit
-    what: str  # for ChargeDescription
-
-
-COMPONENTS: tuple[Component, ...] = (
-    Component("cpu", "cpu_cost", "cpu_core_hours", 1.0, "Core-Hours", "CPU"),
-    Component("ram", "ram_cost", "ram_byte_hours", GIB, "GiB-Hours", "memory"),
-    Component("gpu", "gpu_cost", "gpu_hours", 1.0, "GPU-Hours", "GPU"),
-    Component("network", "network_cost", "network_bytes", GIB, "GiB", "network egress"),
-    Component("pv", "pv_cost", "pv_byte_hours", GIB, "GiB-Hours", "persistent volume storage"),
-    Component("shared", "shared_cost", None, 1.0, SHARES, "idle and overhead capacity shared"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +142,7 @@ _COLUMNS: tuple[Column, ...] = (
     Column("AllocatedMethodId", DIMENSION, lambda c: method_id(c.q), "1.3", allocation=True),
     Column("AllocatedResourceId", DIMENSION, lambda c: _allocated_id(c), "1.3", allocation=True),
     Column("AllocatedResourceName", DIMENSION, lambda c: c.a.name, "1.3", allocation=True),
-    Column("AllocatedTags", DIMENSION, lambda c: _tags(c.a.properties), "1.3", allocation=True),
+    Column("AllocatedTags", DIMENSION, lambda c: _tags(c.a.flat_properties()), "1.3", allocation=True),
     Column("BilledCost", METRIC, lambda c: _decimal(c.billed_cost)),
     Column("BillingAccountId", DIMENSION, lambda c: _account(c)),
     Column("BillingAccountName", DIMENSION, lambda c: c.opts.billing_account_name or _account(c)),
@@ -200,7 +179,7 @@ _COLUMNS: tuple[Column, ...] = (
     Column("SubAccountName", DIMENSION, lambda c: c.cluster),
     # 1.3: the origin charge's tags (none: a cluster has no tags we know of); 1.2 has no
     # AllocatedTags, so there the tenant's tags are the row's tags
-    Column("Tags", DIMENSION, lambda c: (_tags(c.a.properties) if c.opts.version == "1.2"
+    Column("Tags", DIMENSION, lambda c: (_tags(c.a.flat_properties()) if c.opts.version == "1.2"
                                          else None)),
     Column("x_CostComponent", DIMENSION, lambda c: c.comp.key),
 )

@@ -15,6 +15,7 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
+from otel_agent.cost.components import COMPONENTS
 from otel_agent.cost.report import (COMPUTE_NOTE, GIB, RECONCILED_MODELS, Reconciliation,
                                     ReportQuery, Totals, accumulate, currency_of, money_decimals,
                                     ordered_names, quantity_reconciliation, reconcile,
@@ -229,17 +230,18 @@ def _legend(series: dict[str, list[str]], colours: dict[str, str], totals: dict[
 
 def _table(names: list[str], totals: dict[str, Totals], grand: Totals, currency: str,
            dec: int = 2) -> str:
-    head = ("Name", "CPU core-h", "RAM GiB-h", "Net GiB", "CPU", "RAM", "GPU", "Network", "PV",
-            "Shared", f"Total {currency}", "Share")
+    money_cols = [(c.label, c.cost_field) for c in COMPONENTS]
+    head = ("Name", "CPU core-h", "RAM GiB-h", "Net GiB", *(h for h, _ in money_cols),
+            f"Total {currency}", "Share")
     rows = ["<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     gt = grand.total_cost
 
     def row(label: str, v: Totals, cls: str) -> str:
         share = f"{v.total_cost / gt * 100:.1f}%" if gt else "–"
         cells = (f"{v.cpu_core_hours:,.2f}", f"{v.ram_byte_hours / GIB:,.2f}",
-                 f"{v.network_bytes / GIB:,.2f}", _money(v.cpu_cost, dec), _money(v.ram_cost, dec),
-                 _money(v.gpu_cost, dec), _money(v.network_cost, dec), _money(v.pv_cost, dec),
-                 _money(v.shared_cost, dec), _money(v.total_cost, dec), share)
+                 f"{v.network_bytes / GIB:,.2f}",
+                 *(_money(getattr(v, f), dec) for _, f in money_cols),
+                 _money(v.total_cost, dec), share)
         return (f'<tr class="{cls}" data-name="{_e(label)}" data-total="{v.total_cost!r}">'
                 f"<th scope=\"row\">{_e(_label(label))}</th>"
                 + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")

@@ -9,7 +9,12 @@ away is told to stop (`should_stop`, checked between steps) instead of running o
 
 Endpoints (GET, HEAD):
   /allocation, /allocation/compute   window (required), aggregate, step, accumulate,
-                                     shareIdle, idleByNode, includeIdle, filter, model
+                                     accumulateBy, shareIdle, idleByNode, includeIdle
+                                     (or Kubecost's idle), filter, model; the grammar of
+                                     window is window.py's, of aggregate and filter
+                                     grammar.py's, both OpenCost's. Defaults are OpenCost's:
+                                     aggregate cluster,node,namespace,pod,container,
+                                     includeIdle false, accumulate false
   /report.html                       the same parameters, rendered as the HTML report
   /healthz                           liveness: the process answers; never needs a token
   /readyz                            readiness from the health provider (`is_ready`);
@@ -43,27 +48,33 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from otel_agent.cost import aioserver
+from otel_agent.cost import aioserver, grammar
 from otel_agent.cost.aioserver import Busy, Gate, HttpServer, Limits
 from otel_agent.cost.auth import bearer_ok
 from otel_agent.cost.errors import QueryCancelled
 
-from otel_agent.cost.report import (ReportQuery, accumulate_sets, currency_of,
+from otel_agent.cost.report import (ACCUMULATE_PERIODS, ReportQuery, accumulate_by, currency_of,
                                     ledger_reconciliation, opencost_json, parse_aggregate,
-                                    parse_enum, run_query)
-from otel_agent.cost.types import IDLE, Model, SharePolicy
-from otel_agent.cost.window import parse_step, parse_window
+                                    parse_enum, run_query, special_kind)
+from otel_agent.cost.types import IDLE, OVERHEAD, Model, SharePolicy
+from otel_agent.cost.window import parse_step, parse_window, split
 from otel_agent.errors import ConfigError, OtelAgentError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9003  # OpenCost's API port, so clients' defaults work
-PARAMS = ("window", "aggregate", "step", "accumulate", "shareIdle", "idleByNode", "includeIdle",
-          "filter", "model")
-# OpenCost parameters we accept and ignore: tools send them, and they do not change our answer
-# (we have no Prometheus resolution, no external costs, one cluster per ledger query).
+PARAMS = ("window", "aggregate", "step", "accumulate", "accumulateBy", "shareIdle", "idleByNode",
+          "includeIdle", "idle", "filter", "model")
+# OpenCost (and Kubecost) parameters we accept and ignore: tools send them, and they do not
+# change our answer (no Prometheus resolution, no external or load-balancer costs, no
+# proportional asset costs; properties always keep the labels all members share, which is
+# what includeAggregatedMetadata=true asks of OpenCost).
 IGNORED = ("resolution", "external", "shareTenancyCosts", "shareNamespaces", "shareLabels",
-           "shareCost", "shareSplit", "reconcile", "splitIdle", "format")
+           "shareCost", "shareSplit", "reconcile", "splitIdle", "format", "sharelb",
+           "includeAggregatedMetadata", "includeProportionalAssetResourceCosts",
+           "metrics")  # the OpenCost UI's field selection: we send every field
+# OpenCost's default aggregate when none is given (ParseAggregationProperties)
+DEFAULT_AGGREGATE = "cluster,node,namespace,pod,container"
 MAX_QUERY_BYTES = 4096
 # One query's work: 90 days of hourly steps (the hourly rows' default retention) fits.
 MAX_STEPS = 2200
@@ -75,19 +86,16 @@ RETRY_AFTER_SECONDS = 2
 @dataclass(frozen=True, slots=True)
 class ApiQuery:
     query: ReportQuery
-    accumulate: bool
+    accumulate: str | None  # None, "all", or a calendar period (report.ACCUMULATE_PERIODS)
     include_idle: bool
 
 
 def _bool(name: str, value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    v = value.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"{name}={value!r}: allowed: true or false")
+    """OpenCost's booleans (grammar.parse_bool); yes/no as well, which we took before."""
+    v = (value or "").strip().lower()
+    if v in ("yes", "no"):
+        return v == "yes"
+    return grammar.parse_bool(name, value, default)
 
 
 def parse_params(raw_query: str, now: datetime) -> ApiQuery:
@@ -120,17 +128,41 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
     except ConfigError as e:
         raise ConfigError(f"step: {e}") from e
     try:
-        aggregate = parse_aggregate(p.get("aggregate") or "namespace")
+        aggregate = parse_aggregate(p.get("aggregate") or DEFAULT_AGGREGATE)
     except ConfigError as e:
         raise ConfigError(f"aggregate: {e}") from e
+    try:
+        grammar.parse_filter(p.get("filter"))  # refused before any work; the query re-reads it
+    except ConfigError as e:
+        raise ConfigError(f"filter={p['filter']!r}: {e}") from e
+    # accumulate: a boolean, or (newer OpenCost, its UI) a calendar period; accumulateBy: the
+    # same periods or `all`. A period without a step steps by the hour (hour) or day (others).
+    acc_raw = (p.get("accumulate") or "").strip()
+    by_raw = (p.get("accumulateBy") or "").strip()
+    if acc_raw and by_raw:
+        raise ConfigError("give accumulate or accumulateBy, not both")
+    name, value = ("accumulateBy", by_raw) if by_raw else ("accumulate", acc_raw)
+    if value.lower() in ACCUMULATE_PERIODS or value.lower() == "all":
+        accumulate_by: str | None = value.lower()
+    elif name == "accumulateBy":
+        raise ConfigError(f"accumulateBy={value!r}: allowed: all, {', '.join(ACCUMULATE_PERIODS)}")
+    else:
+        try:
+            accumulate_by = "all" if _bool("accumulate", value, False) else None
+        except ConfigError as e:
+            raise ConfigError(f"{e}, or a period: {', '.join(ACCUMULATE_PERIODS)}") from e
+    if accumulate_by in ACCUMULATE_PERIODS and step is None:
+        step = timedelta(hours=1) if accumulate_by == "hour" else timedelta(days=1)
+    if "idle" in p and "includeIdle" in p:
+        raise ConfigError("give includeIdle or its Kubecost name idle, not both")
     try:
         model = parse_enum(Model, p.get("model") or Model.CHARGEBACK.value, "model")
     except ConfigError as e:
         raise ConfigError(f"model: {e}") from e
     share = (p.get("shareIdle") or "false").strip().lower()
-    if share in ("true", "1", "weighted"):
+    if share in ("true", "1", "t", "weighted"):
         policy = SharePolicy.PROPORTIONAL  # OpenCost's shareIdle=true shares by cost weight
-    elif share in ("false", "0"):
+    elif share in ("false", "0", "f"):
         policy = SharePolicy.NONE
     else:
         try:
@@ -141,8 +173,9 @@ def parse_params(raw_query: str, now: datetime) -> ApiQuery:
     q = ReportQuery(window=window, aggregate=aggregate, step=step, model=model,
                     share_idle=policy, idle_by_node=_bool("idleByNode", p.get("idleByNode"), False),
                     filter=(p.get("filter") or None))
-    return ApiQuery(q, accumulate=_bool("accumulate", p.get("accumulate"), False),
-                    include_idle=_bool("includeIdle", p.get("includeIdle"), True))
+    idle_name = "idle" if "idle" in p else "includeIdle"
+    return ApiQuery(q, accumulate=accumulate_by,
+                    include_idle=_bool(idle_name, p.get(idle_name), False))
 
 
 class Health(Protocol):
@@ -256,8 +289,10 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
         except OtelAgentError as e:
             log.warning("cost API query failed: %s", e)
             return error(500, str(e))
-        if not aq.include_idle:
-            sets = [[a for a in s if a.name != IDLE] for s in sets]
+        if not aq.include_idle and path != "/report.html":
+            # OpenCost's idle is ours plus overhead (capacity nobody used); the HTML page
+            # always shows them: its reconciliation adds them up to the node
+            sets = [[a for a in s if special_kind(a.name) not in (IDLE, OVERHEAD)] for s in sets]
         n = sum(len(s) for s in sets)
         if n * BYTES_PER_ALLOCATION > max_response_bytes:
             return error(400, too_big(f"about {n * BYTES_PER_ALLOCATION:,}"))
@@ -274,7 +309,7 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
             ctype = "text/html; charset=utf-8"
         else:
             if aq.accumulate:
-                sets = accumulate_sets(sets)
+                sets = accumulate_by(sets, aq.accumulate, split(aq.query.window, aq.query.step))
             try:
                 doc = opencost_json(sets)
             except OtelAgentError as e:

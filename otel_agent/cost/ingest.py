@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
@@ -129,6 +129,8 @@ _WORKLOAD_ATTRS = (  # the owner that names a pod's workload, most specific owne
     ("k8s.job.name", "job"), ("k8s.replicaset.name", "replicaset"),
 )
 _POD_LABEL = "k8s.pod.label."
+_POD_ANNOTATION = "k8s.pod.annotation."  # semconv; for annotation:<key> reports
+MAX_ANNOTATION_VALUE = 253  # longer values (JSON blobs, certificates) are dropped, not refused
 _NODE_LABEL = "k8s.node.label."
 
 
@@ -239,6 +241,20 @@ class _Resource:
 _WORKLOAD_ATTR_NAMES = tuple(a for a, _ in _WORKLOAD_ATTRS)
 
 
+def _annotations(attrs: Mapping[str, object]) -> dict[str, str]:
+    """Pod annotations worth reporting on: printable, short (an annotation may hold a whole
+    JSON document: those are dropped, never a reason to refuse the pod), at most
+    validate.MAX_LABELS of them by key."""
+    out: dict[str, str] = {}
+    for k in sorted(a for a in attrs if a.startswith(_POD_ANNOTATION)):
+        key, v = k[len(_POD_ANNOTATION):], attrs[k]
+        if (isinstance(v, str) and key and len(key) <= V.MAX_LABEL_KEY
+                and len(v) <= MAX_ANNOTATION_VALUE and key.isprintable() and v.isprintable()
+                and len(out) < V.MAX_LABELS):
+            out[key] = v
+    return out
+
+
 def _resource(attrs: dict[str, str]) -> _Resource:
     pod_uid = attrs.get("k8s.pod.uid", "")
     container_key = attrs.get("container.id") or attrs.get("k8s.container.name", "")
@@ -265,6 +281,9 @@ def _resource(attrs: dict[str, str]) -> _Resource:
                 "workload": workload,
                 "labels": labels,
             }
+            annotations = _annotations(attrs)
+            if annotations:
+                meta["annotations"] = annotations
         else:
             node_attrs, res.labels_dropped = V.bounded_labels(
                 {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}, "node")

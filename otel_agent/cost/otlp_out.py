@@ -34,6 +34,8 @@ from opentelemetry.sdk.metrics.export import (AggregationTemporality, Metric, Me
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from otel_agent.cost import grammar
+from otel_agent.cost.components import COMPONENTS
 from otel_agent.cost.report import ReportQuery, accumulate_sets, run_query
 from otel_agent.cost.types import Allocation, Model, SharePolicy, Window
 
@@ -50,16 +52,12 @@ class CostMetric:
     description: str
 
 
-# Every cost metric we emit, declared once.
+# Every cost metric we emit: the total, then one per cost component (components.COMPONENTS).
 COST_METRICS: tuple[CostMetric, ...] = (
     CostMetric(f"{PREFIX}.total", "total_cost", "Total cost, billing month to date."),
-    CostMetric(f"{PREFIX}.cpu", "cpu_cost", "CPU cost, billing month to date."),
-    CostMetric(f"{PREFIX}.memory", "ram_cost", "Memory cost, billing month to date."),
-    CostMetric(f"{PREFIX}.gpu", "gpu_cost", "GPU cost, billing month to date."),
-    CostMetric(f"{PREFIX}.network", "network_cost", "Network egress cost, billing month to date."),
-    CostMetric(f"{PREFIX}.storage", "pv_cost", "Persistent volume cost, billing month to date."),
-    CostMetric(f"{PREFIX}.shared", "shared_cost",
-               "Idle and overhead cost shared onto the tenant by policy, billing month to date."),
+    *(CostMetric(f"{PREFIX}.{c.otlp_suffix}", c.cost_field,
+                 f"{c.what[0].upper()}{c.what[1:]} cost, billing month to date.")
+      for c in COMPONENTS),
 )
 
 # aggregate -> the semantic-convention attribute that names the tenant
@@ -70,7 +68,15 @@ AGGREGATE_ATTRIBUTE = {
     "node": "k8s.node.name",
     "cluster": "k8s.cluster.name",
     "workload": "otel_agent.cost.workload",
+    "controllerKind": "otel_agent.cost.workload.kind",
+    "controller": "otel_agent.cost.workload",
+    "deployment": "k8s.deployment.name",
+    "statefulset": "k8s.statefulset.name",
+    "daemonset": "k8s.daemonset.name",
+    "job": "k8s.job.name",
 }
+# an aggregate of several keys (or `all`): the allocation's `/`-joined name
+ALLOCATION_ATTRIBUTE = "otel_agent.cost.allocation"
 # allocation properties carried along (OpenCost-style and semconv-style keys alike)
 PROPERTY_ATTRIBUTES = {
     "cluster": "k8s.cluster.name", "k8s.cluster.name": "k8s.cluster.name",
@@ -82,9 +88,15 @@ PROPERTY_ATTRIBUTES = {
 
 
 def aggregate_attribute(aggregate: str) -> str:
-    if aggregate.startswith("label:"):
-        return f"k8s.pod.label.{aggregate[6:]}"
-    return AGGREGATE_ATTRIBUTE[aggregate]
+    keys = grammar.aggregate_keys(aggregate)
+    if len(keys) != 1:
+        return ALLOCATION_ATTRIBUTE
+    key = keys[0]
+    if key.startswith("label:"):
+        return f"k8s.pod.label.{key[6:]}"
+    if key.startswith("annotation:"):
+        return f"k8s.pod.annotation.{key[11:]}"
+    return AGGREGATE_ATTRIBUTE[key]
 
 
 def billing_month_start(now: datetime) -> datetime:

@@ -14,17 +14,17 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Sequence
 
+from otel_agent.cost import grammar
+from otel_agent.cost.components import ADDITIVE_FIELDS, COMPONENTS, GIB, total_of
 from otel_agent.cost.errors import QueryCancelled
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
 from otel_agent.errors import ConfigError, OtelAgentError
 
-GIB = float(2**30)
-AGGREGATES = ("namespace", "workload", "pod", "container", "node", "cluster")
-AGGREGATE_HELP = "namespace, workload, pod, container, node, cluster or label:<key>"
+AGGREGATE_HELP = grammar.AGGREGATE_HELP
 SPECIAL = (UNALLOCATED, OVERHEAD, IDLE)  # shown last, in this order
 
 
@@ -33,7 +33,6 @@ def special_kind(name: str) -> str | None:
     idle-by-node); None for a tenant."""
     base = name.rsplit("/", 1)[-1]
     return base if base in SPECIAL else None
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 
 class ReportError(OtelAgentError):
@@ -42,13 +41,8 @@ class ReportError(OtelAgentError):
 
 
 def parse_aggregate(text: str) -> str:
-    """Validate an aggregate key; `label:<key>` takes a Kubernetes label key."""
-    t = (text or "").strip()
-    if t in AGGREGATES:
-        return t
-    if t.startswith("label:") and _LABEL_KEY.match(t[6:]):
-        return t
-    raise ConfigError(f"unknown aggregate {text!r}; allowed: {AGGREGATE_HELP}")
+    """OpenCost's aggregate grammar (otel_agent.cost.grammar), canonical spelling."""
+    return grammar.parse_aggregate(text)
 
 
 def parse_enum(enum_cls: type, text: str, what: str) -> Any:
@@ -105,29 +99,21 @@ def run_query(store: Any, q: ReportQuery, query_fn: QueryFn | None = None, *,
 # --- shared arithmetic ----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Totals:
-    cpu_core_hours: float = 0.0
-    ram_byte_hours: float = 0.0
-    gpu_hours: float = 0.0
-    network_bytes: float = 0.0
-    pv_byte_hours: float = 0.0
-    cpu_cost: float = 0.0
-    ram_cost: float = 0.0
-    gpu_cost: float = 0.0
-    network_cost: float = 0.0
-    pv_cost: float = 0.0
-    shared_cost: float = 0.0
-    gpu_used_hours: float = 0.0
+class _TotalsBase:
+    __slots__ = ()
 
-    def add(self, a: Allocation | "Totals") -> None:
-        for f in self.__slots__:  # type: ignore[attr-defined]
+    def add(self, a: "Allocation | Totals") -> None:
+        for f in ADDITIVE_FIELDS:
             setattr(self, f, getattr(self, f) + getattr(a, f))
 
     @property
     def total_cost(self) -> float:
-        return (self.cpu_cost + self.ram_cost + self.gpu_cost + self.network_cost
-                + self.pv_cost + self.shared_cost)
+        return total_of(self)
+
+
+# A running sum of every additive field of the components (components.COMPONENTS).
+Totals = make_dataclass("Totals", [(f, float, 0.0) for f in ADDITIVE_FIELDS], bases=(_TotalsBase,),
+                        slots=True)
 
 
 def accumulate(sets: Sequence[Sequence[Allocation]]) -> dict[str, Totals]:
@@ -153,16 +139,65 @@ def accumulate_sets(sets: Sequence[Sequence[Allocation]]) -> list[list[Allocatio
             m = merged.get(a.name)
             if m is None:
                 merged[a.name] = Allocation(name=a.name, window=win, currency=a.currency,
-                                            properties=dict(a.properties))
+                                            properties=dict(a.properties), labels=dict(a.labels),
+                                            annotations=dict(a.annotations))
                 m = merged[a.name]
             else:
-                m.properties = {k: v for k, v in m.properties.items()
-                                if a.properties.get(k) == v}
-            for f in ("cpu_core_hours", "cpu_cost", "ram_byte_hours", "ram_cost", "gpu_hours",
-                      "gpu_cost", "gpu_used_hours", "network_bytes", "network_cost", "pv_byte_hours", "pv_cost",
-                      "shared_cost"):
+                m.properties = _common(m.properties, a.properties)
+                m.labels = _common(m.labels, a.labels)
+                m.annotations = _common(m.annotations, a.annotations)
+            for f in ADDITIVE_FIELDS:
                 setattr(m, f, getattr(m, f) + getattr(a, f))
     return [list(merged.values())]
+
+
+ACCUMULATE_PERIODS = ("hour", "day", "week", "month", "quarter")
+
+
+def accumulate_by(sets: Sequence[Sequence[Allocation]], period: str,
+                  windows: Sequence[Window] | None = None) -> list[list[Allocation]]:
+    """OpenCost's accumulate=hour|day|week|month|quarter: the step sets summed per calendar
+    period of their start (weeks end on Saturday, as OpenCost's accumulateByWeek has them);
+    `all` is accumulate_sets. `windows` are the steps' windows (one per set): with them a
+    period without any allocation is still an (empty) set, as OpenCost answers it."""
+    if period == "all":
+        return accumulate_sets(sets)
+    if period not in ACCUMULATE_PERIODS:
+        raise ConfigError(f"accumulate period {period!r}: allowed: all, "
+                          f"{', '.join(ACCUMULATE_PERIODS)}")
+
+    def bucket(t: Any) -> tuple:
+        if period == "hour":
+            return (t.date(), t.hour)
+        if period == "day":
+            return (t.date(),)
+        if period == "week":
+            return (t.date() - timedelta(days=(t.weekday() + 1) % 7),)  # the Sunday before
+        if period == "month":
+            return (t.year, t.month)
+        return (t.year, (t.month - 1) // 3)
+
+    if windows is None or len(windows) != len(sets):
+        pairs = [(s[0].window.start, s) for s in sets if s]
+    else:
+        pairs = [(w.start, s) for w, s in zip(windows, sets)]
+    out: list[list[Allocation]] = []
+    group: list[Sequence[Allocation]] = []
+    key = None
+    for start, s in pairs:
+        k = bucket(start)
+        if key is not None and k != key:
+            out.extend(accumulate_sets(group))
+            group = []
+        group.append(s)
+        key = k
+    if key is not None:
+        out.extend(accumulate_sets(group))
+    return out or [[]]
+
+
+def _common(a: Any, b: Any) -> dict[str, str]:
+    return {k: v for k, v in a.items() if b.get(k) == v}
 
 
 def ordered_names(totals: dict[str, Totals]) -> list[str]:
@@ -319,33 +354,26 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     def money(x: float) -> str:
         return _money(x, dec)
 
-    show_gpu = any(v.gpu_cost or v.gpu_hours for v in totals.values())
-    show_pv = any(v.pv_cost or v.pv_byte_hours for v in totals.values())
     cols: list[tuple[str, Callable[[Totals], str]]] = [
         ("CPU core-h", lambda v: f"{v.cpu_core_hours:,.3f}"),
         ("RAM GiB-h", lambda v: f"{v.ram_byte_hours / GIB:,.3f}"),
         ("NET GiB", lambda v: f"{v.network_bytes / GIB:,.3f}"),
     ]
-    if show_gpu:
+    if any(v.gpu_hours for v in totals.values()):
         cols.append(("GPU-h", lambda v: f"{v.gpu_hours:,.3f}"))
-    if show_pv:
-        cols.append(("PV GiB-h", lambda v: f"{v.pv_byte_hours / GIB:,.3f}"))
     if any(v.gpu_used_hours for v in totals.values()):
         # the waste: how busy the GPUs a tenant held were (DCGM), where it reports
         cols.append(("GPU busy", lambda v: f"{100 * v.gpu_used_hours / v.gpu_hours:.0f}%"
                      if v.gpu_hours else "-"))
+    if any(v.pv_byte_hours for v in totals.values()):
+        cols.append(("PV GiB-h", lambda v: f"{v.pv_byte_hours / GIB:,.3f}"))
     n_quantities = len(cols)
-    cols += [
-        ("CPU", lambda v: money(v.cpu_cost)),
-        ("RAM", lambda v: money(v.ram_cost)),
-    ]
-    if show_gpu:
-        cols.append(("GPU", lambda v: money(v.gpu_cost)))
-    cols.append(("NET", lambda v: money(v.network_cost)))
-    if show_pv:
-        cols.append(("PV", lambda v: money(v.pv_cost)))
-    cols += [("SHARED", lambda v: money(v.shared_cost)),
-             (f"TOTAL {cur}", lambda v: money(v.total_cost))]
+    for c in COMPONENTS:  # money columns: every component, the optional ones when non-zero
+        if c.always_shown or any(getattr(v, c.cost_field) or
+                                 (c.quantity_field and getattr(v, c.quantity_field))
+                                 for v in totals.values()):
+            cols.append((c.short, lambda v, f=c.cost_field: money(getattr(v, f))))
+    cols.append((f"TOTAL {cur}", lambda v: money(v.total_cost)))
     if q is not None and q.model == Model.USAGE:
         cols = cols[:n_quantities]  # the usage model carries quantities only: no money columns
     head = ["NAME"] + [c for c, _ in cols]
@@ -379,10 +407,9 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = ("window_start", "window_end", "name", "cpu_core_hours", "cpu_cost",
-               "ram_gib_hours", "ram_cost", "gpu_hours", "gpu_cost", "network_gib",
-               "network_cost", "pv_gib_hours", "pv_cost", "shared_cost", "total_cost",
-               "currency", "properties")
+CSV_COLUMNS = (("window_start", "window_end", "name")
+               + tuple(col for c in COMPONENTS for col in (c.csv_quantity, c.cost_field) if col)
+               + ("total_cost", "currency", "properties"))
 
 
 # OWASP "CSV injection": a spreadsheet runs a cell that starts with one of these as a formula
@@ -413,15 +440,15 @@ def render_csv(sets: Sequence[Sequence[Allocation]]) -> str:
     w.writerow(CSV_COLUMNS)
     for s in sets:
         for a in sorted(s, key=lambda a: (special_kind(a.name) is not None, a.name)):
+            parts: list[str] = []
+            for c in COMPONENTS:
+                if c.csv_quantity:
+                    parts.append(_num(getattr(a, c.quantity_field) / c.divisor))
+                parts.append(_num(getattr(a, c.cost_field)))
             w.writerow(csv_safe([
-                _ts(a.window.start), _ts(a.window.end), a.name,
-                _num(a.cpu_core_hours), _num(a.cpu_cost),
-                _num(a.ram_byte_hours / GIB), _num(a.ram_cost),
-                _num(a.gpu_hours), _num(a.gpu_cost),
-                _num(a.network_bytes / GIB), _num(a.network_cost),
-                _num(a.pv_byte_hours / GIB), _num(a.pv_cost),
-                _num(a.shared_cost), _num(a.total_cost), a.currency,
-                json.dumps(dict(a.properties), sort_keys=True, separators=(",", ":")),
+                _ts(a.window.start), _ts(a.window.end), a.name, *parts,
+                _num(a.total_cost), a.currency,
+                json.dumps(a.flat_properties(), sort_keys=True, separators=(",", ":")),
             ]))
     return buf.getvalue()
 
@@ -455,5 +482,5 @@ def _num(x: float) -> str:
 
 
 __all__ = ["ReportQuery", "run_query", "parse_aggregate", "parse_enum", "accumulate",
-           "accumulate_sets", "reconcile", "Reconciliation", "render_table", "render_csv",
+           "accumulate_sets", "accumulate_by", "ACCUMULATE_PERIODS", "reconcile", "Reconciliation", "render_table", "render_csv",
            "render_json", "opencost_json", "ReportError", "Totals", "csv_safe"]

@@ -49,7 +49,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -163,6 +163,13 @@ pods_t = sa.Table(  # labels for label:<key> aggregation, latest-seen wins
     "pod_labels", metadata,
     sa.Column("pod_uid", sa.String(64), primary_key=True),
     sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("seen_ns", sa.BigInteger, nullable=False),
+)
+
+pod_annotations_t = sa.Table(  # annotations for annotation:<key> aggregation, latest-seen wins
+    "pod_annotations", metadata,
+    sa.Column("pod_uid", sa.String(64), primary_key=True),
+    sa.Column("annotations", sa.Text, nullable=False),
     sa.Column("seen_ns", sa.BigInteger, nullable=False),
 )
 
@@ -1160,11 +1167,61 @@ class Store:
             index_elements=["pod_uid"],
             set_={"labels": ins.excluded.labels, "seen_ns": ins.excluded.seen_ns},
             where=ins.excluded.seen_ns > pods_t.c.seen_ns), rows)
+        ann = [{"pod_uid": uid, "seen_ns": seen, "annotations": json.dumps(a, sort_keys=True)}
+               for uid, (seen, meta) in sorted(best.items())
+               if (a := json.loads(meta).get("annotations"))]
+        if ann:
+            ins = _insert(self.engine, pod_annotations_t)
+            c.execute(ins.on_conflict_do_update(
+                index_elements=["pod_uid"],
+                set_={"annotations": ins.excluded.annotations, "seen_ns": ins.excluded.seen_ns},
+                where=ins.excluded.seen_ns > pod_annotations_t.c.seen_ns), ann)
 
     def pod_labels(self) -> dict[str, dict[str, str]]:
         with self.engine.connect() as c:
             q = sa.select(pods_t.c.pod_uid, pods_t.c.labels)
             return {uid: json.loads(labels) for uid, labels in c.execute(q)}
+
+    def pod_annotations(self) -> dict[str, dict[str, str]]:
+        """pod uid -> its annotations as last seen (only pods that had any)."""
+        with self.engine.connect() as c:
+            q = sa.select(pod_annotations_t.c.pod_uid, pod_annotations_t.c.annotations)
+            return {uid: json.loads(a) for uid, a in c.execute(q)}
+
+    # --- typed reads for reports (otel_agent.cost.allocation) ---------------------------------
+
+    def ledger_groups(self, start: datetime, end: datetime, *, grain: str,
+                      request_or_usage: bool) -> list["LedgerGroup"]:
+        """Ledger rows of the periods starting in [start, end), summed per tenant, kind and
+        resource, from the `grain` roll-up ("hour", "day" or "month"); the quantity and money
+        of the chosen model (usage, or max(request, usage))."""
+        t = LEDGER_TABLES[grain]
+        qty = t.c.ror_qty if request_or_usage else t.c.usage_qty
+        cost = t.c.cost_ror_micros if request_or_usage else t.c.cost_usage_micros
+        group = [t.c.cluster, t.c.node, t.c.namespace, t.c.workload_kind, t.c.workload,
+                 t.c.pod_uid, t.c.pod, t.c.container, t.c.kind, t.c.resource, t.c.currency]
+        q = (sa.select(*group, sa.func.sum(qty), sa.func.sum(cost))
+             .where(t.c.period_start >= int(start.timestamp()),
+                    t.c.period_start < int(end.timestamp()))
+             .group_by(*group))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        return [LedgerGroup(*r[:11], float(r[11] or 0.0), int(r[12] or 0)) for r in rows]
+
+    def compute_cost_by_kind(self, start: datetime, end: datetime, *,
+                             request_or_usage: bool) -> list["KindCost"]:
+        """Per node and row kind, the money of the hourly rows in [start, end), network egress
+        and claims' volumes left out (billed on top of the node): what a reconciliation adds
+        up."""
+        t = LEDGER_TABLES["hour"]
+        cost = t.c.cost_ror_micros if request_or_usage else t.c.cost_usage_micros
+        q = (sa.select(t.c.cluster, t.c.node, t.c.kind, sa.func.sum(cost))
+             .where(t.c.period_start >= int(start.timestamp()),
+                    t.c.period_start < int(end.timestamp()),
+                    sa.not_(t.c.resource.like("network:%")), sa.not_(t.c.resource.like("pv:%")))
+             .group_by(t.c.cluster, t.c.node, t.c.kind))
+        with self.engine.connect() as c:
+            return [KindCost(cl, n, k, int(v or 0)) for cl, n, k, v in c.execute(q)]
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -1221,6 +1278,8 @@ class Store:
                 out["pods"] = c.execute(sa.delete(pod_ns_t).where(~has_series)).rowcount
                 c.execute(sa.delete(pods_t).where(~sa.select(sa.literal(1)).where(
                     series_t.c.pod_uid == pods_t.c.pod_uid).exists()))
+                c.execute(sa.delete(pod_annotations_t).where(~sa.select(sa.literal(1)).where(
+                    series_t.c.pod_uid == pod_annotations_t.c.pod_uid).exists()))
                 nodes = {nk for (nk,) in c.execute(sa.select(node_facts_t.c.node_key))} | \
                     {nk for (nk,) in c.execute(sa.select(node_first_t.c.node_key))}
                 gone = [nk for nk in sorted(nodes) if c.execute(
@@ -1249,6 +1308,35 @@ def _iso(t_s: int) -> str:
 
 def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {_reason(e)}"
+
+
+class LedgerGroup(NamedTuple):
+    """A sum of ledger rows for one tenant (or special row), kind and resource (ledger_groups).
+    A named tuple: a year of hourly steps reads millions of them."""
+
+    cluster: str
+    node: str
+    namespace: str
+    workload_kind: str
+    workload: str
+    pod_uid: str
+    pod: str
+    container: str
+    kind: str
+    resource: str
+    currency: str
+    quantity: float
+    cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class KindCost:
+    """A node's money of one row kind over a window (compute_cost_by_kind)."""
+
+    cluster: str
+    node: str
+    kind: str
+    cost_micros: int
 
 
 def _row_dict(r) -> dict:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
+from otel_agent.cost.components import COMPONENTS, total_of
+
 
 class Model(str, enum.Enum):
     USAGE = "usage"  # what was consumed
@@ -43,7 +45,9 @@ class Window:
 @dataclass(slots=True)
 class Allocation:
     """Cost and usage of one aggregate (a namespace, a workload, a label value, __idle__,
-    __overhead__ ...) over one window step."""
+    __overhead__ ...) over one window step. The cost and quantity fields are those of
+    `components.COMPONENTS`; `properties`, `labels` and `annotations` are what every member of
+    the aggregate agrees on (OpenCost's AllocationProperties after aggregation)."""
 
     name: str
     window: Window
@@ -55,43 +59,61 @@ class Allocation:
     ram_cost: float = 0.0
     gpu_hours: float = 0.0
     gpu_cost: float = 0.0
-    gpu_used_hours: float = 0.0  # GPU-hours the held GPUs were busy (DCGM), where it reports
     network_bytes: float = 0.0
     network_cost: float = 0.0
     pv_byte_hours: float = 0.0
     pv_cost: float = 0.0
     shared_cost: float = 0.0  # idle/overhead shared onto this allocation by policy
+    gpu_used_hours: float = 0.0  # GPU-hours the held GPUs were busy (DCGM), where it reports
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def total_cost(self) -> float:
-        return (self.cpu_cost + self.ram_cost + self.gpu_cost + self.network_cost
-                + self.pv_cost + self.shared_cost)
+        return total_of(self)
+
+    def flat_properties(self) -> dict[str, str]:
+        """Properties with each label as `label:<key>` (tags for flat formats: FOCUS, OTLP)."""
+        out = dict(self.properties)
+        out.update({f"label:{k}": v for k, v in self.labels.items()})
+        return out
 
     def to_opencost_json(self) -> dict[str, Any]:
-        hours = (self.window.end - self.window.start).total_seconds() / 3600
-        return {
+        """OpenCost's AllocationJSON fields that the ledger can fill. Averages are over the
+        step: OpenCost's `minutes` is how long the allocation ran; ours is the step's length."""
+        hours = (self.window.end - self.window.start).total_seconds() / 3600.0
+        props: dict[str, Any] = dict(self.properties)
+        if self.labels:
+            props["labels"] = dict(self.labels)
+        if self.annotations:
+            props["annotations"] = dict(self.annotations)
+        out: dict[str, Any] = {
             "name": self.name,
-            "properties": dict(self.properties),
+            "properties": props,
             "window": {"start": _rfc3339(self.window.start), "end": _rfc3339(self.window.end)},
             "start": _rfc3339(self.window.start),
             "end": _rfc3339(self.window.end),
-            "cpuCoreHours": self.cpu_core_hours,
-            "cpuCost": self.cpu_cost,
-            "ramByteHours": self.ram_byte_hours,
-            "ramCost": self.ram_cost,
-            "gpuHours": self.gpu_hours,
-            "gpuCost": self.gpu_cost,
-            # OpenCost's GPUAllocation: average GPUs held and busy over the window
+            "minutes": hours * 60.0,
+            "cpuCores": self.cpu_core_hours / hours if hours else 0.0,
+            "ramBytes": self.ram_byte_hours / hours if hours else 0.0,
+            "gpuCount": self.gpu_hours / hours if hours else 0.0,
+            "pvBytes": self.pv_byte_hours / hours if hours else 0.0,
+            "networkReceiveBytes": 0.0,
+            # OpenCost's GPUAllocation: average GPUs held and busy (DCGM) over the step
             "gpuAllocation": {"gpuRequestAverage": self.gpu_hours / hours if hours else 0.0,
                               "gpuUsageAverage": self.gpu_used_hours / hours if hours else 0.0},
-            "networkCost": self.network_cost,
-            "networkTransferBytes": self.network_bytes,
-            "pvByteHours": self.pv_byte_hours,
-            "pvCost": self.pv_cost,
-            "sharedCost": self.shared_cost,
-            "totalCost": self.total_cost,
-            "currency": self.currency,
         }
+        for c in COMPONENTS:
+            if c.opencost_quantity:
+                out[c.opencost_quantity] = getattr(self, c.quantity_field)
+            out[c.opencost_cost] = getattr(self, c.cost_field)
+        for adj in ("cpuCostAdjustment", "ramCostAdjustment", "gpuCostAdjustment",
+                    "networkCostAdjustment", "pvCostAdjustment", "loadBalancerCost",
+                    "loadBalancerCostAdjustment", "externalCost"):
+            out[adj] = 0.0  # we price every part ourselves: nothing to adjust, no load balancers
+        out["totalCost"] = self.total_cost
+        out["currency"] = self.currency
+        return out
 
 
 IDLE = "__idle__"

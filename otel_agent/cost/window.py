@@ -14,7 +14,18 @@ Accepted (the same list is in every error message):
   `7d` is today so far plus the six whole days before it.
 - `2026-11`: a calendar month; `2026-11-24`: a calendar day.
 - `START,END`: two RFC 3339 times (`2026-11-01T00:00:00Z,2026-11-02T00:00:00Z`; offsets are
-  converted to UTC), or two Unix timestamps in seconds (`1764547200,1764633600`).
+  converted to UTC), two Unix timestamps in seconds (`1764547200,1764633600`, or with `-`
+  between them as OpenCost also accepts), or two days (`2026-11-01,2026-11-08`: midnight to
+  midnight, the end day excluded; third-party OpenCost clients send this form).
+- `24h offset 1h`: OpenCost's duration with an offset: the span ending that long before `now`
+  (not rounded, as OpenCost does it).
+
+Where OpenCost differs: its `week` and `month` end at `now`; ours end at the end of the
+calendar week or month (the ledger has nothing past `now`, so the figures are the same, and a
+month on month boundaries reads the monthly roll-up).
+
+Steps (`split`) are consecutive from the window's start, the last one cut at its end, as
+OpenCost's QueryAllocation walks them; `MONTH` steps are calendar months.
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ from otel_agent.cost.types import Window
 from otel_agent.errors import ConfigError
 
 ALLOWED = ("today, yesterday, week, lastweek, month, lastmonth, a duration like 30m, 24h, 7d "
-           "or 2w, a month like 2026-11, a day like 2026-11-24, or two RFC 3339 times or Unix "
-           "timestamps separated by a comma")
+           "or 2w (optionally with an offset: 24h offset 1h), a month like 2026-11, a day like "
+           "2026-11-24, or two RFC 3339 times, two days or two Unix timestamps separated by a "
+           "comma")
 
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
           "w": timedelta(weeks=1)}
@@ -35,7 +47,10 @@ _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(day
 _DURATION = re.compile(r"^(\d{1,18})([mhdw])$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_UNIX_PAIR = re.compile(r"^(\d{1,18}),(\d{1,18})$")
+_UNIX_PAIR = re.compile(r"^(\d{1,18})[,-](\d{1,18})$")
+_DAY_PAIR = re.compile(r"^(\d{4}-\d{2}-\d{2}),(\d{4}-\d{2}-\d{2})$")
+_OFFSET = re.compile(r"^(\d{1,18})([mhdw]) offset (\d{1,18})([mhdw])$")
+MONTH = "month"  # a calendar-month step, beside any timedelta
 _STEP = re.compile(r"^(\d{1,18})([mhdw])$")
 # Long enough for any report; short enough that a typo like 9999999d is caught.
 _MAX_SPAN = timedelta(days=366 * 10)
@@ -95,6 +110,13 @@ def _parse(text: str, now: datetime) -> Window | None:
         if text == "lastmonth":
             first = _add_months(first, -1)
         return _month(first)
+    m = _OFFSET.match(re.sub(r"\s+", " ", text))
+    if m:
+        n, off = int(m.group(1)), int(m.group(3))
+        if n == 0 or n > 10**6 or off > 10**6:
+            raise WindowError("a duration and its offset must be 1 to 1000000 units")
+        end = now - off * _UNITS[m.group(4)]
+        return Window(end - n * _UNITS[m.group(2)], end)
     m = _DURATION.match(text)
     if m:
         n, unit = int(m.group(1)), m.group(2)
@@ -118,14 +140,17 @@ def _parse(text: str, now: datetime) -> Window | None:
             raise WindowError(str(e)) from e
         start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
         return Window(start, start + timedelta(days=1))
-    if "," in text:
+    if "," in text or _UNIX_PAIR.match(text):
         return _pair(text)
     return None
 
 
 def _pair(text: str) -> Window:
     m = _UNIX_PAIR.match(text.strip())
-    if m:
+    d = _DAY_PAIR.match(text.strip())
+    if d:
+        start, end = (_day(x) for x in d.groups())
+    elif m:
         try:
             start = datetime.fromtimestamp(int(m.group(1)), tz=timezone.utc)
             end = datetime.fromtimestamp(int(m.group(2)), tz=timezone.utc)
@@ -139,6 +164,14 @@ def _pair(text: str) -> Window:
     if end <= start:
         raise WindowError(f"end {end.isoformat()} is not after start {start.isoformat()}")
     return Window(start, end)
+
+
+def _day(text: str) -> datetime:
+    try:
+        d = date.fromisoformat(text)
+    except ValueError as e:
+        raise WindowError(f"{text!r}: {e}") from e
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
 
 
 def _rfc3339(text: str) -> datetime:
@@ -178,15 +211,20 @@ def _add_months(d: date, n: int) -> date:
     return date(idx // 12, idx % 12 + 1, 1)
 
 
-def split(window: Window, step: timedelta | None) -> list[Window]:
-    """The step windows OpenCost returns for `step`: consecutive, the last one cut at the
-    window's end. Used by renderers that need the step grid even where a step has no data."""
+def split(window: Window, step: timedelta | str | None) -> list[Window]:
+    """The step windows of a query: consecutive from the window's start, the last one cut at
+    the window's end (OpenCost's QueryAllocation walk). `MONTH` steps are calendar months.
+    The one step splitter: the ledger query and every renderer that needs the grid use it."""
     if step is None:
         return [window]
-    if step <= timedelta(0):
-        raise WindowError("step must be positive")
+    if step != MONTH and (not isinstance(step, timedelta) or step <= timedelta(0)):
+        raise WindowError(f"step {step!r}: must be a positive duration or {MONTH!r}")
     out, t = [], window.start
     while t < window.end:
-        out.append(Window(t, min(t + step, window.end)))
-        t += step
+        if step == MONTH:
+            nxt = datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=timezone.utc)
+        else:
+            nxt = t + step
+        out.append(Window(t, min(nxt, window.end)))
+        t = nxt
     return out

@@ -166,7 +166,8 @@ def test_http_api_serves_the_real_query(ledger):
                                     f"&shareIdle=true&model=chargeback", timeout=30) as r:
             doc = json.loads(r.read())
         with urllib.request.urlopen(f"{h.url}/allocation?window={WINDOW}"
-                                    f"&filter=namespace:%22shop%22", timeout=30) as r:
+                                    f"&aggregate=namespace&filter=namespace:%22shop%22",
+                                    timeout=30) as r:
             only_shop = json.loads(r.read())
         with urllib.request.urlopen(f"{h.url}/report.html?window={WINDOW}&step=1h", timeout=30) as r:
             page = r.read().decode()

@@ -141,7 +141,7 @@ def test_agent_through_rotel_to_the_ledger_matches_the_kernel(tmp_path):
 
     window = hour_window(started, datetime.now(timezone.utc))
     out = io.StringIO()
-    assert report_main(["--ledger", ledger, "--window", window, "--by", "pod", "--model",
+    assert report_main(["--ledger", ledger, "--window", window, "--by", "namespace,pod", "--model",
                         "chargeback", "--share-idle", "none", "--format", "json"], stdout=out) == 0
     billed = json.loads(out.getvalue())["data"][0]
 

@@ -88,7 +88,8 @@ def test_allocation_with_steps_is_opencost_shaped(api):
 
 def test_accumulate_sums_the_steps(api):
     h, _ = api
-    _, _, body = get(f"{h.url}/allocation/compute?window={W}&step=1h&accumulate=true")
+    _, _, body = get(f"{h.url}/allocation/compute?window={W}&step=1h&accumulate=true"
+                     "&includeIdle=true")
     [only] = json.loads(body)["data"]
     for name in D.RAW:
         assert only[name]["totalCost"] == pytest.approx(D.expected_cost(name))
@@ -107,6 +108,12 @@ def test_opencost_and_our_share_idle_values(api):
         assert c["filter"] == 'namespace:"shop"'
 
 
+def test_the_html_page_keeps_idle_whatever_include_idle_says(api):
+    h, _ = api
+    status, _, body = get(f"{h.url}/report.html?window={W}")
+    assert status == 200 and IDLE in body.decode()
+
+
 def test_include_idle_false_drops_idle(api):
     h, _ = api
     _, _, body = get(f"{h.url}/allocation?window={W}&includeIdle=false")
@@ -116,7 +123,14 @@ def test_include_idle_false_drops_idle(api):
 @pytest.mark.parametrize("query,needle", [
     ("", "window is required"),
     ("window=fortnight", "allowed: today"),
-    (f"window={W}&aggregate=team", "allowed: namespace, workload"),
+    (f"window={W}&aggregate=colour", "unknown aggregate key 'colour'"),
+    (f"window={W}&aggregate=service", "not supported"),
+    (f"window={W}&filter=namespace%3Akube-system", "expected a quoted value"),
+    (f"window={W}&filter=namespace:%22a%22%2Bnode:%22b%22%7Cpod:%22c%22", "mixed"),
+    (f"window={W}&accumulateBy=fortnight", "allowed: all, hour, day, week, month, quarter"),
+    (f"window={W}&accumulate=ture", "or a period: hour, day"),
+    (f"window={W}&accumulate=true&accumulateBy=all", "not both"),
+    (f"window={W}&includeIdle=ture", "allowed: true or false"),
     (f"window={W}&step=1y", "step"),
     (f"window={W}&shareIdle=maybe", "allowed: true, false, none, proportional or even"),
     (f"window={W}&idleByNode=perhaps", "allowed: true or false"),
@@ -186,9 +200,18 @@ def test_listen_parsing():
 def test_parse_params_defaults():
     aq = parse_params("window=today", NOW)
     q = aq.query
+    # OpenCost's defaults: every container by cluster/node/namespace/pod, idle left out
     assert (q.aggregate, q.model, q.share_idle, q.idle_by_node, q.step, q.filter) == (
-        "namespace", Model.CHARGEBACK, SharePolicy.NONE, False, None, None)
-    assert aq.accumulate is False and aq.include_idle is True
+        "cluster,node,namespace,pod,container", Model.CHARGEBACK, SharePolicy.NONE, False,
+        None, None)
+    assert aq.accumulate is None and aq.include_idle is False
+    assert parse_params("window=today&idle=true", NOW).include_idle is True
+    assert parse_params("window=today&accumulateBy=all", NOW).accumulate == "all"
+    assert parse_params("window=today&accumulate=true", NOW).accumulate == "all"
+    assert parse_params("window=today&accumulate=false", NOW).accumulate is None
+    day = parse_params("window=7d&accumulate=day", NOW)  # the OpenCost UI's query
+    assert day.accumulate == "day" and day.query.step.total_seconds() == 86400
+    assert parse_params("window=7d&accumulate=hour&metrics=totalCost", NOW).query.step.total_seconds() == 3600
 
 
 def test_unencoded_plus_in_an_offset_is_understood():

@@ -32,8 +32,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 BAD = [
     (["--ledger", "sqlite:///x.db", "--window", "fortnight"], "--window", "allowed: today"),
-    (["--ledger", "sqlite:///x.db", "--window", "today", "--by", "team"], "--by",
-     "allowed: namespace, workload, pod, container, node, cluster or label:<key>"),
+    (["--ledger", "sqlite:///x.db", "--window", "today", "--by", "colour"], "--by",
+     "allowed: comma-separated keys from cluster, node, namespace"),
     (["--ledger", "sqlite:///x.db", "--window", "today", "--format", "xml"], "--format",
      "allowed: table, csv, json, focus, html"),
     (["--ledger", "sqlite:///x.db", "--window", "today", "--model", "cheap"], "--model",

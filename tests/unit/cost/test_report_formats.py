@@ -162,17 +162,18 @@ def test_accumulate_sets_sums_steps_and_keeps_common_properties():
     assert accumulate_sets([[], []]) == [[]]
 
 
-@pytest.mark.parametrize("key", ["namespace", "workload", "pod", "container", "node", "cluster",
-                                 "label:team", "label:app.kubernetes.io/name"])
-def test_aggregate_keys(key):
-    assert parse_aggregate(key) == key
+@pytest.mark.parametrize("key,canonical", [
+    ("namespace", "namespace"), ("Namespace,pod", "namespace,pod"), ("team", "label:team"),
+    ("label:app.kubernetes.io/name", "label:app.kubernetes.io/name"), ("all", "all")])
+def test_aggregate_keys(key, canonical):
+    # the grammar itself is tested in test_grammar.py; this face uses it unchanged
+    assert parse_aggregate(key) == canonical
 
 
-@pytest.mark.parametrize("key", ["", "team", "label:", "label:-x", "namespace,pod", "Namespace"])
+@pytest.mark.parametrize("key", ["", "colour", "label:", "label:-x", "namespace,,pod", "service"])
 def test_bad_aggregate_keys(key):
-    with pytest.raises(ConfigError, match="allowed: namespace, workload, pod, container, node, cluster or label:<key>"):
+    with pytest.raises(ConfigError, match="aggregate"):
         parse_aggregate(key)
-
 
 
 def test_usage_model_reconciles_quantities_and_shows_no_money():
@@ -184,3 +185,41 @@ def test_usage_model_reconciles_quantities_and_shows_no_money():
     assert nums[3] == pytest.approx(3 * 4.0)  # 4 cores for 3 hours, computed from capacity
     mem = [ln for ln in text.splitlines() if ln.startswith("memory:")][0]
     assert float(re.findall(r"\d+\.\d+", mem)[3]) == pytest.approx(3 * 16.0)
+
+
+def test_accumulate_by_calendar_periods():
+    """OpenCost's accumulate=day|week|month|quarter|hour: step sets summed per period of their
+    start; weeks end on Saturday."""
+    from datetime import datetime, timedelta, timezone
+
+    from otel_agent.cost.report import accumulate_by
+    from otel_agent.cost.types import Allocation, Window
+
+    t0 = datetime(2026, 11, 27, 0, tzinfo=timezone.utc)  # a Friday
+    sets = [[Allocation("shop", Window(t0 + timedelta(hours=h), t0 + timedelta(hours=h + 1)),
+                        "USD", cpu_cost=1.0)] for h in range(24 * 4)]  # Fri .. Mon
+    days = accumulate_by(sets, "day")
+    assert len(days) == 4 and all(s[0].cpu_cost == 24.0 for s in days)
+    assert days[1][0].window == Window(t0 + timedelta(days=1), t0 + timedelta(days=2))
+    weeks = accumulate_by(sets, "week")
+    assert [s[0].cpu_cost for s in weeks] == [48.0, 48.0]  # Fri+Sat, then Sun+Mon
+    assert [s[0].cpu_cost for s in accumulate_by(sets, "month")] == [96.0]
+    assert [s[0].cpu_cost for s in accumulate_by(sets, "quarter")] == [96.0]
+    assert len(accumulate_by(sets, "hour")) == 96
+    assert accumulate_by([[], []], "day") == [[]]
+    with pytest.raises(ConfigError, match="allowed: all, hour"):
+        accumulate_by(sets, "fortnight")
+
+
+def test_accumulate_by_keeps_empty_periods_when_it_knows_the_steps():
+    from datetime import datetime, timedelta, timezone
+
+    from otel_agent.cost.report import accumulate_by
+    from otel_agent.cost.types import Allocation, Window
+    from otel_agent.cost.window import split
+
+    t0 = datetime(2026, 11, 27, 0, tzinfo=timezone.utc)
+    grid = split(Window(t0, t0 + timedelta(days=3)), timedelta(hours=1))
+    sets = [[Allocation("shop", w, "USD", cpu_cost=1.0)] if w.start.day == 28 else [] for w in grid]
+    days = accumulate_by(sets, "day", grid)
+    assert [sum(a.cpu_cost for a in s) for s in days] == [0.0, 24.0, 0.0] and days[0] == []

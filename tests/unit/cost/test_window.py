@@ -87,7 +87,10 @@ ERRORS = [
     ("2026-11-02T00:00:00Z,2026-11-01T00:00:00Z", "not after start"),
     ("2026-11-01T00:00:00Z,2026-11-01T00:00:00Z", "not after start"),
     ("a,b,c", "exactly two"),
-    ("2026-11-01,2026-11-02", "RFC 3339"),
+    ("2026-11-01,2026-11-02T00:00:00", "RFC 3339"),
+    ("2026-11-08,2026-11-01", "not after start"),
+    ("2026-02-30,2026-03-02", "day is out of range"),
+    ("24h offset 0x", "allowed"),
     ("100,50", "not after start"),
     ("99999999d", "too long"),
     ("2000-01-01T00:00:00Z,2026-01-01T00:00:00Z", "10 years"),
@@ -129,3 +132,15 @@ def test_split_covers_the_window_and_cuts_the_last_step():
     assert steps[0].start == w.start and steps[-1].end == w.end
     assert all(a.end == b.start for a, b in zip(steps, steps[1:]))
     assert split(w, None) == [w]
+
+
+@pytest.mark.parametrize("text,start,end", [
+    # OpenCost's own forms (core/pkg/opencost/window.go) and the day pair third-party clients send
+    ("2026-11-01,2026-11-08", "2026-11-01T00:00:00+00:00", "2026-11-08T00:00:00+00:00"),
+    ("1586822400-1586908800", "2020-04-14T00:00:00+00:00", "2020-04-15T00:00:00+00:00"),
+    ("24h offset 1h", "2026-11-23T02:30:00+00:00", "2026-11-24T02:30:00+00:00"),
+    ("45m offset 15m", "2026-11-24T02:30:00+00:00", "2026-11-24T03:15:00+00:00"),
+])
+def test_opencost_window_forms(text, start, end):
+    w = parse_window(text, datetime(2026, 11, 24, 3, 30, tzinfo=timezone.utc))
+    assert (w.start.isoformat(), w.end.isoformat()) == (start, end)

@@ -48,6 +48,7 @@ from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.errors import OtelAgentError
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
+from otel_agent.k8s.volumes import ClaimMeta
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
 from demo.processes import (agent_command, agent_env, cpu_usage_seconds, free_port, rotel_binary,
                             start_cost_processor, start_rotel, stop_process, wait_for_ledger)
@@ -107,6 +108,14 @@ def _pod_meta(p: SynthPod, node: str, owner: tuple[str, str], labels: dict[str, 
 # The demo node's GPUs are metadata only (there is no GPU here): the node declares two, as a
 # device plugin would in its capacity, and ml/train-0 holds one of them in its limits.
 DEMO_GPUS = (("nvidia.com/gpu", 2.0),)
+# Two persistent volume claims in ml (metadata only too, in the static file's claims:): the
+# trainer's checkpoints, mounted, and an old dataset no pod mounts (__unmounted__).
+DEMO_CLAIMS = (
+    ClaimMeta("0b6c2a1e-7d1f-4c55-9a57-3f0c1d2e4b60", "checkpoints", "ml", 100 << 30, "standard",
+              "pvc-0b6c2a1e", "RWO", True),
+    ClaimMeta("5e9d8c7b-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "old-datasets", "ml", 50 << 30, "standard",
+              "pvc-5e9d8c7b", "RWO", False),
+)
 TRAIN_GPUS = (("nvidia.com/gpu", 1.0),)
 
 
@@ -167,7 +176,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
             metas.append(_pod_meta(p, node.name, owner, labels, req, 128 << 20))
         metas.append(_pod_meta(train, node.name, ("StatefulSet", "train"),
                                {"app": "train", "team": "research"}, 0.1, 128 << 20, TRAIN_GPUS))
-        write_static(static, node, metas)
+        write_static(static, node, metas, DEMO_CLAIMS)
 
         try:
             cost, cost_port, ledger = start_cost_processor(workdir)
@@ -190,7 +199,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                 agent_command(static, synth.kubepods, node.name, bpf_profile),
                 # Loopback never leaves a real node and is free by default; here it stands in
                 # for traffic to another node, so it is priced as cluster-private.
-                env=agent_env(endpoint, interval_ms, "demo",
+                env=agent_env(endpoint, interval_ms, "demo", OTEL_AGENT_CLUSTER_OBJECTS="on",
                               OTEL_AGENT_CLUSTER_CIDRS="127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"),
                 stdout=agent_log, stderr=subprocess.STDOUT)
             agent_log.close()
@@ -228,7 +237,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                 job = synth.add_pod("batch", f"{job_name}-{i:05x}", containers=("report",))
                 metas.append(_pod_meta(job, node.name, ("Job", job_name),
                                        {"app": "report", "team": "analytics"}, 0.25, 64 << 20))
-                write_static(static, node, metas)
+                write_static(static, node, metas, DEMO_CLAIMS)
                 burner = synth.spawn(job.container("report"),
                                      [sys.executable, "-c", BURN.format(s=0.3)])
                 burner.wait()
@@ -332,6 +341,12 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
              f"{ml.gpu_cost:.4f} {ml.currency}; idle {idle.gpu_hours:.4f} GPU-h, "
              f"{idle.gpu_cost:.4f} {idle.currency} "
              f"({100 * ml.gpu_hours / node_gpu_h:.1f}% of the node's GPU-hours held)")
+    # Claims (static metadata): 150 GiB in ml, billed while the agent reported them, like the GPUs
+    pv_ok = (ml is not None and node_gpu_h > 0
+             and abs(ml.pv_byte_hours / 2**30 / (node_gpu_h / 2) - 150) < 150 * 0.03)
+    if ml is not None:
+        _say(f"  claims: ml/checkpoints (100 GiB, mounted by train-0) and ml/old-datasets (50 GiB, "
+             f"__unmounted__): {ml.pv_byte_hours / 2**30:.3f} GiB-h, {ml.pv_cost:.6f} {ml.currency}")
     billed_jobs = sum(1 for j in jobs if j not in missing)
     _say()
     _say(f"short-lived jobs billed: {billed_jobs}/{len(jobs)}; worst pod CPU error vs cpu.stat: "
@@ -340,7 +355,8 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     _say(f"ledger, logs and report kept in {workdir}; try:")
     _say(f"  otel-agent cost report --ledger {ledger} --window {window} --by label:team")
     _say(f"demo: {time.monotonic() - t_begin:.0f} s")
-    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not gpu_ok
+    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not gpu_ok \
+        or not pv_ok
     if lost:
         _say("demo: FAILED: the pipeline lost or misbilled data (see above)")
     return 1 if lost else 0

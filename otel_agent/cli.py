@@ -174,8 +174,13 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
         from otel_agent.k8s.apiconfig import load_api_client
         from otel_agent.k8s.volumes import ClusterObjects
 
-        cluster = ClusterObjects(load_api_client(), node_name=cfg.node_name,
-                                 auto=cfg.cluster_objects == "auto")
+        if cfg.metadata == "static" and cfg.static_metadata is not None:
+            from otel_agent.k8s.static import StaticClaims
+
+            cluster = StaticClaims(cfg.static_metadata)  # the file's claims: (no API server)
+        else:
+            cluster = ClusterObjects(load_api_client(), node_name=cfg.node_name,
+                                     auto=cfg.cluster_objects == "auto")
         cluster.start()
         log.info("persistent volume claims: cluster_objects %s", cfg.cluster_objects)
     return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf,

@@ -27,6 +27,10 @@ Format (all pods are on `node.name`)::
             requests: {cpu: 500m, memory: 256Mi}
             limits: {cpu: "1", memory: 512Mi}  # GPUs too: {nvidia.com/gpu: "1"} (otel_agent/gpu.py)
 
+    claims:                                 # optional: persistent volume claims, read by an
+      - {uid: 7d..., name: data, namespace: ml, capacity: 20Gi, storage_class: standard,
+         access_modes: RWO, mounted: true}  # agent with cluster_objects on (k8s/volumes.py)
+
 When the file's mtime changes it is read again (checked at most once a second); a broken
 new version is reported by status() and the last good one stays in use.
 """
@@ -61,7 +65,9 @@ from otel_agent.model import ContainerMeta, NodeMeta, PodMeta, PodUid, QosClass
 
 log = logging.getLogger(__name__)
 
-_TOP_KEYS = ("node", "pods")
+_TOP_KEYS = ("node", "pods", "claims")
+_CLAIM_KEYS = ("uid", "name", "namespace", "capacity", "storage_class", "volume", "access_modes",
+               "mounted")
 _NODE_KEYS = ("name", "uid", "labels", "capacity", "allocatable")
 _POD_KEYS = ("uid", "name", "namespace", "labels", "owner", "qos", "containers")
 _CONTAINER_KEYS = ("name", "id", "requests", "limits")
@@ -192,6 +198,74 @@ def _pod(value: Any, field: str, node_name: str | None, keep_labels: Sequence[st
     )
 
 
+def _claims(value: Any) -> list[Any]:
+    """The optional `claims:` list (persistent volume claims for an agent with cluster_objects
+    on, when there is no API server: the demo), as k8s.volumes.ClaimMeta."""
+    from otel_agent.k8s.volumes import ClaimMeta
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Invalid("claims", f"must be a list, got {type(value).__name__}")
+    out = []
+    for i, raw in enumerate(value):
+        f = f"claims[{i}]"
+        m = _mapping(raw, f, _CLAIM_KEYS)
+        cap = m.get("capacity")
+        if isinstance(cap, bool) or not is_quantity(cap):
+            raise _Invalid(f"{f}.capacity", f"{cap!r} is not a Kubernetes quantity (e.g. 20Gi)")
+        mounted = m.get("mounted", False)
+        if not isinstance(mounted, bool):
+            raise _Invalid(f"{f}.mounted", f"must be true or false, got {mounted!r}")
+        out.append(ClaimMeta(
+            uid=_string(m.get("uid"), f"{f}.uid", required=True) or "",
+            name=_string(m.get("name"), f"{f}.name", required=True) or "",
+            namespace=_string(m.get("namespace"), f"{f}.namespace", required=True) or "",
+            capacity_bytes=quantity_bytes(cap) or 0,
+            storage_class=_string(m.get("storage_class"), f"{f}.storage_class", required=False) or "",
+            volume=_string(m.get("volume"), f"{f}.volume", required=False) or "",
+            access_modes=_string(m.get("access_modes"), f"{f}.access_modes", required=False) or "",
+            mounted=mounted))
+    return out
+
+
+def load_static_claims(path: Path) -> list[Any]:
+    """The `claims:` of a static file (validated as by parse_static)."""
+    path = Path(path)
+    try:
+        doc = safe_yaml.load(path.read_text(encoding="utf-8"))
+        return _claims(doc.get("claims") if isinstance(doc, Mapping) else None)
+    except _Invalid as e:
+        raise ConfigError(f"{path}: {safe_yaml.one_line(str(e), 400)}") from e
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read claims: {e}") from e
+
+
+class StaticClaims:
+    """cluster_objects from the static file's `claims:` (re-read when the file changes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp = _mtime(self.path)
+        self._claims = load_static_claims(self.path)
+
+    def claims(self) -> list[Any]:
+        stamp = _mtime(self.path)
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._claims = load_static_claims(self.path)
+            except ConfigError as e:
+                log.warning("static claims not reloaded: %s", e)
+        return self._claims
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[str] = ("*",)) -> tuple[NodeMeta | None, dict[PodUid, PodMeta]]:
     """Parse and validate the static format; ConfigError names `source` and the field path."""
     try:
@@ -206,6 +280,7 @@ def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[st
             raise _Invalid("(top level)", f"must be a mapping with keys node, pods, got {type(doc).__name__}")
         top = _mapping(doc, "", _TOP_KEYS)
         node = _node(top.get("node"))
+        _claims(top.get("claims"))  # validated here, read by StaticClaims
         pods_raw = top.get("pods") or []
         if not isinstance(pods_raw, list):
             raise _Invalid("pods", f"must be a list, got {type(pods_raw).__name__}")
@@ -380,15 +455,23 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
     return doc
 
 
-def write_static(path: Path, node: NodeMeta | None, pods: Iterable[PodMeta]) -> None:
+def write_static(path: Path, node: NodeMeta | None, pods: Iterable[PodMeta],
+                 claims: Iterable[Any] = ()) -> None:
     """Write the static file atomically (a reader never sees half a file).
 
     The owner is written as the most specific workload (Deployment over its ReplicaSet,
     CronJob over its Job), so a round trip keeps that one and drops the intermediate.
     """
     path = Path(path)
+    doc = static_document(node, pods)
+    claims = list(claims)
+    if claims:
+        doc["claims"] = [{"uid": c.uid, "name": c.name, "namespace": c.namespace,
+                          "capacity": format_bytes(c.capacity_bytes),
+                          "storage_class": c.storage_class, "volume": c.volume,
+                          "access_modes": c.access_modes, "mounted": c.mounted} for c in claims]
     text = "# pod metadata for otel-agent's static source (otel_agent/k8s/static.py)\n" + yaml.safe_dump(
-        static_document(node, pods), sort_keys=False, default_flow_style=False
+        doc, sort_keys=False, default_flow_style=False
     )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -69,3 +69,16 @@ def test_static_file_gpus_round_trip():
 def test_static_file_refuses_other_extended_resources():
     with pytest.raises(ConfigError, match=r"limits.example.com/fpga: unknown key"):
         parse_static(STATIC.replace("nvidia.com/gpu: \"2\"", "example.com/fpga: \"2\""))
+
+
+def test_static_claims(tmp_path):
+    from otel_agent.k8s.static import StaticClaims, load_static, write_static
+    from otel_agent.k8s.volumes import ClaimMeta
+    node, pods = parse_static(STATIC)
+    c = ClaimMeta("u9", "data", "ml", 20 * 2**30, "standard", "pvc-u9", "RWO", True)
+    path = tmp_path / "meta.yaml"
+    write_static(path, node, pods.values(), [c])
+    assert load_static(path)[1].keys() == pods.keys()
+    assert StaticClaims(path).claims() == [c]
+    with pytest.raises(ConfigError, match=r"claims\[0\].capacity"):
+        parse_static(STATIC + "claims:\n  - {uid: u, name: n, namespace: ml, capacity: lots}\n")

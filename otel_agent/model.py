@@ -84,6 +84,10 @@ class ContainerMeta:
     cpu_limit_cores: float | None = None
     memory_request_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    # GPUs the container holds, as sorted (extended resource, count) pairs, e.g.
+    # (("nvidia.com/gpu", 1.0),): its limit, which Kubernetes makes its request too
+    # (otel_agent/gpu.py says which resources are GPUs).
+    gpus: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +118,6 @@ class NodeMeta:
     cpu_allocatable_cores: float | None = None
     memory_capacity_bytes: int | None = None
     memory_allocatable_bytes: int | None = None
+    # GPU extended resources in status.capacity / status.allocatable, sorted (name, count)
+    gpu_capacity: tuple[tuple[str, float], ...] = ()
+    gpu_allocatable: tuple[tuple[str, float], ...] = ()

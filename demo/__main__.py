@@ -48,6 +48,7 @@ from otel_agent.cgroups.mount import find_cgroup2_mount
 from otel_agent.errors import OtelAgentError
 from otel_agent.k8s.convert import workload_attributes
 from otel_agent.k8s.static import write_static
+from otel_agent.k8s.volumes import ClaimMeta
 from otel_agent.model import ContainerMeta, NodeMeta, PodMeta
 from demo.processes import (agent_command, agent_env, cpu_usage_seconds, free_port, rotel_binary,
                             start_cost_processor, start_rotel, stop_process, wait_for_ledger)
@@ -95,13 +96,29 @@ def hour_window(start: datetime, end: datetime) -> str:
 
 
 def _pod_meta(p: SynthPod, node: str, owner: tuple[str, str], labels: dict[str, str],
-              cpu_request: float, mem_request: int) -> PodMeta:
+              cpu_request: float, mem_request: int,
+              gpus: tuple[tuple[str, float], ...] = ()) -> PodMeta:
     return PodMeta(
         p.uid, p.name, p.namespace, node_name=node, labels=labels,
         workload=workload_attributes(owner[0], owner[1], labels), qos=p.qos,
         containers=tuple(ContainerMeta(c.name, c.id, cpu_request_cores=cpu_request,
-                                       memory_request_bytes=mem_request) for c in p.containers),
+                                       memory_request_bytes=mem_request, gpus=gpus)
+                         for c in p.containers),
     )
+
+
+# The demo node's GPUs are metadata only (there is no GPU here): the node declares two, as a
+# device plugin would in its capacity, and ml/train-0 holds one of them in its limits.
+DEMO_GPUS = (("nvidia.com/gpu", 2.0),)
+# Two persistent volume claims in ml (metadata only too, in the static file's claims:): the
+# trainer's checkpoints, mounted, and an old dataset no pod mounts (__unmounted__).
+DEMO_CLAIMS = (
+    ClaimMeta("0b6c2a1e-7d1f-4c55-9a57-3f0c1d2e4b60", "checkpoints", "ml", 100 << 30, "standard",
+              "pvc-0b6c2a1e", "RWO", True),
+    ClaimMeta("5e9d8c7b-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "old-datasets", "ml", 50 << 30, "standard",
+              "pvc-5e9d8c7b", "RWO", False),
+)
+TRAIN_GPUS = (("nvidia.com/gpu", 1.0),)
 
 
 def _node_meta(with_memory: bool) -> NodeMeta:
@@ -117,7 +134,8 @@ def _node_meta(with_memory: bool) -> NodeMeta:
                             "topology.kubernetes.io/zone": "eu-west-1a"},
                     cpu_capacity_cores=float(cores), cpu_allocatable_cores=cores * 0.9,
                     memory_capacity_bytes=mem if with_memory else None,
-                    memory_allocatable_bytes=int(mem * 0.9) if with_memory else None)
+                    memory_allocatable_bytes=int(mem * 0.9) if with_memory else None,
+                    gpu_capacity=DEMO_GPUS, gpu_allocatable=DEMO_GPUS)
 
 
 def _say(msg: str = "") -> None:
@@ -149,6 +167,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
         web = synth.add_pod("shop", "web-7d9f8-x2k4p", containers=("web", "sidecar"))
         ingest = synth.add_pod("media", "ingest-0", containers=("ingest",))
         upload = synth.add_pod("media", "uploader-5c6b7-q9wz1", containers=("uploader",))
+        train = synth.add_pod("ml", "train-0", containers=("trainer",))
         for p, owner, labels, req in (
             (web, ("ReplicaSet", "web-7d9f8"), {"app": "web", "team": "payments",
                                                 "pod-template-hash": "7d9f8"}, 0.5),
@@ -157,7 +176,9 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                                                         "pod-template-hash": "5c6b7"}, 0.1),
         ):
             metas.append(_pod_meta(p, node.name, owner, labels, req, 128 << 20))
-        write_static(static, node, metas)
+        metas.append(_pod_meta(train, node.name, ("StatefulSet", "train"),
+                               {"app": "train", "team": "research"}, 0.1, 128 << 20, TRAIN_GPUS))
+        write_static(static, node, metas, DEMO_CLAIMS)
 
         try:
             cost, cost_port, ledger = start_cost_processor(workdir)
@@ -180,7 +201,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                 agent_command(static, synth.kubepods, node.name, bpf_profile),
                 # Loopback never leaves a real node and is free by default; here it stands in
                 # for traffic to another node, so it is priced as cluster-private.
-                env=agent_env(endpoint, interval_ms, "demo",
+                env=agent_env(endpoint, interval_ms, "demo", OTEL_AGENT_CLUSTER_OBJECTS="on",
                               OTEL_AGENT_CLUSTER_CIDRS="127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"),
                 stdout=agent_log, stderr=subprocess.STDOUT)
             agent_log.close()
@@ -197,6 +218,8 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                                                    DUTY.format(s=duration_seconds, share=0.5)]),
                 synth.spawn(web.container("sidecar"), [sys.executable, "-c",
                                                        DUTY.format(s=duration_seconds, share=0.05)]),
+                synth.spawn(train.container("trainer"), [sys.executable, "-c",
+                                                         DUTY.format(s=duration_seconds, share=0.05)]),
             ]
             rx = synth.spawn(ingest.container("ingest"), [sys.executable, "-c", RECV],
                              stdout=subprocess.PIPE, text=True)
@@ -216,7 +239,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
                 job = synth.add_pod("batch", f"{job_name}-{i:05x}", containers=("report",))
                 metas.append(_pod_meta(job, node.name, ("Job", job_name),
                                        {"app": "report", "team": "analytics"}, 0.25, 64 << 20))
-                write_static(static, node, metas)
+                write_static(static, node, metas, DEMO_CLAIMS)
                 burner = synth.spawn(job.container("report"),
                                      [sys.executable, "-c", BURN.format(s=0.3)])
                 burner.wait()
@@ -229,7 +252,7 @@ def run(duration_seconds: float, interval_ms: int, jobs: int, bpf_profile: str,
             out, _ = tx.communicate(timeout=duration_seconds + 30)
             rx.wait(timeout=30)
             net = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-            for p in (web, ingest, upload):
+            for p in (web, ingest, upload, train):
                 truth[f"{p.namespace}/{p.name}"] = cpu_usage_seconds(p.path) or 0.0
 
             # SIGTERM: the agent's last export carries the final totals; wait until they are
@@ -276,6 +299,8 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
         w = parse_window(window, datetime.now(timezone.utc))
         per_pod = {a.name: a for a in allocations(store, w, aggregate="namespace,pod",
                                                   model=Model.USAGE, refresh=False)[0]}
+        per_ns = {a.name: a for a in allocations(store, w, aggregate="namespace",
+                                                 model=Model.CHARGEBACK, refresh=False)[0]}
         balanced = all(r.balanced for r in reconcile(store, w, refresh=False))
     finally:
         store.close()
@@ -307,6 +332,23 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     if not with_memory:
         _say("  memory: not measured on this node (the memory controller is bound to cgroup v1):"
              " no memory series were sent, so no memory is billed; absent, not zero.")
+    # GPUs (metadata only: the node declares 2, ml/train-0 holds 1 the whole time): the node's
+    # GPU-hours are half held, half idle, and their money adds up to the node's.
+    node_gpu_h = sum(a.gpu_hours for a in per_ns.values())
+    ml, idle = per_ns.get("ml"), per_ns.get("__idle__")
+    gpu_ok = (ml is not None and idle is not None and node_gpu_h > 0
+              and abs(ml.gpu_hours / node_gpu_h - 0.5) < 0.02)
+    if ml is not None and idle is not None:
+        _say(f"  GPUs: ml/train-0 held 1 of the node's 2 (fake) GPUs: {ml.gpu_hours:.4f} GPU-h, "
+             f"{ml.gpu_cost:.4f} {ml.currency}; idle {idle.gpu_hours:.4f} GPU-h, "
+             f"{idle.gpu_cost:.4f} {idle.currency} "
+             f"({100 * ml.gpu_hours / node_gpu_h:.1f}% of the node's GPU-hours held)")
+    # Claims (static metadata): 150 GiB in ml, billed while the agent reported them, like the GPUs
+    pv_ok = (ml is not None and node_gpu_h > 0
+             and abs(ml.pv_byte_hours / 2**30 / (node_gpu_h / 2) - 150) < 150 * 0.03)
+    if ml is not None:
+        _say(f"  claims: ml/checkpoints (100 GiB, mounted by train-0) and ml/old-datasets (50 GiB, "
+             f"__unmounted__): {ml.pv_byte_hours / 2**30:.3f} GiB-h, {ml.pv_cost:.6f} {ml.currency}")
     invoice_ok = _invoice(workdir, ledger, window)
     billed_jobs = sum(1 for j in jobs if j not in missing)
     _say()
@@ -316,7 +358,8 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     _say(f"ledger, logs and report kept in {workdir}; try:")
     _say(f"  otel-agent cost report --ledger {ledger} --window {window} --by label:team")
     _say(f"demo: {time.monotonic() - t_begin:.0f} s")
-    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not invoice_ok
+    lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not gpu_ok \
+        or not pv_ok or not invoice_ok
     if lost:
         _say("demo: FAILED: the pipeline lost or misbilled data (see above)")
     return 1 if lost else 0

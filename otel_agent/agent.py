@@ -27,7 +27,7 @@ from otel_agent.cgroups.discovery import Discoverer
 from otel_agent.cgroups.reader import CgroupReader
 from otel_agent.config import AgentConfig
 from otel_agent.k8s.source import MetadataSource
-from otel_agent.metrics import ATTR_SKIP_REASON
+from otel_agent.metrics import ATTR_ACCESS_MODE, ATTR_GPU_RESOURCE, ATTR_MOUNTED, ATTR_SKIP_REASON
 from otel_agent.model import CgroupId, CgroupRef, NodeMeta, PodMeta, PodUid, Sample, Scope
 from otel_agent.otlp.encode import Encoded, Encoder, Snapshot, StartTimes
 from otel_agent.otlp.exporter import Exporter
@@ -70,8 +70,10 @@ class Agent:
         exporter: Exporter | None,
         bpf: Any | None = None,
         proc: Path = Path("/proc"),
+        cluster: Any | None = None,
     ) -> None:
         self.cfg = cfg
+        self.cluster = cluster  # k8s.volumes.ClusterObjects when cluster_objects is on
         self.cgroup_root = cgroup_root
         self.metadata = metadata
         self.exporter = exporter
@@ -176,6 +178,8 @@ class Agent:
         node = self.metadata.node()
         samples.extend(self._spec_samples(all_refs.values(), pods, node, node_ref.cgroup_id))
 
+        if self.cluster is not None:
+            samples.extend(self._claim_samples(node_ref.cgroup_id))
         # The agent's own health; cycle.duration is the last completed cycle's.
         samples.extend(self._self_samples(node_ref.cgroup_id))
         snap = Snapshot(now_ns, all_refs, samples, acc.histograms, pods, node)
@@ -193,6 +197,22 @@ class Agent:
                 if reason not in self._logged_skips:
                     self._logged_skips.add(reason)
                     log.warning("skipping entities: %s (counted in otel_agent.entities.skipped)", reason)
+
+    def _claim_samples(self, node_id: CgroupId) -> list[Sample]:
+        """Every bound claim of the cluster (k8s/volumes.py), on this node's resource."""
+        out = []
+        for c in self.cluster.claims():
+            base = (("k8s.namespace.name", c.namespace), ("k8s.persistentvolumeclaim.name", c.name),
+                    ("k8s.persistentvolumeclaim.uid", c.uid),
+                    ("k8s.storageclass.name", c.storage_class),
+                    ("k8s.persistentvolume.name", c.volume), (ATTR_ACCESS_MODE, c.access_modes))
+            # both mount states, the other one 0: a claim whose state changes is billed on each
+            # side up to the export, with no overlap (a level holds until its next point)
+            for mounted in (True, False):
+                attrs = tuple(sorted((*base, (ATTR_MOUNTED, "true" if mounted else "false"))))
+                value = float(c.capacity_bytes) if mounted == c.mounted else 0.0
+                out.append(Sample(node_id, "k8s.claim.capacity", value, attrs))
+        return out
 
     def _self_samples(self, node_id: CgroupId) -> list[Sample]:
         out = [
@@ -228,6 +248,8 @@ class Agent:
                     ("k8s.cpu.limit", meta.cpu_limit_cores),
                     ("k8s.memory.request", meta.memory_request_bytes),
                     ("k8s.memory.limit", meta.memory_limit_bytes)) if value is not None]
+                made.extend(Sample(ref.cgroup_id, "k8s.gpu.request", n, ((ATTR_GPU_RESOURCE, name),))
+                            for name, n in meta.gpus)
             self._spec_cache[ref.cgroup_id] = (meta, made)
             out.extend(made)
         if node is not None:
@@ -237,6 +259,9 @@ class Agent:
                                ("k8s.node.memory.allocatable", node.memory_allocatable_bytes)):
                 if value is not None:
                     out.append(Sample(node_id, key, float(value)))
+            for key, counts in (("k8s.node.gpu.capacity", node.gpu_capacity),
+                                ("k8s.node.gpu.allocatable", node.gpu_allocatable)):
+                out.extend(Sample(node_id, key, n, ((ATTR_GPU_RESOURCE, name),)) for name, n in counts)
         return out
 
     # --- export --------------------------------------------------------------------------
@@ -294,6 +319,8 @@ class Agent:
         self.export(cycle)
 
     def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
         self.reader.close()
         self.discoverer.close()
         if self.exporter is not None:

@@ -39,11 +39,15 @@ def _add_agent_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-cidrs", dest="pod_cidrs", help="pod network CIDRs, comma separated")
     p.add_argument("--health-listen", dest="health_listen", help="HOST:PORT of /healthz, or off")
     p.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--cluster-objects", dest="cluster_objects", choices=("off", "on", "auto"),
+                   help="also report the cluster's persistent volume claims: on (run ONE such "
+                        "agent) or auto (the agent on the first Ready node by name) "
+                        "(OTEL_AGENT_CLUSTER_OBJECTS)")
 
 
 _FLAG_KEYS = ("endpoint", "protocol", "interval_seconds", "node_name", "metadata", "static_metadata",
               "pod_labels", "cgroup_root", "kubepods", "bpf_profile", "pod_cidrs", "health_listen",
-              "log_level")
+              "log_level", "cluster_objects")
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
@@ -165,7 +169,22 @@ def build_agent(cfg: AgentConfig, *, with_exporter: bool = True):
     metadata = _metadata(cfg)
     metadata.start()
     bpf = _bpf(cfg, root)
-    return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf)
+    cluster = None
+    if cfg.cluster_objects != "off":
+        from otel_agent.k8s.apiconfig import load_api_client
+        from otel_agent.k8s.volumes import ClusterObjects
+
+        if cfg.metadata == "static" and cfg.static_metadata is not None:
+            from otel_agent.k8s.static import StaticClaims
+
+            cluster = StaticClaims(cfg.static_metadata)  # the file's claims: (no API server)
+        else:
+            cluster = ClusterObjects(load_api_client(), node_name=cfg.node_name,
+                                     auto=cfg.cluster_objects == "auto")
+        cluster.start()
+        log.info("persistent volume claims: cluster_objects %s", cfg.cluster_objects)
+    return Agent(cfg, cgroup_root=root, metadata=metadata, exporter=exporter, bpf=bpf,
+                 cluster=cluster)
 
 
 def _shutdown(agent) -> None:

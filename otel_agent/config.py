@@ -44,6 +44,9 @@ class AgentConfig:
     pod_cidrs: tuple[str, ...] = ()
     cluster_cidrs: tuple[str, ...] = DEFAULT_CLUSTER_CIDRS
     health_listen: str | None = "0.0.0.0:8089"
+    # report the cluster's persistent volume claims (k8s/volumes.py): off | on | auto (the
+    # agent on the first Ready node by name, so one agent of a DaemonSet does it)
+    cluster_objects: str = "off"
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     export_timeout_seconds: float | None = None  # None: OTEL_EXPORTER_OTLP_TIMEOUT or 10 s
     log_level: str = "INFO"
@@ -195,6 +198,7 @@ _SETTINGS: dict[str, tuple[str | None, Callable[[Any], Any]]] = {
     "pod_cidrs": ("OTEL_AGENT_POD_CIDRS", _cidrs),
     "cluster_cidrs": ("OTEL_AGENT_CLUSTER_CIDRS", _cidrs),
     "health_listen": ("OTEL_AGENT_HEALTH_LISTEN", _listen),
+    "cluster_objects": ("OTEL_AGENT_CLUSTER_OBJECTS", _choice(("off", "on", "auto"))),
     "resource_attributes": ("OTEL_RESOURCE_ATTRIBUTES", _resource_attributes),
     "export_timeout_seconds": (None, _seconds_in(*EXPORT_TIMEOUT_SECONDS_RANGE)),
     "log_level": ("OTEL_AGENT_LOG_LEVEL", _choice(("DEBUG", "INFO", "WARNING", "ERROR"))),

@@ -29,6 +29,17 @@ ATTR_PRESSURE_RESOURCE = f"{PREFIX}.pressure.resource"  # cpu | memory | io
 ATTR_PRESSURE_KIND = f"{PREFIX}.pressure.kind"  # some | full
 ATTR_SKIP_REASON = f"{PREFIX}.skip.reason"
 ATTR_BPF_MAP = f"{PREFIX}.bpf.map.name"
+# The device plugin's extended resource a GPU count is of (nvidia.com/gpu, nvidia.com/mig-1g.10gb,
+# amd.com/gpu, gpu.intel.com/i915; otel_agent/gpu.py). Semconv 1.44 has no GPU or
+# extended-resource metric for Kubernetes and no attribute naming a resource of a pod spec.
+ATTR_GPU_RESOURCE = f"{PREFIX}.gpu.resource"
+# A claim's volume access modes (RWO, ROX, RWX, RWOP joined by +) and whether a running pod
+# mounts it: semconv has k8s.persistentvolumeclaim.* and k8s.storageclass.name, not these.
+ATTR_ACCESS_MODE = f"{PREFIX}.persistentvolume.access_mode"
+ATTR_MOUNTED = f"{PREFIX}.persistentvolumeclaim.mounted"
+CLAIM_ATTRIBUTES = ("k8s.namespace.name", "k8s.persistentvolumeclaim.name",
+                    "k8s.persistentvolumeclaim.uid", "k8s.storageclass.name",
+                    "k8s.persistentvolume.name", ATTR_ACCESS_MODE, ATTR_MOUNTED)
 
 
 class Instrument(str, enum.Enum):
@@ -207,6 +218,30 @@ _TABLE: tuple[MetricDef, ...] = (
     MetricDef(
         "k8s.memory.limit", {C: "k8s.container.memory.limit.desired"},
         "By", "Memory limit in the pod spec.", Instrument.UPDOWN, "kubernetes",
+    ),
+    MetricDef(
+        "k8s.gpu.request", {C: f"{PREFIX}.container.gpu.request"},
+        "{device}", "GPUs (device-plugin extended resources) in the pod spec: the limit, which "
+        "Kubernetes makes the request too; MIG slices counted as slices.",
+        Instrument.UPDOWN, "kubernetes", (ATTR_GPU_RESOURCE,),
+    ),
+    MetricDef(
+        "k8s.node.gpu.allocatable", {N: f"{PREFIX}.node.gpu.allocatable"},
+        "{device}", "GPUs the node offers to pods (status.allocatable), by extended resource.",
+        Instrument.UPDOWN, "kubernetes", (ATTR_GPU_RESOURCE,),
+    ),
+    MetricDef(
+        "k8s.node.gpu.capacity", {N: f"{PREFIX}.node.gpu.capacity"},
+        "{device}", "GPUs the node has (status.capacity), by extended resource.",
+        Instrument.UPDOWN, "kubernetes", (ATTR_GPU_RESOURCE,),
+    ),
+    MetricDef(
+        # semconv's k8s.persistentvolumeclaim.storage.capacity sits on a claim's own resource;
+        # this agent reports every claim of the cluster on its node resource (k8s/volumes.py)
+        "k8s.claim.capacity", {N: f"{PREFIX}.cluster.persistentvolumeclaim.capacity"},
+        "By", "Capacity of each bound persistent volume claim's volume in the cluster (only "
+        "from the agent with cluster_objects on).", Instrument.UPDOWN, "kubernetes",
+        CLAIM_ATTRIBUTES,
     ),
     MetricDef(
         "k8s.node.cpu.allocatable", {N: "k8s.node.cpu.allocatable"},

@@ -84,6 +84,10 @@ class ContainerMeta:
     cpu_limit_cores: float | None = None
     memory_request_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    # GPUs the container holds, as sorted (extended resource, count) pairs, e.g.
+    # (("nvidia.com/gpu", 1.0),): its limit, which Kubernetes makes its request too
+    # (otel_agent/gpu.py says which resources are GPUs).
+    gpus: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +121,6 @@ class NodeMeta:
     # spec.providerID (aws:///us-east-1a/i-0abc..., azure:///subscriptions/..., gce://p/z/name):
     # the cloud's id of the machine, which the cost processor matches invoice lines by
     provider_id: str | None = None
+    # GPU extended resources in status.capacity / status.allocatable, sorted (name, count)
+    gpu_capacity: tuple[tuple[str, float], ...] = ()
+    gpu_allocatable: tuple[tuple[str, float], ...] = ()

@@ -58,7 +58,10 @@ from otel_agent.cost.window import MONTH, split
 RATIO_CURRENCY = "ratio"
 TENANT_KINDS = (KIND_CONTAINER, KIND_POD)
 # ledger resource -> the component whose fields it fills
-_RESOURCE_FIELDS = {"cpu": ("cpu_core_hours", "cpu_cost"), "memory": ("ram_byte_hours", "ram_cost")}
+_RESOURCE_FIELDS = {"cpu": ("cpu_core_hours", "cpu_cost"), "memory": ("ram_byte_hours", "ram_cost"),
+                    "gpu": ("gpu_hours", "gpu_cost"),
+                    "gpu.used": ("gpu_used_hours", None)}  # DCGM: shown, never priced
+_PV_FIELDS = ("pv_byte_hours", "pv_cost")  # resource pv:<storage class>
 _NETWORK_FIELDS = ("network_bytes", "network_cost")
 _EMPTY: Mapping[str, str] = {}
 
@@ -185,12 +188,15 @@ def _load(store: Store, w: Window, model: Model, labels: dict[str, dict[str, str
                                   annotations=annotations.get(pod_uid, _EMPTY))
         fields = _RESOURCE_FIELDS.get(resource)
         if fields is None:
-            if not resource.startswith("network:"):
+            if resource.startswith("pv:"):
+                fields = _PV_FIELDS
+            elif not resource.startswith("network:"):
                 continue  # a resource no component prices yet
-            fields = _NETWORK_FIELDS
+            else:
+                fields = _NETWORK_FIELDS
         qf, cf = fields
         f.qty[qf] = f.qty.get(qf, 0.0) + quantity
-        if money:
+        if money and cf is not None:
             f.micros[cf] = f.micros.get(cf, 0) + cost_micros
     return list(fine.values())
 

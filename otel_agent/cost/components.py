@@ -50,9 +50,12 @@ COMPONENTS: tuple[Component, ...] = (
 
 COST_FIELDS: tuple[str, ...] = tuple(c.cost_field for c in COMPONENTS)
 QUANTITY_FIELDS: tuple[str, ...] = tuple(c.quantity_field for c in COMPONENTS if c.quantity_field)
+# Quantities shown beside a component and never priced: GPU-hours the held GPUs were busy
+# (DCGM; the GPU component bills the GPU-hours held).
+SIDE_QUANTITY_FIELDS: tuple[str, ...] = ("gpu_used_hours",)
 # every additive field of an Allocation, in declaration order (quantity then cost, per component)
 ADDITIVE_FIELDS: tuple[str, ...] = tuple(
-    f for c in COMPONENTS for f in (c.quantity_field, c.cost_field) if f)
+    f for c in COMPONENTS for f in (c.quantity_field, c.cost_field) if f) + SIDE_QUANTITY_FIELDS
 
 
 def total_of(obj: object) -> float:
@@ -61,4 +64,5 @@ def total_of(obj: object) -> float:
 
 
 __all__ = ["Component", "COMPONENTS", "COST_FIELDS", "QUANTITY_FIELDS", "ADDITIVE_FIELDS",
+           "SIDE_QUANTITY_FIELDS",
            "total_of", "GIB"]

@@ -37,7 +37,9 @@ from typing import Iterable, Mapping
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from otel_agent.cost import validate as V
-from otel_agent.metrics import ATTR_NETWORK_CLASS, metric
+from otel_agent.gpu import is_gpu_resource
+from otel_agent.metrics import (ATTR_ACCESS_MODE, ATTR_GPU_RESOURCE, ATTR_MOUNTED,
+                                ATTR_NETWORK_CLASS, metric)
 from otel_agent.model import Scope
 from otel_agent.otlp.resources import PROVIDER_ID_ATTR
 
@@ -48,6 +50,7 @@ NANOS_PER_HOUR = 3600 * NANOS_PER_SECOND
 CUMULATIVE, DELTA, GAUGE = "cumulative", "delta", "gauge"
 
 UNKNOWN = "__unknown__"  # a pod or namespace whose metadata the agent did not have
+UNMOUNTED = "__unmounted__"  # a claim's hours with no running pod mounting it (its workload)
 
 MAX_FUTURE_NS = 15 * 60 * NANOS_PER_SECOND  # points from further in the future than this
 NET_DIRECTIONS = ("transmit", "receive")  # semconv network.io.direction
@@ -87,12 +90,39 @@ def _quantities() -> dict[str, Quantity]:
     add("k8s.node.cpu.capacity", "cpu.capacity", False, (N,))
     add("k8s.node.memory.allocatable", "memory.allocatable", False, (N,))
     add("k8s.node.memory.capacity", "memory.capacity", False, (N,))
+    add("k8s.gpu.request", "gpu.request", False, (C,))
+    add("k8s.node.gpu.capacity", "gpu.capacity", False, (N,))
+    add("k8s.node.gpu.allocatable", "gpu.allocatable", False, (N,))
+    # Not ours: the NVIDIA DCGM exporter's per-GPU utilisation, scraped by the same Collector
+    # (dcgm-exporter's etc/default-counters.csv: DCGM_FI_DEV_GPU_UTIL, a gauge in percent;
+    # DCGM_FI_PROF_GR_ENGINE_ACTIVE, a ratio, in its DCP counters). Shown beside the GPU-hours
+    # a pod held (the waste), never priced: see DCGM below.
+    # Persistent volume claims, from the one agent that reports the cluster's (k8s/volumes.py):
+    # points on its node resource, the claim in their attributes; billed to the claim's
+    # namespace, never to the node (see _decode_claims).
+    m = metric("k8s.claim.capacity")
+    out[m.names[N]] = Quantity("pv.capacity", "claim", False, m.unit, metric=m.names[N],
+                               series_key=m.names[N])
+    for name, quantity in DCGM_METRICS.items():
+        out[name] = Quantity(quantity, "gpu", False, "", metric=name, series_key=name)
     return out
+
+
+# DCGM metric → quantity; the data point's labels name the pod (dcgm-exporter's Kubernetes
+# mapping: `pod`, `namespace`, `container`; before 3.x `pod_name`, `pod_namespace`,
+# `container_name`) and the device (`UUID`; a MIG instance also `GPU_I_PROFILE`, e.g. 1g.10gb).
+DCGM_METRICS = {"DCGM_FI_DEV_GPU_UTIL": "gpu.util_percent",
+                "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "gpu.active_ratio"}
+DCGM_LABELS = (("namespace", "pod_namespace"), ("pod", "pod_name"), ("container", "container_name"))
 
 
 QUANTITIES: dict[str, Quantity] = _quantities()
 NET_DIRECTION = "network.io.direction"
 NET_CLASS = ATTR_NETWORK_CLASS
+# GPU series are split by their extended resource (otel_agent.gpu.resource), kept in the
+# series' class column (net_class: the one data-point attribute a series is keyed by beside
+# the network direction), so nvidia.com/gpu and a MIG slice on one node are two series.
+GPU_RESOURCE = ATTR_GPU_RESOURCE
 
 _WORKLOAD_ATTRS = (  # the owner that names a pod's workload, most specific owner first
     ("k8s.deployment.name", "deployment"), ("k8s.statefulset.name", "statefulset"),
@@ -352,8 +382,15 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
     if res.error is not None:
         b.reject(res.error.code, f"{name}: {res.error.message}", n_points)
         return
+    if q.scope == "claim":
+        _decode_claims(b, name, data, q, res, newest_ns, oldest_ns)
+        return
+    if q.scope == "gpu":
+        _decode_dcgm(b, name, data, q, res, newest_ns, oldest_ns)
+        return
     nk = node_key(res.cluster, res.node)
     is_net = q.quantity == "network"
+    is_gpu = q.quantity.startswith("gpu.")
     counter = q.counter
     quantity = q.quantity
     rate = V.rate_bound(quantity) if counter else None
@@ -411,6 +448,12 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
                     raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {NET_DIRECTION} {direction[:40]!r} "
                                     f"is not one of {', '.join(NET_DIRECTIONS)}")
                 V.check_point_attribute(NET_CLASS, net_class, 64)
+            elif is_gpu:
+                direction, net_class = "", _attrs(dp.attributes).get(GPU_RESOURCE, "")
+                if not is_gpu_resource(net_class):
+                    raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {GPU_RESOURCE} {net_class[:64]!r} is "
+                                    "not a GPU resource (nvidia.com/gpu, nvidia.com/mig-<g>g.<m>gb, "
+                                    "amd.com/gpu, gpu.intel.com/i915, gpu.intel.com/xe)")
             else:
                 direction = net_class = ""
         except V.Invalid as e:
@@ -431,6 +474,115 @@ def _decode_metric(b: Batch, m, which: str | None, q: Quantity, res: _Resource, 
         if t > s.seen_ns or (t == s.seen_ns and res.meta > s.meta):
             s.seen_ns, s.meta = t, res.meta
         b.points.append((s.series_id, start, t, value, nk))
+
+
+def _decode_dcgm(b: Batch, name: str, data, q: Quantity, res: _Resource, newest_ns: int,
+                 oldest_ns: int) -> None:
+    """DCGM utilisation points: one series per (pod's container, GPU device). A point no pod
+    holds (no namespace/pod label: a device no pod uses) is ignored, not rejected. The series
+    has no pod uid (dcgm-exporter does not know it): the ledger finds the pod by namespace and
+    name among the node's pods in the hour. Its key: container_key = namespace/pod/container,
+    class = the device UUID, direction = the MIG profile ('' for a whole GPU)."""
+    nk = node_key(res.cluster, res.node)
+    bound = 100.0 if q.quantity == "gpu.util_percent" else 1.0
+    for dp in data.data_points:
+        if dp.flags & 1:
+            continue
+        a = _attrs(dp.attributes)
+        ns, pod, container = (a.get(new) or a.get(old) or "" for new, old in DCGM_LABELS)
+        if not ns or not pod:
+            b.ignored += 1
+            continue
+        kind = dp.WhichOneof("value")
+        value = dp.as_double if kind == "as_double" else float(dp.as_int) if kind == "as_int" else None
+        t = dp.time_unix_nano
+        try:
+            if value is None or not math.isfinite(value) or not 0 <= value <= bound * (1 + V.CAPACITY_SLACK):
+                raise V.Invalid(V.R_VALUE, f"{name}: value {value} is not between 0 and {bound:g}")
+            if t == 0 or t > newest_ns:
+                raise V.Invalid(V.R_VALUE if t == 0 else V.R_FUTURE, f"{name}: time_unix_nano "
+                                f"{'is 0' if t == 0 else 'is in the future'}")
+            if t < oldest_ns:
+                raise V.Invalid(V.R_RETENTION, f"{name}: time is older than the ledger keeps raw points")
+            V.check_resource_strings({"k8s.namespace.name": ns, "k8s.pod.name": pod,
+                                      "k8s.container.name": container}, ())
+            device = a.get("UUID") or a.get("gpu") or ""
+            profile = a.get("GPU_I_PROFILE", "")
+            V.check_point_attribute("UUID", device, 64)
+            V.check_point_attribute("GPU_I_PROFILE", profile, 16)
+            ckey = f"{ns}/{pod}/{container}"
+            if len(ckey) > 255:  # the ledger's container_key column
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: namespace/pod/container is "
+                                f"{len(ckey)} characters long, more than 255")
+        except V.Invalid as e:
+            b.reject(e.code, e.message)
+            continue
+        sid = series_id(q.series_key, GAUGE, res.cluster, res.node, "", ckey, profile, device)
+        s = b.series.get(sid)
+        if s is None:
+            meta = json.dumps({"namespace": ns, "pod": pod, "container": container},
+                              sort_keys=True, separators=(",", ":"))
+            s = b.series[sid] = SeriesRow(sid, q.metric, q.quantity, q.scope, GAUGE, res.cluster,
+                                          res.node, "", ckey, device, profile, ns, meta, t)
+        b.points.append((sid, 0, t, value, nk))
+
+
+def _decode_claims(b: Batch, name: str, data, q: Quantity, res: _Resource, newest_ns: int,
+                   oldest_ns: int) -> None:
+    """Claim capacities: one series per (claim, mounted or not). Key: pod_uid = the claim's
+    uid (so, like a pod's, its namespace can never change: the store holds it), class = its
+    storage class, direction = `mounted`/`unmounted`; the claim's names go in the series'
+    metadata. Both mount states are sent every export (0 for the one that does not hold), so
+    a claim switching is billed on each side to the export, with no overlap."""
+    nk = node_key(res.cluster, res.node)
+    for dp in data.data_points:
+        if dp.flags & 1:
+            continue
+        a = _attrs(dp.attributes)
+        kind = dp.WhichOneof("value")
+        value = dp.as_double if kind == "as_double" else float(dp.as_int) if kind == "as_int" else None
+        t = dp.time_unix_nano
+        ns, claim, uid = (a.get(k, "") for k in ("k8s.namespace.name",
+                                                  "k8s.persistentvolumeclaim.name",
+                                                  "k8s.persistentvolumeclaim.uid"))
+        sc, mounted = a.get("k8s.storageclass.name", ""), a.get(ATTR_MOUNTED, "")
+        try:
+            if value is None or not math.isfinite(value) or value < 0:
+                raise V.Invalid(V.R_VALUE, f"{name}: value {value} is not a size")
+            V.check_value(name, "pv.capacity", False, value, 0, t)
+            if t == 0 or t > newest_ns:
+                raise V.Invalid(V.R_VALUE if t == 0 else V.R_FUTURE, f"{name}: time_unix_nano "
+                                f"{'is 0' if t == 0 else 'is in the future'}")
+            if t < oldest_ns:
+                raise V.Invalid(V.R_RETENTION, f"{name}: time is older than the ledger keeps raw points")
+            if not ns or not claim or not uid:
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: a claim needs k8s.namespace.name, "
+                                "k8s.persistentvolumeclaim.name and .uid")
+            if mounted not in ("true", "false"):
+                raise V.Invalid(V.R_ATTRIBUTE, f"{name}: {ATTR_MOUNTED} must be true or false")
+            V.check_resource_strings({"k8s.namespace.name": ns, "k8s.pod.name": claim,
+                                      "k8s.pod.uid": uid}, ())
+            V.check_point_attribute("k8s.storageclass.name", sc, 64)
+            V.check_point_attribute("k8s.persistentvolume.name", a.get("k8s.persistentvolume.name", ""), 253)
+            V.check_point_attribute(ATTR_ACCESS_MODE, a.get(ATTR_ACCESS_MODE, ""), 32)
+        except V.Invalid as e:
+            b.reject(e.code, e.message)
+            continue
+        state = "mounted" if mounted == "true" else "unmounted"
+        sid = series_id(q.series_key, GAUGE, res.cluster, res.node, uid, "", state, sc)
+        meta = json.dumps({"namespace": ns, "pod": claim, "container": "",
+                           "workload_kind": "persistentvolumeclaim",
+                           "workload": claim if state == "mounted" else UNMOUNTED,
+                           "volume": a.get("k8s.persistentvolume.name", ""),
+                           "access_modes": a.get(ATTR_ACCESS_MODE, ""), "labels": {}},
+                          sort_keys=True, separators=(",", ":"))
+        s = b.series.get(sid)
+        if s is None:
+            s = b.series[sid] = SeriesRow(sid, q.metric, q.quantity, q.scope, GAUGE, res.cluster,
+                                          res.node, uid, "", sc, state, ns, meta, t)
+        if t > s.seen_ns or (t == s.seen_ns and meta > s.meta):
+            s.seen_ns, s.meta = t, meta
+        b.points.append((sid, 0, t, value, nk))
 
 
 def hour_of(t_ns: int) -> int:

@@ -52,7 +52,8 @@ Usage in the hour
     Past the gap the value is unknown and not billed to the tenant: the node's capacity then
     shows it as idle.
 
-Splitting a node (per resource, cpu and memory; quantities in core-hours / byte-hours)
+Splitting a node (per resource, cpu, memory and gpu; quantities in core-hours / byte-hours /
+GPU-hours; a GPU's usage is the GPU-hours its container held it, see build_node_hour)
   * containers: each container's own usage.
   * pod level: a pod's usage above the sum of its containers' (dead containers whose cgroups
     are gone, the pause container): billed to the pod with container "".
@@ -88,8 +89,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping
 
-from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN
-from otel_agent.cost.pricing import Pricing, money_micros, split_micros
+from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN, UNMOUNTED
+from otel_agent.cost.pricing import Pricing, money_micros, split_node_cost
+from otel_agent.gpu import gpu_equivalents, is_gpu_resource, mig_profile_gpus
 from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
                                       rate_bound)
 
@@ -146,8 +148,8 @@ class LedgerRow:
     pod: str
     container: str
     kind: str
-    resource: str  # cpu | memory | network:<class>
-    unit: str  # core-hour | byte-hour | byte
+    resource: str  # cpu | memory | gpu | gpu.used | network:<class> | pv:<storage class>
+    unit: str  # core-hour | byte-hour | gpu-hour | byte
     usage_qty: float
     request_qty: float
     ror_qty: float
@@ -288,7 +290,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
         if s.scope == "node" and s.seen_ns > node_seen:
             node_seen = s.seen_ns
             node_attrs = json.loads(s.meta).get("node_attrs", {})
-        if s.pod_uid:
+        if s.pod_uid and s.scope != "claim":  # a claim is no pod (_claim_rows)
             info = pods[s.pod_uid]
             if s.namespace and s.namespace != UNKNOWN:
                 info.namespace = s.namespace  # known once, never changes (validated at ingest)
@@ -316,12 +318,29 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
     # Gather amounts per (quantity, scope, pod, container).
     per: dict[str, dict[str, dict[tuple[str, str], float]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
     net: dict[tuple[str, str, str], float] = defaultdict(float)  # (pod, container, class) → bytes
+    busy: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))  # DCGM, below
+    claims: dict[int, float] = {}  # claim series → byte-seconds (pv rows, below)
     for sid, amount in sorted(amounts.items()):
         s = series[sid]
+        if s.scope == "claim":
+            claims[sid] = amount
+            continue
+        if s.scope == "gpu":
+            # GPU-seconds busy, per ns/pod/container and source: util in percent, engine
+            # activity as a ratio, a MIG instance's relative to its share of the GPU
+            scale = 0.01 if s.quantity == "gpu.util_percent" else 1.0
+            busy[s.container_key][s.quantity] += amount * scale * mig_profile_gpus(s.direction)
+            continue
         if s.quantity == "network":
             if s.direction == "transmit":
                 net[(s.pod_uid, s.container_key if s.scope == "container" else "", s.net_class or "unclassified")] += amount
             continue
+        if s.quantity.startswith("gpu."):
+            # device-seconds of one extended resource → whole-GPU-seconds (a MIG slice is a
+            # fraction of a GPU); the resource was checked at ingest
+            if not is_gpu_resource(s.net_class):
+                continue
+            amount *= gpu_equivalents(s.net_class)
         per[s.quantity][s.scope][(s.pod_uid, s.container_key)] += amount
 
     rows: list[LedgerRow] = []
@@ -332,6 +351,12 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
          1 / 3600, rates.cpu_core_hour),
         ("memory", mem_q, "memory.request", "memory.capacity", "memory.allocatable", "byte-hour",
          1 / 3600, rates.memory_gib_hour / GIB),
+        # A GPU is allocated whole to the container that holds it (device plugins hand out
+        # devices, not time), so its usage is its allocation: GPU-hours held, at gpu_hour.
+        # Capacity − allocatable (GPUs the device plugin marks unhealthy) is overhead; the
+        # GPUs no pod holds are idle.
+        ("gpu", "gpu.request", "gpu.request", "gpu.capacity", "gpu.allocatable", "gpu-hour",
+         1 / 3600, rates.gpu_hour),
     ):
         specs.append((resource, unit, rate, (
             {k: v * scale for k, v in per[usage_q]["container"].items()},
@@ -349,6 +374,14 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
                                 invoice_micros)
     for p in parts:
         rows.extend(p)
+    rows.extend(_gpu_used_rows(hour_s, cluster, node, busy, pods, pricing.currency))
+    claim_rows = _claim_rows(hour_s, cluster, node, claims, series, pricing)
+    if invoice_micros is not None:
+        # Under invoice prices a volume's cost is the invoice's disk line (matched to no node:
+        # a row of the reconciliation), not the list rate: billing both would count it twice.
+        for r in claim_rows:
+            r.cost_usage_micros = r.cost_ror_micros = 0
+    rows.extend(claim_rows)
     # The agent sends a pod's network both per container and as the pod's total (the sum of
     # its containers, plus dead ones): like CPU, the pod-level row is only what its containers
     # do not account for, or every byte would be billed twice.
@@ -374,6 +407,56 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
     return rows
 
 
+def _claim_rows(hour_s: int, cluster: str, node: str, claims: Mapping[int, float],
+                series: Mapping[int, SeriesInfo], pricing: Pricing) -> list[LedgerRow]:
+    """Persistent volume claims (reported by the one agent with cluster_objects on, on its
+    node): GiB-hours of each claim's volume at its storage class's rate, billed to the claim's
+    namespace like network egress, on top of the node's compute (the disk is not the node's).
+    The workload is the claim while a running pod mounts it, `__unmounted__` in its
+    namespace for the hours none does (and so is the container column then); the pod column
+    names the claim."""
+    rows = []
+    for sid, byte_s in sorted(claims.items()):
+        s = series[sid]
+        if byte_s <= 0:
+            continue
+        m = json.loads(s.meta)
+        byte_h = byte_s / 3600
+        cost = money_micros(byte_h / GIB, pricing.storage_rate(s.net_class))
+        workload = m.get("workload") or UNMOUNTED
+        # the container column tells the two states of one claim apart (reports group a pod's
+        # rows by uid and container): "" while mounted, __unmounted__ for the other hours
+        rows.append(LedgerRow(hour_s, cluster, node, s.namespace or m.get("namespace") or UNKNOWN,
+                              "persistentvolumeclaim", workload, s.pod_uid,
+                              m.get("pod") or s.pod_uid, UNMOUNTED if workload == UNMOUNTED else "",
+                              KIND_POD, f"pv:{s.net_class}",
+                              "byte-hour", byte_h, byte_h, byte_h, cost, cost, pricing.currency))
+    return rows
+
+
+def _gpu_used_rows(hour_s: int, cluster: str, node: str, busy: Mapping[str, Mapping[str, float]],
+                   pods: Mapping[str, _PodInfo], currency: str) -> list[LedgerRow]:
+    """GPU-hours a pod's GPUs were busy (DCGM), beside the GPU-hours it held: resource
+    `gpu.used`, never priced (a GPU is billed whole, busy or not; the difference is the waste).
+    Engine activity (DCGM_FI_PROF_GR_ENGINE_ACTIVE) is preferred where both arrive: it measures
+    the share of time the GPU worked, where DCGM_FI_DEV_GPU_UTIL counts any kernel running.
+    The pod is found by namespace and name among the node's pods in the hour (dcgm-exporter
+    does not know its uid); one not found is billed under its names with no uid."""
+    by_name = {(p.namespace, p.pod): uid for uid, p in sorted(pods.items()) if p.pod}
+    rows = []
+    for ckey, sources in sorted(busy.items()):
+        ns, pod, container = (ckey.split("/", 2) + ["", ""])[:3]
+        seconds = sources.get("gpu.active_ratio", sources.get("gpu.util_percent", 0.0))
+        uid = by_name.get((ns, pod), "")
+        info = pods[uid] if uid else _PodInfo(namespace=ns, pod=pod, workload_kind="pod",
+                                                 workload=pod)
+        hours = seconds / 3600
+        rows.append(LedgerRow(hour_s, cluster, node, info.namespace, info.workload_kind,
+                              info.workload, uid, info.pod or pod, container, KIND_CONTAINER,
+                              "gpu.used", "gpu-hour", hours, 0.0, hours, 0, 0, currency))
+    return rows
+
+
 def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
     """Every row's money within what a node-hour can cost (validate.MAX_NODE_HOUR_MICROS), so
     no roll-up or report sum can overflow; and the node's network total too (it is billed on
@@ -385,7 +468,7 @@ def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
                 raise LedgerBoundError(
                     f"{r.resource} {r.kind} row of node {node} at hour {hour_s} costs {micros} "
                     f"micro-units, beyond what a node-hour can cost ({MAX_NODE_HOUR_MICROS})")
-        if r.resource.startswith("network:"):
+        if r.resource.startswith(("network:", "pv:")):
             net += r.cost_usage_micros
     if net > MAX_NODE_HOUR_MICROS:
         raise LedgerBoundError(f"network of node {node} at hour {hour_s} costs {net} micro-units, "
@@ -395,26 +478,24 @@ def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
 def _invoice_priced(hour_s: int, cluster: str, node: str, currency: str, specs: list,
                     list_parts: list[list[LedgerRow]], invoice_micros: int) -> list[list[LedgerRow]]:
     """The node-hour re-split at the invoice's price: the invoice's micro-units are divided
-    between the resources in the ratio of their list costs (the node rows just built at list
-    rates; OpenCost's rule for custom pricing), each resource's rate becomes its share over its
-    node quantity, and its node row costs exactly its share (idle takes the rounding), so the
-    node's compute rows add up to the invoice to the micro-unit. If no resource has a list cost
-    (rates of 0), the whole invoice goes to the first resource the node has a row for."""
-    node_rows = [next((r for r in p if r.kind == KIND_NODE), None) for p in list_parts]
-    weights = [r.cost_usage_micros if r is not None else 0 for r in node_rows]
-    if sum(weights) <= 0:
-        weights = [0] * len(node_rows)
-        first = next((i for i, r in enumerate(node_rows) if r is not None), None)
-        if first is None:
-            return list_parts  # nothing measured on the node this hour: nothing to price
-        weights[first] = 1
-    shares = split_micros(invoice_micros, weights)
+    between the resources (CPU, memory, GPU) in the ratio of their list costs (the node rows just
+    built at list rates, through pricing.split_node_cost: OpenCost's rule for custom pricing),
+    each resource's rate becomes its share over its node quantity, and its node row costs exactly
+    its share (idle takes the rounding), so the node's compute rows add up to the invoice to the
+    micro-unit. A node whose resources have no list cost gets it all on CPU."""
+    node_rows = {spec[0]: next((r for r in p if r.kind == KIND_NODE), None)
+                 for spec, p in zip(specs, list_parts)}
+    if all(r is None for r in node_rows.values()):
+        return list_parts  # nothing measured on the node this hour: nothing to price
+    shares = split_node_cost(invoice_micros, {res: r.cost_usage_micros if r is not None else 0
+                                              for res, r in node_rows.items()})
     out: list[list[LedgerRow]] = []
-    for (resource, unit, _rate, args), node_row, share in zip(specs, node_rows, shares):
-        if node_row is None:
+    for resource, unit, _rate, args in specs:
+        node_row, share = node_rows[resource], shares.get(resource, 0)
+        if node_row is None and share == 0:
             out.append([])
             continue
-        qty = Decimal(repr(node_row.usage_qty))
+        qty = Decimal(repr(node_row.usage_qty)) if node_row is not None else Decimal(0)
         rate = Decimal(share) / (qty * 1_000_000) if qty > 0 else Decimal(0)
         out.append(_split(hour_s, cluster, node, resource, unit, rate, currency, *args,
                           node_micros=share))

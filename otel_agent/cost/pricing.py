@@ -19,6 +19,9 @@ Format (beside the documented keys, `spot`, `description`, `sources` and `memory
       gpu_hour: 0.95
       storage_gib_hour: 0.0000548
       network_gib: {pod-network: 0, cluster-private: 0.01, internet: 0.12}
+    storage_classes:           # per GiB-hour of a claim's volume; other classes: storage_gib_hour
+      gp3: 0.000109589
+      io2: 0.000171233
     nodes:                     # overrides; the first match wins
       - match: {node.kubernetes.io/instance-type: m5.xlarge}
         cpu_core_hour: 0.048
@@ -56,8 +59,9 @@ from otel_agent.cost.errors import PricingError
 
 RATE_KEYS = ("cpu_core_hour", "memory_gib_hour", "gpu_hour", "storage_gib_hour")
 MEMORY_QUANTITIES = ("working_set", "usage")
-_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources", "clusters"}
-_CLUSTER_KEYS = {"currency", "rates", "nodes", "memory", "description"}
+_TOP_KEYS = {"currency", "rates", "nodes", "memory", "description", "sources", "clusters",
+             "storage_classes"}
+_CLUSTER_KEYS = {"currency", "rates", "nodes", "memory", "description", "storage_classes"}
 _OVERRIDE_EXTRA = {"match", "spot", "name"}
 
 DEFAULT_PRICING_FILE = "default-pricing.yaml"
@@ -100,6 +104,14 @@ class Pricing:
         """The pricing of one cluster's nodes: its own section, else this one."""
         return self.clusters.get(cluster, self)
 
+    # per GiB-hour of a claim's volume by storage class; classes not listed: rates.storage_gib_hour
+    storage_classes: Mapping[str, Decimal] = field(default_factory=dict)
+
+    def storage_rate(self, storage_class: str) -> Decimal:
+        """The price of a GiB-hour of a volume of `storage_class` (claims are cluster objects:
+        no node override applies)."""
+        return self.storage_classes.get(storage_class, self.rates.storage_gib_hour)
+
     def rates_for(self, node_attrs: Mapping[str, str]) -> Rates:
         """Rates of a node given its labels (keys without the k8s.node.label. prefix) and the
         plain attributes named in the module docstring. The first matching override wins."""
@@ -115,6 +127,8 @@ class Pricing:
         parts = [self.currency, self.memory_quantity, _rates_text(self.rates)]
         parts += [f"{sorted(o.match.items())}={_rates_text(o.rates)}" for o in self.nodes]
         parts += [f"cluster {name}={p.fingerprint()}" for name, p in sorted(self.clusters.items())]
+        if self.storage_classes:
+            parts.append(f"storage_classes={sorted(self.storage_classes.items())}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -172,12 +186,13 @@ def parse_pricing(text: str, source: str) -> Pricing:
             section = v.mapping(body, where)
             v.unknown(section, _CLUSTER_KEYS, where)
             clusters[name] = _section(v, section, where + ".", source, currency=pricing.currency,
-                                      memory=pricing.memory_quantity, base=pricing.rates)
+                                      memory=pricing.memory_quantity, base=pricing.rates,
+                                      storage_classes=pricing.storage_classes)
     return replace(pricing, clusters=clusters)
 
 
 def _section(v: "_Validator", top: dict, prefix: str, source: str, *, currency: str | None,
-             memory: str, base: Rates) -> Pricing:
+             memory: str, base: Rates, storage_classes: Mapping[str, Decimal] = {}) -> Pricing:
     """The top of the file, or one cluster's section with the top's values as defaults."""
     if "currency" in top:
         currency = v.string(top["currency"][1], prefix + "currency")
@@ -212,9 +227,13 @@ def _section(v: "_Validator", top: dict, prefix: str, source: str, *, currency: 
             if "spot" in m:
                 rates = replace(rates, spot=v.boolean(m["spot"][1], f"{where}.spot"))
             overrides.append(NodeOverride(match, rates, item.start_mark.line + 1))
+    classes: dict[str, Decimal] = dict(storage_classes)  # a cluster's: the top's, then its own
+    if "storage_classes" in top:
+        for cls, (_, val) in v.mapping(top["storage_classes"][1], prefix + "storage_classes").items():
+            classes[cls] = v.number(val, f"{prefix}storage_classes.{cls}")
     assert currency is not None  # the top's is required above
     return Pricing(currency=currency, rates=base, nodes=tuple(overrides),
-                   memory_quantity=memory, source=source)
+                   memory_quantity=memory, source=source, storage_classes=classes)
 
 
 class _Validator:
@@ -321,3 +340,26 @@ def split_micros(total: int, weights: list[int]) -> list[int]:
     for i in order[:rem]:
         base[i] += 1
     return base
+
+
+def node_list_micros(rates: Rates, *, cpu_core_hours: float = 0.0, memory_gib_hours: float = 0.0,
+                     gpu_hours: float = 0.0) -> dict[str, int]:
+    """What a node's capacity costs at list rates, per resource (`cpu`, `memory`, `gpu`, the
+    ledger's resource names), in micro-units: the weights to split a price that is not a list
+    price (an invoice's EffectiveCost) over the node's resources, as OpenCost does for custom
+    pricing. GPUs in whole GPUs (otel_agent.gpu.total_gpus)."""
+    return {"cpu": money_micros(cpu_core_hours, rates.cpu_core_hour),
+            "memory": money_micros(memory_gib_hours, rates.memory_gib_hour),
+            "gpu": money_micros(gpu_hours, rates.gpu_hour)}
+
+
+def split_node_cost(total_micros: int, list_micros: Mapping[str, int]) -> dict[str, int]:
+    """`total_micros` split over resources in the ratio of their list costs, exactly: the parts
+    add up to the total (largest remainder; ties to the resource named first). A node whose
+    list costs are all zero gets it all on `cpu`."""
+    keys = list(list_micros)
+    weights = [max(0, int(list_micros[k])) for k in keys]
+    if sum(weights) == 0:
+        return {k: (total_micros if k == "cpu" else 0) for k in keys} if "cpu" in keys else \
+            {**{k: 0 for k in keys}, "cpu": total_micros}
+    return dict(zip(keys, split_micros(total_micros, weights)))

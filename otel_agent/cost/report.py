@@ -281,7 +281,7 @@ def reconcile(sets: Sequence[Sequence[Allocation]], node_total: float | None = N
 
 
 RECONCILED_MODELS = (Model.CHARGEBACK, Model.USAGE)
-COMPUTE_NOTE = "CPU and memory; network egress is billed on top"
+COMPUTE_NOTE = "CPU, memory and GPUs; network egress and volumes are billed on top"
 
 
 def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
@@ -289,7 +289,10 @@ def quantity_reconciliation(sets: Sequence[Sequence[Allocation]]) -> list[str]:
     t = accumulate(sets)
     out = []
     for label, get, unit in (("cpu", lambda v: v.cpu_core_hours, "core-hours"),
-                             ("memory", lambda v: v.ram_byte_hours / GIB, "GiB-hours")):
+                             ("memory", lambda v: v.ram_byte_hours / GIB, "GiB-hours"),
+                             ("gpu", lambda v: v.gpu_hours, "GPU-hours")):
+        if label == "gpu" and not any(v.gpu_hours for v in t.values()):
+            continue
         alloc = sum(get(v) for n, v in t.items() if special_kind(n) not in (OVERHEAD, IDLE))
         over = sum(get(v) for n, v in t.items() if special_kind(n) == OVERHEAD)
         idle = sum(get(v) for n, v in t.items() if special_kind(n) == IDLE)
@@ -356,6 +359,15 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
         ("RAM GiB-h", lambda v: f"{v.ram_byte_hours / GIB:,.3f}"),
         ("NET GiB", lambda v: f"{v.network_bytes / GIB:,.3f}"),
     ]
+    if any(v.gpu_hours for v in totals.values()):
+        cols.append(("GPU-h", lambda v: f"{v.gpu_hours:,.3f}"))
+    if any(v.gpu_used_hours for v in totals.values()):
+        # the waste: how busy the GPUs a tenant held were (DCGM), where it reports
+        cols.append(("GPU busy", lambda v: f"{100 * v.gpu_used_hours / v.gpu_hours:.0f}%"
+                     if v.gpu_hours else "-"))
+    if any(v.pv_byte_hours for v in totals.values()):
+        cols.append(("PV GiB-h", lambda v: f"{v.pv_byte_hours / GIB:,.3f}"))
+    n_quantities = len(cols)
     for c in COMPONENTS:  # money columns: every component, the optional ones when non-zero
         if c.always_shown or any(getattr(v, c.cost_field) or
                                  (c.quantity_field and getattr(v, c.quantity_field))
@@ -363,7 +375,7 @@ def render_table(sets: Sequence[Sequence[Allocation]], q: ReportQuery | None = N
             cols.append((c.short, lambda v, f=c.cost_field: money(getattr(v, f))))
     cols.append((f"TOTAL {cur}", lambda v: money(v.total_cost)))
     if q is not None and q.model == Model.USAGE:
-        cols = cols[:3]  # the usage model carries quantities only: no money columns
+        cols = cols[:n_quantities]  # the usage model carries quantities only: no money columns
     head = ["NAME"] + [c for c, _ in cols]
     rows = [[n] + [fn(totals[n]) for _, fn in cols] for n in names]
     total_row = ["TOTAL"] + [fn(grand) for _, fn in cols]

@@ -1558,13 +1558,14 @@ class Store:
     def compute_cost_by_kind(self, start: datetime, end: datetime, *,
                              request_or_usage: bool) -> list["KindCost"]:
         """Per node and row kind, the money of the hourly rows in [start, end), network egress
-        left out (it is billed on top of the node): what a reconciliation adds up."""
+        and claims' volumes left out (billed on top of the node): what a reconciliation adds
+        up."""
         t = LEDGER_TABLES["hour"]
         cost = t.c.cost_ror_micros if request_or_usage else t.c.cost_usage_micros
         q = (sa.select(t.c.cluster, t.c.node, t.c.kind, sa.func.sum(cost))
              .where(t.c.period_start >= int(start.timestamp()),
                     t.c.period_start < int(end.timestamp()),
-                    sa.not_(t.c.resource.like("network:%")))
+                    sa.not_(t.c.resource.like("network:%")), sa.not_(t.c.resource.like("pv:%")))
              .group_by(t.c.cluster, t.c.node, t.c.kind))
         with self.engine.connect() as c:
             return [KindCost(cl, n, k, int(v or 0)) for cl, n, k, v in c.execute(q)]

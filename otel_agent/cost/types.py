@@ -64,6 +64,7 @@ class Allocation:
     pv_byte_hours: float = 0.0
     pv_cost: float = 0.0
     shared_cost: float = 0.0  # idle/overhead shared onto this allocation by policy
+    gpu_used_hours: float = 0.0  # GPU-hours the held GPUs were busy (DCGM), where it reports
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
@@ -98,6 +99,9 @@ class Allocation:
             "gpuCount": self.gpu_hours / hours if hours else 0.0,
             "pvBytes": self.pv_byte_hours / hours if hours else 0.0,
             "networkReceiveBytes": 0.0,
+            # OpenCost's GPUAllocation: average GPUs held and busy (DCGM) over the step
+            "gpuAllocation": {"gpuRequestAverage": self.gpu_hours / hours if hours else 0.0,
+                              "gpuUsageAverage": self.gpu_used_hours / hours if hours else 0.0},
         }
         for c in COMPONENTS:
             if c.opencost_quantity:

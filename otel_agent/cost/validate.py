@@ -35,6 +35,13 @@ NANOS_PER_SECOND = 1_000_000_000
 # Flex) and 32 TiB of memory (EC2 u7inh-32tb); a node above these is not a node.
 MAX_NODE_CORES = 4096
 MAX_NODE_MEMORY_BYTES = 2**46  # 64 TiB
+# GPU devices a node can offer: the largest servers carry 16 GPUs, 112 MIG slices at 7 a GPU;
+# device plugins that time-slice advertise replicas (tens a GPU). Above this it is not a node.
+MAX_NODE_GPUS = 1024
+# The largest single volumes sold are 64 TiB (EBS io2 Block Express, Azure Ultra Disk); network
+# file systems say what the claim asked for. 1 PiB bounds one claim (and its money, far under a
+# node-hour's bound).
+MAX_VOLUME_BYTES = 2**50
 # 2^37 B/s ≈ 1.1 Tbit/s: above two 400 Gbit/s NICs at line rate.
 MAX_NODE_NETWORK_BYTES_PER_S = 2**37
 # No Kubernetes node stays up five years (a kubelet that old is far out of support): a counter
@@ -119,6 +126,10 @@ def gauge_bound(quantity: str) -> float | None:
         return float(MAX_NODE_CORES)
     if quantity.startswith("memory."):
         return float(MAX_NODE_MEMORY_BYTES)
+    if quantity.startswith("gpu."):  # request, capacity, allocatable: devices (or MIG slices)
+        return float(MAX_NODE_GPUS)
+    if quantity == "pv.capacity":  # one claim's volume
+        return float(MAX_VOLUME_BYTES)
     return None
 
 
@@ -145,7 +156,8 @@ def check_value(name: str, quantity: str, counter: bool, value: float, start_ns:
     else:
         bound = gauge_bound(quantity)
         if bound is not None and value > bound:
-            unit = "cores" if quantity.startswith("cpu.") else "bytes"
+            unit = ("cores" if quantity.startswith("cpu.") else
+                    "GPU devices" if quantity.startswith("gpu.") else "bytes")
             raise Invalid(R_RANGE, f"{name}: {value:g} {unit} is more than any node has "
                           f"({bound:g})")
 

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 import kubernetes.client
 from kubernetes.utils import parse_quantity
 
+from otel_agent.gpu import gpu_counts
 from otel_agent.model import ContainerId, ContainerMeta, NodeMeta, PodMeta, PodUid, QosClass
 
 #: Node labels kept by default: what pricing needs (instance type, zone/region, capacity type
@@ -196,7 +197,15 @@ def _container_meta(container: Mapping[str, Any], container_id: ContainerId | No
         cpu_limit_cores=quantity_cores(limits.get("cpu")),
         memory_request_bytes=quantity_bytes(requests.get("memory")),
         memory_limit_bytes=quantity_bytes(limits.get("memory")),
+        gpus=container_gpus(requests, limits),
     )
+
+
+def container_gpus(requests: Mapping[str, Any], limits: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """A container's GPUs: extended resources are set in limits (a request, if given, must
+    equal the limit, and one given alone becomes the limit), so the limit wins."""
+    merged = {**requests, **limits}
+    return gpu_counts(merged, quantity_cores)
 
 
 def _qos(value: str | None) -> QosClass | None:
@@ -269,11 +278,14 @@ def node_meta(node: kubernetes.client.V1Node | Mapping[str, Any], *, labels: Ite
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
         memory_allocatable_bytes=quantity_bytes(allocatable.get("memory")),
         provider_id=_field(spec, "providerID", str, "spec") or None,
+        gpu_capacity=gpu_counts(capacity, quantity_cores),
+        gpu_allocatable=gpu_counts(allocatable, quantity_cores),
     )
 
 
 __all__ = [
     "NODE_LABELS",
+    "container_gpus",
     "WORKLOAD_ATTRIBUTES",
     "is_quantity",
     "node_meta",

@@ -13,7 +13,7 @@ Format (all pods are on `node.name`)::
       uid: 3c1e...                          # optional
       labels: {node.kubernetes.io/instance-type: m5.xlarge, topology.kubernetes.io/zone: eu-west-1a}
       capacity: {cpu: "2", memory: 24Gi}    # Kubernetes quantities
-      allocatable: {cpu: 1800m, memory: 22Gi}
+      allocatable: {cpu: 1800m, memory: 22Gi}  # and GPUs: {nvidia.com/gpu: "4"}
       providerID: aws:///eu-west-1a/i-0abc...  # optional: spec.providerID (invoice matching)
     pods:
       - uid: 0f6c3d52-...                   # required, unique
@@ -26,7 +26,11 @@ Format (all pods are on `node.name`)::
           - name: web                       # required
             id: 4f1e...                     # as in the cgroup name (a runtime:// prefix is dropped)
             requests: {cpu: 500m, memory: 256Mi}
-            limits: {cpu: "1", memory: 512Mi}
+            limits: {cpu: "1", memory: 512Mi}  # GPUs too: {nvidia.com/gpu: "1"} (otel_agent/gpu.py)
+
+    claims:                                 # optional: persistent volume claims, read by an
+      - {uid: 7d..., name: data, namespace: ml, capacity: 20Gi, storage_class: standard,
+         access_modes: RWO, mounted: true}  # agent with cluster_objects on (k8s/volumes.py)
 
 When the file's mtime changes it is read again (checked at most once a second); a broken
 new version is reported by status() and the last good one stays in use.
@@ -46,8 +50,10 @@ import yaml
 
 from otel_agent import safe_yaml
 from otel_agent.errors import ConfigError
+from otel_agent.gpu import gpu_counts, is_gpu_resource
 from otel_agent.k8s.convert import (
     WORKLOAD_ATTRIBUTES,
+    container_gpus,
     is_quantity,
     quantity_bytes,
     quantity_cores,
@@ -60,7 +66,9 @@ from otel_agent.model import ContainerMeta, NodeMeta, PodMeta, PodUid, QosClass
 
 log = logging.getLogger(__name__)
 
-_TOP_KEYS = ("node", "pods")
+_TOP_KEYS = ("node", "pods", "claims")
+_CLAIM_KEYS = ("uid", "name", "namespace", "capacity", "storage_class", "volume", "access_modes",
+               "mounted")
 _NODE_KEYS = ("name", "uid", "labels", "capacity", "allocatable", "providerID")
 _POD_KEYS = ("uid", "name", "namespace", "labels", "owner", "qos", "containers")
 _CONTAINER_KEYS = ("name", "id", "requests", "limits")
@@ -110,7 +118,12 @@ def _labels(value: Any, field: str) -> dict[str, str]:
 
 
 def _resources(value: Any, field: str) -> dict[str, Any]:
-    res = _mapping(value, field, _RESOURCE_KEYS)
+    res = _mapping(value, field)
+    for key in res:
+        if key not in _RESOURCE_KEYS and not (isinstance(key, str) and is_gpu_resource(key)):
+            raise _Invalid(f"{field}.{key}", "unknown key (allowed: cpu, memory); GPU "
+                           "resources: nvidia.com/gpu, nvidia.com/mig-<g>g.<m>gb, amd.com/gpu, "
+                           "gpu.intel.com/i915, gpu.intel.com/xe)")
     for key, q in res.items():
         if isinstance(q, bool) or not is_quantity(q):
             raise _Invalid(f"{field}.{key}", f"{q!r} is not a Kubernetes quantity (e.g. 500m, 2, 256Mi, 1G)")
@@ -132,6 +145,8 @@ def _node(value: Any) -> NodeMeta | None:
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
         memory_allocatable_bytes=quantity_bytes(allocatable.get("memory")),
         provider_id=_string(raw.get("providerID"), "node.providerID", required=False) or None,
+        gpu_capacity=gpu_counts(capacity, quantity_cores),
+        gpu_allocatable=gpu_counts(allocatable, quantity_cores),
     )
 
 
@@ -146,6 +161,7 @@ def _container(value: Any, field: str) -> ContainerMeta:
         cpu_limit_cores=quantity_cores(limits.get("cpu")),
         memory_request_bytes=quantity_bytes(requests.get("memory")),
         memory_limit_bytes=quantity_bytes(limits.get("memory")),
+        gpus=container_gpus(requests, limits),
     )
 
 
@@ -184,6 +200,74 @@ def _pod(value: Any, field: str, node_name: str | None, keep_labels: Sequence[st
     )
 
 
+def _claims(value: Any) -> list[Any]:
+    """The optional `claims:` list (persistent volume claims for an agent with cluster_objects
+    on, when there is no API server: the demo), as k8s.volumes.ClaimMeta."""
+    from otel_agent.k8s.volumes import ClaimMeta
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Invalid("claims", f"must be a list, got {type(value).__name__}")
+    out = []
+    for i, raw in enumerate(value):
+        f = f"claims[{i}]"
+        m = _mapping(raw, f, _CLAIM_KEYS)
+        cap = m.get("capacity")
+        if isinstance(cap, bool) or not is_quantity(cap):
+            raise _Invalid(f"{f}.capacity", f"{cap!r} is not a Kubernetes quantity (e.g. 20Gi)")
+        mounted = m.get("mounted", False)
+        if not isinstance(mounted, bool):
+            raise _Invalid(f"{f}.mounted", f"must be true or false, got {mounted!r}")
+        out.append(ClaimMeta(
+            uid=_string(m.get("uid"), f"{f}.uid", required=True) or "",
+            name=_string(m.get("name"), f"{f}.name", required=True) or "",
+            namespace=_string(m.get("namespace"), f"{f}.namespace", required=True) or "",
+            capacity_bytes=quantity_bytes(cap) or 0,
+            storage_class=_string(m.get("storage_class"), f"{f}.storage_class", required=False) or "",
+            volume=_string(m.get("volume"), f"{f}.volume", required=False) or "",
+            access_modes=_string(m.get("access_modes"), f"{f}.access_modes", required=False) or "",
+            mounted=mounted))
+    return out
+
+
+def load_static_claims(path: Path) -> list[Any]:
+    """The `claims:` of a static file (validated as by parse_static)."""
+    path = Path(path)
+    try:
+        doc = safe_yaml.load(path.read_text(encoding="utf-8"))
+        return _claims(doc.get("claims") if isinstance(doc, Mapping) else None)
+    except _Invalid as e:
+        raise ConfigError(f"{path}: {safe_yaml.one_line(str(e), 400)}") from e
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read claims: {e}") from e
+
+
+class StaticClaims:
+    """cluster_objects from the static file's `claims:` (re-read when the file changes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp = _mtime(self.path)
+        self._claims = load_static_claims(self.path)
+
+    def claims(self) -> list[Any]:
+        stamp = _mtime(self.path)
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._claims = load_static_claims(self.path)
+            except ConfigError as e:
+                log.warning("static claims not reloaded: %s", e)
+        return self._claims
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[str] = ("*",)) -> tuple[NodeMeta | None, dict[PodUid, PodMeta]]:
     """Parse and validate the static format; ConfigError names `source` and the field path."""
     try:
@@ -198,6 +282,7 @@ def parse_static(text: str, *, source: str = "<string>", pod_labels: Iterable[st
             raise _Invalid("(top level)", f"must be a mapping with keys node, pods, got {type(doc).__name__}")
         top = _mapping(doc, "", _TOP_KEYS)
         node = _node(top.get("node"))
+        _claims(top.get("claims"))  # validated here, read by StaticClaims
         pods_raw = top.get("pods") or []
         if not isinstance(pods_raw, list):
             raise _Invalid("pods", f"must be a list, got {type(pods_raw).__name__}")
@@ -319,12 +404,15 @@ def _owner_of(workload: Mapping[str, str]) -> dict[str, str] | None:
     return None
 
 
-def _resources_doc(cpu: float | None, memory: int | None) -> dict[str, str]:
+def _resources_doc(cpu: float | None, memory: int | None,
+                   gpus: tuple[tuple[str, float], ...] = ()) -> dict[str, str]:
     out = {}
     if cpu is not None:
         out["cpu"] = format_cores(cpu)
     if memory is not None:
         out["memory"] = format_bytes(memory)
+    for name, n in gpus:
+        out[name] = format_cores(n)
     return out
 
 
@@ -339,9 +427,11 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
             n["labels"] = dict(node.labels)
         if node.provider_id:
             n["providerID"] = node.provider_id
-        if cap := _resources_doc(node.cpu_capacity_cores, node.memory_capacity_bytes):
+        if cap := _resources_doc(node.cpu_capacity_cores, node.memory_capacity_bytes,
+                                   node.gpu_capacity):
             n["capacity"] = cap
-        if alloc := _resources_doc(node.cpu_allocatable_cores, node.memory_allocatable_bytes):
+        if alloc := _resources_doc(node.cpu_allocatable_cores, node.memory_allocatable_bytes,
+                                     node.gpu_allocatable):
             n["allocatable"] = alloc
         doc["node"] = n
     out_pods = []
@@ -360,7 +450,7 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
                 cd["id"] = str(c.container_id)
             if req := _resources_doc(c.cpu_request_cores, c.memory_request_bytes):
                 cd["requests"] = req
-            if lim := _resources_doc(c.cpu_limit_cores, c.memory_limit_bytes):
+            if lim := _resources_doc(c.cpu_limit_cores, c.memory_limit_bytes, c.gpus):
                 cd["limits"] = lim
             containers.append(cd)
         p["containers"] = containers
@@ -369,15 +459,23 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
     return doc
 
 
-def write_static(path: Path, node: NodeMeta | None, pods: Iterable[PodMeta]) -> None:
+def write_static(path: Path, node: NodeMeta | None, pods: Iterable[PodMeta],
+                 claims: Iterable[Any] = ()) -> None:
     """Write the static file atomically (a reader never sees half a file).
 
     The owner is written as the most specific workload (Deployment over its ReplicaSet,
     CronJob over its Job), so a round trip keeps that one and drops the intermediate.
     """
     path = Path(path)
+    doc = static_document(node, pods)
+    claims = list(claims)
+    if claims:
+        doc["claims"] = [{"uid": c.uid, "name": c.name, "namespace": c.namespace,
+                          "capacity": format_bytes(c.capacity_bytes),
+                          "storage_class": c.storage_class, "volume": c.volume,
+                          "access_modes": c.access_modes, "mounted": c.mounted} for c in claims]
     text = "# pod metadata for otel-agent's static source (otel_agent/k8s/static.py)\n" + yaml.safe_dump(
-        static_document(node, pods), sort_keys=False, default_flow_style=False
+        doc, sort_keys=False, default_flow_style=False
     )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

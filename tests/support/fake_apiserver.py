@@ -114,6 +114,10 @@ class FakeApiServer:
         self._resource_version = 1
         self._pods: dict[tuple[str, str], Json] = {}
         self._nodes: dict[str, Json] = {}
+        # cluster objects listed whole (no watch): persistentvolumeclaims, persistentvolumes,
+        # storageclasses, each by name (claims by namespace/name)
+        self._objects: dict[str, dict[str, Json]] = {"persistentvolumeclaims": {},
+                                                     "persistentvolumes": {}, "storageclasses": {}}
         self._events: list[_Event] = []
         # Watches from a resourceVersion older than this get 410 Gone (etcd compaction).
         self._oldest_valid_rv = 0
@@ -209,6 +213,19 @@ class FakeApiServer:
             node = copy.deepcopy(node)
             node["metadata"]["resourceVersion"] = str(self._next_rv())
             self._nodes[node["metadata"]["name"]] = node
+
+    def put_object(self, kind: str, obj: Json) -> None:
+        """Add or replace a persistentvolumeclaim, persistentvolume or storageclass."""
+        m = obj["metadata"]
+        key = f"{m.get('namespace', '')}/{m['name']}"
+        with self._cond:
+            self._objects[kind][key] = copy.deepcopy(obj)
+            self._next_rv()
+
+    def delete_object(self, kind: str, name: str, namespace: str = "") -> None:
+        with self._cond:
+            self._objects[kind].pop(f"{namespace}/{name}", None)
+            self._next_rv()
 
     def add_pod(self, pod: Json) -> Json:
         """Create a pod and emit ADDED; returns the stored copy (with uid and resourceVersion)."""
@@ -435,6 +452,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_status(fault, f"injected fault {fault} for {path}")
             return
         parts = path.strip("/").split("/")
+        if parts == ["apis", "storage.k8s.io", "v1", "storageclasses"] or \
+                parts in (["api", "v1", "persistentvolumeclaims"], ["api", "v1", "persistentvolumes"]):
+            kind = parts[-1]
+            with fake._cond:
+                items = [copy.deepcopy(o) for _, o in sorted(fake._objects[kind].items())]
+                rv = str(fake._resource_version)
+            self._send_json(200, {"kind": "List", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": rv}, "items": items})
+            return
         if parts[:2] != ["api", "v1"]:
             self._send_status(404, f"the server could not find the requested resource {path}")
             return
@@ -628,6 +654,31 @@ def make_pod(
         if init_containers:
             status["initContainerStatuses"] = status_of(init_containers)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
+
+
+def make_claim(name: str, *, namespace: str = "default", size: str = "10Gi",
+               storage_class: str | None = "standard", access_modes: Sequence[str] = ("ReadWriteOnce",),
+               uid: str | None = None) -> tuple[Json, Json]:
+    """A bound claim and its volume (what a provisioner makes), in the API's JSON form."""
+    uid = uid or str(uuid.uuid4())
+    volume = f"pvc-{uid}"
+    spec: Json = {"accessModes": list(access_modes), "resources": {"requests": {"storage": size}},
+                  "volumeName": volume}
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": name, "namespace": namespace, "uid": uid},
+           "spec": spec,
+           "status": {"phase": "Bound", "accessModes": list(access_modes), "capacity": {"storage": size}}}
+    pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+          "metadata": {"name": volume, "uid": str(uuid.uuid5(uuid.NAMESPACE_OID, volume))},
+          "spec": {"capacity": {"storage": size}, "accessModes": list(access_modes),
+                   "storageClassName": storage_class or "",
+                   "claimRef": {"kind": "PersistentVolumeClaim", "namespace": namespace,
+                                "name": name, "uid": uid},
+                   "persistentVolumeReclaimPolicy": "Delete"},
+          "status": {"phase": "Bound"}}
+    return pvc, pv
 
 
 def make_node(

@@ -34,7 +34,7 @@ from otel_agent.cost.focus import APPLICABILITY_CRITERIA
 from otel_agent.cost.report_cli import main as report_main
 from otel_agent.cost.store import Store
 from tests.unit.cost.ledger_helpers import ingest, pricing
-from tests.unit.cost.scenario import items, per_export
+from tests.unit.cost.scenario import gpu_items, items, per_export
 
 pytestmark = pytest.mark.e2e
 
@@ -74,6 +74,11 @@ SHAPES = [
     Shape("namespace-1h-chargeback-proportional-idle-by-node",
           ("--by", "namespace", "--step", "1h", "--share-idle", "proportional", "--idle-by-node")),
     Shape("workload-whole-window-usage", ("--by", "workload", "--model", "usage")),
+    # the same node with 2 GPUs, one held by a container, one idle (gpu rows, GPU-Hours)
+    Shape("gpu-namespace-1h-chargeback-unshared", ("--by", "namespace", "--step", "1h")),
+    Shape("gpu-workload-1d-request-or-usage-proportional",
+          ("--by", "workload", "--step", "1d", "--window", DAY, "--model", "request-or-usage",
+           "--share-idle", "proportional")),
 ]
 
 
@@ -184,14 +189,23 @@ def run_validator(validator, data: Path, tmp: Path, criteria: list[str] = CRITER
 # --- the ledger and the reports -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ledger(tmp_path_factory):
+def _ledger(tmp_path_factory, all_items) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('focus-ledger')}/ledger.db"
     store = Store(url, pricing=pricing())
-    ingest(store, per_export(items()))
+    ingest(store, per_export(all_items))
     store.refresh()
     store.close()
     return url
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory):
+    return _ledger(tmp_path_factory, items())
+
+
+@pytest.fixture(scope="module")
+def gpu_ledger(tmp_path_factory):
+    return _ledger(tmp_path_factory, items() + gpu_items())
 
 
 def report(ledger: str, out: Path, *args: str) -> Path:
@@ -204,10 +218,21 @@ def report(ledger: str, out: Path, *args: str) -> Path:
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s.id for s in SHAPES])
-def test_every_report_shape_passes_the_focus_validator(ledger, validator, tmp_path, shape):
-    data = report(ledger, tmp_path / f"{shape.id}.csv", *shape.args)
+def test_every_report_shape_passes_the_focus_validator(ledger, gpu_ledger, validator, tmp_path,
+                                                       shape):
+    gpu = shape.id.startswith("gpu-")
+    data = report(gpu_ledger if gpu else ledger, tmp_path / f"{shape.id}.csv", *shape.args)
     rows = list(csv.DictReader(data.open()))
     assert rows, "an empty report proves nothing"
+    if gpu:
+        g = [r for r in rows if r["x_CostComponent"] == "gpu"]
+        assert g and {r["PricingUnit"] for r in g} == {"GPU-Hours"}, g[:1]
+        # 2 GPUs at 0.95 from the first export (minute 1) to the last (3 h), and 5 min past it
+        # where the window reaches (a level holds MAX_GAP_S); shared, the idle GPU's money is in
+        # the tenants' shared rows
+        held = 1 if "--share-idle" in shape.args else 2
+        hours = 3 - 1 / 60 + (5 / 60 if DAY in shape.args else 0)
+        assert sum(float(r["EffectiveCost"]) for r in g) == pytest.approx(held * hours * 0.95, abs=1e-5)
     if "--share-idle" in shape.args:
         assert any(r["x_CostComponent"] == "shared" for r in rows)
     else:

@@ -77,7 +77,7 @@ class Res:
         return self
 
     def updown(self, name: str, points: list[tuple[int, int, float]], *, unit: str = "",
-               delta: bool = False) -> "Res":
+               delta: bool = False, dp_attrs: dict[str, object] | None = None) -> "Res":
         """An UpDownCounter as the agent sends it: a non-monotonic sum. points: (start, time, value)"""
         metric = m.Metric(name=name, unit=unit)
         metric.sum.is_monotonic = False
@@ -85,6 +85,7 @@ class Res:
         for start, t, v in points:
             dp = metric.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t)
             dp.as_double = v
+            dp.attributes.extend(kv(dp_attrs or {}))
         self.metrics.append(metric)
         return self
 

@@ -92,6 +92,22 @@ def items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
     return out
 
 
+def gpu_items(node: str = "n1", duration_s: int = DURATION_S, step_s: int = STEP_S,
+              t0: int = T0) -> list[Item]:
+    """The scenario's node as a GPU node: 2 nvidia.com/gpu, one held by p1's container app
+    throughout (the other idle)."""
+    na = tuple(node_attrs(node).items())
+    app = tuple(container_attrs("p1", "app", node=node, deployment="web", labels={"team": "alpha"}).items())
+    gpu = (("otel_agent.gpu.resource", "nvidia.com/gpu"),)
+    out = []
+    for k in range(1, duration_s // step_s + 1):
+        t = t0 + k * step_s * S
+        out += [Item(na, "updown", "otel_agent.node.gpu.capacity", t0, t, 2.0, "{device}", gpu),
+                Item(na, "updown", "otel_agent.node.gpu.allocatable", t0, t, 2.0, "{device}", gpu),
+                Item(app, "updown", "otel_agent.container.gpu.request", t0, t, 1.0, "{device}", gpu)]
+    return out
+
+
 def pack(batch: list[Item]):
     """Items → one ExportMetricsServiceRequest (grouped by resource, as the agent sends)."""
     by_res: dict[tuple, Res] = {}
@@ -100,7 +116,7 @@ def pack(batch: list[Item]):
         if it.kind == "sum":
             r.sum(it.name, [(it.start, it.time, it.value)], unit=it.unit, dp_attrs=dict(it.dp_attrs))
         elif it.kind == "updown":
-            r.updown(it.name, [(it.start, it.time, it.value)], unit=it.unit)
+            r.updown(it.name, [(it.start, it.time, it.value)], unit=it.unit, dp_attrs=dict(it.dp_attrs))
         else:
             r.gauge(it.name, [(it.time, it.value)], unit=it.unit)
     return request(*by_res.values())

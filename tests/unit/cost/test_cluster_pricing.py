@@ -77,3 +77,26 @@ def test_a_report_within_a_cluster_is_in_its_currency_and_across_two_currencies_
 def test_bad_cluster_sections_name_their_field(body, message):
     with pytest.raises(PricingError, match=message.replace(".", r"\.")):
         parse_pricing(PRICING_YAML + body, "pricing.yaml")
+
+
+def test_storage_classes_per_cluster_inherit_the_top_and_override_by_class():
+    from decimal import Decimal
+
+    from otel_agent.cost.pricing import parse_pricing
+
+    p = parse_pricing("""
+currency: USD
+rates: {cpu_core_hour: 0.03, memory_gib_hour: 0.004, storage_gib_hour: 0.0001}
+storage_classes: {gp3: 0.00011, io2: 0.0002}
+clusters:
+  eu:
+    currency: EUR
+    rates: {storage_gib_hour: 0.00009}
+    storage_classes: {io2: 0.00025}
+""", "p.yaml")
+    eu = p.for_cluster("eu")
+    assert eu.storage_rate("io2") == Decimal("0.00025")
+    assert eu.storage_rate("gp3") == Decimal("0.00011")
+    assert eu.storage_rate("standard") == Decimal("0.00009")
+    assert p.storage_rate("io2") == Decimal("0.0002")
+    assert p.for_cluster("other").storage_rate("standard") == Decimal("0.0001")

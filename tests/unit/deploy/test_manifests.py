@@ -60,12 +60,16 @@ def test_everything_in_one_namespace(rendered, overlay):
 
 # --- RBAC -------------------------------------------------------------------------------------
 
-def test_cluster_role_is_exactly_read_pods_and_nodes(rendered):
+def test_cluster_role_is_exactly_read_pods_nodes_and_volumes(rendered):
     objs = rendered["default"]
     roles = [o for o in objs if o["kind"] in ("ClusterRole", "Role")]
     assert [r["metadata"]["name"] for r in roles] == ["otel-agent"]
     assert roles[0]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims", "persistentvolumes"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"],
+         "verbs": ["get", "list", "watch"]},
     ]
     binding = find(objs, "ClusterRoleBinding", "otel-agent")
     assert binding["roleRef"]["name"] == "otel-agent"

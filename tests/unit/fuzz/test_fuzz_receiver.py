@@ -64,7 +64,10 @@ def _str_attrs(kvs) -> dict[str, str]:
 
 
 # The contract's bounds, restated (README "The cost processor"; otel_agent/cost/validate.py).
-CORES, MEMORY, NIC = 4096, 2**46, 2**37
+CORES, MEMORY, NIC, GPUS = 4096, 2**46, 2**37, 1024
+# GPU points name their device plugin's resource (otel_agent/gpu.py), kept as the series' class
+_GPU_RESOURCE = re.compile(r"(nvidia\.com/gpu|amd\.com/gpu|gpu\.intel\.com/(i915|xe)"
+                           r"|nvidia\.com/mig-[1-7]g\.[0-9]{1,4}gb(\+[a-z0-9.]{1,16})?)\Z")
 UPTIME = 5 * 365 * 86400 * S
 WINDOW = 3600 * S
 
@@ -157,18 +160,22 @@ def expected(req: ExportMetricsServiceRequest, oracle: Oracle) -> tuple[int, lis
                         rate = {"cpu": CORES, "network": NIC}.get(q.quantity)
                         good = good and (rate is None or v <= allowance(rate, t - start))
                     elif good:
-                        bound = CORES if q.quantity.startswith("cpu.") else MEMORY
+                        bound = (CORES if q.quantity.startswith("cpu.") else
+                                 GPUS if q.quantity.startswith("gpu.") else MEMORY)
                         good = v <= bound
                     da = _str_attrs(dp.attributes) if q.quantity == "network" else {}
                     direction = da.get("network.io.direction", "")
                     net_class = da.get("otel_agent.network.class", "")
+                    if q.quantity.startswith("gpu."):
+                        net_class = _str_attrs(dp.attributes).get("otel_agent.gpu.resource", "")
+                        good = good and bool(_GPU_RESOURCE.match(net_class))
                     good = good and direction in ("", "transmit", "receive") and len(net_class) <= 64 \
                         and not _CONTROL.search(net_class)
                     if not good:
                         rejected += 1
                         continue
                     key = (SERIES_NAME.get(m.name, m.name), temporality, ra.get("k8s.cluster.name", ""), node, uid, ckey,
-                           da.get("network.io.direction", ""), da.get("otel_agent.network.class", ""))
+                           direction, net_class)
                     cands.append((key, start if q.counter else 0, t, v, q))
     # Per node (the server keeps these facts in its ledger): the first-seen window, then what
     # the surviving points say about the node, then each point against it.
@@ -272,7 +279,9 @@ def check(server, body: bytes, via: str) -> None:
 
 
 # --- hypothesis-generated requests -------------------------------------------------------
-BILLED = sorted(QUANTITIES)
+# What agents send; the DCGM exporter's points (scope "gpu") have their own contract, tested
+# from a table in tests/unit/cost/test_gpu_ledger.py.
+BILLED = sorted(n for n, q in QUANTITIES.items() if q.scope != "gpu")
 names = st.one_of(st.sampled_from(BILLED), st.sampled_from(BILLED), st.sampled_from(["", "x", "k8s.pod.cpu.time ", "other.metric"]))
 times = st.one_of(st.sampled_from([0, T0, T0 + 60 * S, T0 + 3600 * S, NOW, NOW + FUTURE, NOW + FUTURE + 1,
                                    NOW - 15 * 24 * H, 2**64 - 1, 2**63]),

@@ -90,7 +90,7 @@ BAD = [
     ("node: {name: n, allocatable: {memory: 22 GiB}}\n", "node.allocatable.memory: '22 GiB' is not a Kubernetes quantity"),
     ("node: demo\n", "node: must be a mapping"),
     ("pods: {uid: u1}\n", "pods: must be a list"),
-    ("podz: []\n", "podz: unknown key (allowed: node, pods)"),
+    ("podz: []\n", "podz: unknown key (allowed: node, pods, claims)"),
     ("- just a list\n", "(top level): must be a mapping with keys node, pods"),
     ("pods: [\n", "not valid YAML"),
 ]

@@ -276,3 +276,47 @@ def test_with_no_list_price_the_invoice_goes_to_cpu(tmp_path):
         assert r.balanced and r.invoice_micros == I.to_micros(3 * Decimal(NODE_HOUR))
     finally:
         s.close()
+
+
+def test_a_gpu_nodes_invoice_is_split_over_cpu_memory_and_gpus_by_list_cost(tmp_path):
+    """The GPU scenario of test_gpu_ledger (4 GPUs, GPUs only on the node) plus its providerID:
+    the invoice's hour goes to the GPU rows, tenants keep their GPU shares."""
+    from otel_agent.cost.ingest import decode
+    from tests.unit.cost.builders import H, T0, kv
+    from tests.unit.cost.test_gpu_ledger import SCENARIOS, _exports
+
+    _name, resource, capacity, allocatable, pods = SCENARIOS[0]
+    s = Store(f"sqlite:///{tmp_path}/l.db", pricing=pricing())
+    try:
+        for req in _exports(resource, capacity, allocatable, pods):
+            for rm in req.resource_metrics:
+                keys = {a.key for a in rm.resource.attributes}
+                if "k8s.pod.uid" not in keys:
+                    rm.resource.attributes.extend(kv({PROVIDER_ID_ATTR: AWS_PROVIDER_ID}))
+            b = decode(req, now_ns=T0 + 2 * H)
+            assert b.rejected == 0, b.errors
+            s.write(b)
+        s.refresh()
+        h0 = T0 // 1_000_000_000
+        before = node_costs_of(s, "gpu-node", h0)
+        start = datetime.fromtimestamp(h0, timezone.utc)
+        import_invoice(s, [write(tmp_path / "aws.csv", "aws",
+                                 [Line(start, start + timedelta(hours=1), "2.1234567", AWS_ID)])])
+        s.refresh()
+        after = node_costs_of(s, "gpu-node", h0)
+        assert sum(after.values()) == 2_123_457
+        assert set(after) == set(before) and after["gpu"] > 0
+        total = sum(before.values())
+        for res, m in after.items():
+            assert abs(m - 2_123_457 * before[res] / total) <= 1
+        [r] = reconcile_invoice(s)
+        assert r.balanced
+    finally:
+        s.close()
+
+
+def node_costs_of(s: Store, node: str, hour: int) -> dict[str, int]:
+    with s.engine.connect() as c:
+        return {res: cu for res, cu in c.execute(sa.select(hourly_t.c.resource, hourly_t.c.cost_usage_micros)
+                .where(hourly_t.c.node == node, hourly_t.c.period_start == hour,
+                       hourly_t.c.kind == KIND_NODE))}

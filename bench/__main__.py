@@ -18,6 +18,7 @@ def main() -> int:
     import bench.cost
     import bench.ebpf
     import bench.fleet
+    import bench.invoice
     import bench.soak
 
     print("== agent: the whole process against a naive read of its files ==")
@@ -28,6 +29,8 @@ def main() -> int:
     bench.cost.main()
     print("\n== cost processor fleet: replicas on one PostgreSQL ledger ==")
     bench.fleet.main()
+    print("\n== cost processor: a month's invoice imported ==")
+    bench.invoice.main([])
     print("\n== cost processor: 30-day soak (ledger, memory and rebuild stay flat) ==")
     return bench.soak.main()
 

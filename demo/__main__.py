@@ -55,6 +55,8 @@ from demo.processes import (agent_command, agent_env, cpu_usage_seconds, free_po
 from demo.synthetic import SynthPod, SyntheticNode, sweep_stale, unique_prefix
 
 DEMO_PREFIX = "otel-agent-demo"
+DEMO_INSTANCE = "i-0d3e0a11c0ffee001"  # the demo node's EC2 instance (spec.providerID)
+DEMO_PROVIDER_ID = f"aws:///eu-west-1a/{DEMO_INSTANCE}"
 BILLING_TOLERANCE = 0.05  # a pod billed further than this from its cpu.stat is data lost
 
 BURN = "import time\nend=time.process_time()+{s}\nwhile time.process_time()<end: pass\n"
@@ -127,7 +129,7 @@ def _node_meta(with_memory: bool) -> NodeMeta:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem = int(line.split()[1]) * 1024
-    return NodeMeta("demo-node", uid="demo-node-uid",
+    return NodeMeta("demo-node", uid="demo-node-uid", provider_id=DEMO_PROVIDER_ID,
                     labels={"node.kubernetes.io/instance-type": "m5.large",
                             "topology.kubernetes.io/zone": "eu-west-1a"},
                     cpu_capacity_cores=float(cores), cpu_allocatable_cores=cores * 0.9,
@@ -347,6 +349,7 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     if ml is not None:
         _say(f"  claims: ml/checkpoints (100 GiB, mounted by train-0) and ml/old-datasets (50 GiB, "
              f"__unmounted__): {ml.pv_byte_hours / 2**30:.3f} GiB-h, {ml.pv_cost:.6f} {ml.currency}")
+    invoice_ok = _invoice(workdir, ledger, window)
     billed_jobs = sum(1 for j in jobs if j not in missing)
     _say()
     _say(f"short-lived jobs billed: {billed_jobs}/{len(jobs)}; worst pod CPU error vs cpu.stat: "
@@ -356,10 +359,77 @@ def _report(workdir: Path, ledger: str, window: str, truth: dict[str, float], jo
     _say(f"  otel-agent cost report --ledger {ledger} --window {window} --by label:team")
     _say(f"demo: {time.monotonic() - t_begin:.0f} s")
     lost = missing or worst > BILLING_TOLERANCE or not balanced or not egress_ok or not gpu_ok \
-        or not pv_ok
+        or not pv_ok or not invoice_ok
     if lost:
         _say("demo: FAILED: the pipeline lost or misbilled data (see above)")
     return 1 if lost else 0
+
+
+# The demo's invoice: AWS's FOCUS export columns (Data Exports, "FOCUS 1.2 with AWS columns"),
+# the few the importer reads plus a few that show its shape. Per hour: the node's instance at a
+# spot price (well under the list rates), the EKS control plane, a NAT gateway; for the month:
+# Business support and an instance of another team's (not in this cluster).
+_FOCUS_COLUMNS = ("BilledCost", "BillingAccountId", "BillingCurrency", "BillingPeriodEnd",
+                  "BillingPeriodStart", "ChargeCategory", "ChargePeriodEnd", "ChargePeriodStart",
+                  "EffectiveCost", "ProviderName", "ResourceId", "ServiceCategory", "ServiceName",
+                  "SkuId", "x_UsageType")
+
+
+def _invoice(workdir: Path, ledger: str, window: str) -> bool:
+    """Write a small FOCUS invoice for the demo's hours, import it, print the reconciliation
+    (through the real CLI); False if it does not balance."""
+    import csv
+
+    from otel_agent.cost.invoice_cli import main as invoice_main
+    from otel_agent.cost.pricing import default_pricing_path
+
+    lo, hi = (datetime.fromisoformat(x.replace("Z", "+00:00")) for x in window.split(","))
+    month = lo.replace(day=1, hour=0)
+    nxt = (month + timedelta(days=32)).replace(day=1)
+
+    def ts(t: datetime) -> str:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    rows = []
+
+    def line(t0: datetime, t1: datetime, cost: str, rid: str, service: str, usage: str,
+             category: str = "Usage") -> None:
+        rows.append({"BilledCost": cost, "BillingAccountId": "111122223333",
+                     "BillingCurrency": "USD", "BillingPeriodEnd": ts(nxt),
+                     "BillingPeriodStart": ts(month), "ChargeCategory": category,
+                     "ChargePeriodEnd": ts(t1), "ChargePeriodStart": ts(t0), "EffectiveCost": cost,
+                     "ProviderName": "AWS", "ResourceId": rid, "ServiceCategory": "Compute",
+                     "ServiceName": service, "SkuId": "DEMO", "x_UsageType": usage})
+
+    t = lo
+    while t < hi:
+        t1 = t + timedelta(hours=1)
+        line(t, t1, "0.0289", DEMO_INSTANCE, "Amazon Elastic Compute Cloud",
+             "EU-SpotUsage:m5.large")
+        line(t, t1, "0.10", "arn:aws:eks:eu-west-1:111122223333:cluster/demo",
+             "Amazon Elastic Kubernetes Service", "EU-AmazonEKS-Hours:perCluster")
+        line(t, t1, "0.048", "arn:aws:ec2:eu-west-1:111122223333:natgateway/nat-0d3e0a11c0ffee",
+             "Amazon Virtual Private Cloud", "EU-NatGateway-Hours")
+        t = t1
+    line(month, nxt, "0.75", "", "AWS Support (Business)", "Dollar")
+    line(lo, lo + timedelta(hours=1), "0.0960", "i-0aaaaaaaaaaaaaaaa",
+         "Amazon Elastic Compute Cloud", "EU-BoxUsage:m5.large")
+    path = workdir / "focus-invoice.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=_FOCUS_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    _say()
+    _say(f"The cloud invoice (FOCUS, as AWS exports it: {path.name}), imported with "
+         "otel-agent cost import-invoice:")
+    _say("  the node's instance ran on spot at 0.0289/h: that, not the list rates, is its cost "
+         "now, split into CPU and memory in the ratio of the list rates.")
+    rc = invoice_main("import-invoice", [str(path), "--ledger", ledger,
+                                         "--pricing", default_pricing_path()])
+    _say()
+    _say("Reconciliation (otel-agent cost reconcile): every line of the invoice lands somewhere")
+    rc = rc or invoice_main("reconcile", ["--ledger", ledger])
+    return rc == 0
 
 
 def main(argv: list[str] | None = None) -> int:

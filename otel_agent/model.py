@@ -118,6 +118,9 @@ class NodeMeta:
     cpu_allocatable_cores: float | None = None
     memory_capacity_bytes: int | None = None
     memory_allocatable_bytes: int | None = None
+    # spec.providerID (aws:///us-east-1a/i-0abc..., azure:///subscriptions/..., gce://p/z/name):
+    # the cloud's id of the machine, which the cost processor matches invoice lines by
+    provider_id: str | None = None
     # GPU extended resources in status.capacity / status.allocatable, sorted (name, count)
     gpu_capacity: tuple[tuple[str, float], ...] = ()
     gpu_allocatable: tuple[tuple[str, float], ...] = ()

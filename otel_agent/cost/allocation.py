@@ -50,6 +50,7 @@ from otel_agent.cost.errors import QueryCancelled, QueryError
 from otel_agent.cost.ingest import UNKNOWN
 from otel_agent.cost.ledger import (KIND_CONTAINER, KIND_IDLE, KIND_NODE, KIND_OVERHEAD,
                                     KIND_POD, KIND_UNALLOCATED)
+from otel_agent.cost.pricing import split_micros as _split_int
 from otel_agent.cost.store import Store
 from otel_agent.cost.types import IDLE, OVERHEAD, UNALLOCATED, Allocation, Model, SharePolicy, Window
 from otel_agent.cost.window import MONTH, split
@@ -302,17 +303,6 @@ def _share(tenants: list[_Fine], special: list[_Fine], keyfn: Callable[[_Fine], 
     return left
 
 
-def _split_int(total: int, weights: list[int]) -> list[int]:
-    """Split an integer in proportion to weights, exactly (largest remainder)."""
-    wsum = sum(weights)
-    if wsum <= 0:
-        return [0] * len(weights)
-    base = [total * w // wsum for w in weights]
-    rem = total - sum(base)
-    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % wsum), i))
-    for i in order[:rem]:
-        base[i] += 1
-    return base
 
 
 # --- reconciliation ---------------------------------------------------------------------------

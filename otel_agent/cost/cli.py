@@ -130,12 +130,20 @@ def _parser() -> argparse.ArgumentParser:
                         "label:<key>, ... (default namespace)")
     s.add_argument("--log-level", default="INFO")
     sub.add_parser("report", help="render allocations from the ledger (see its --help)", add_help=False)
+    sub.add_parser("import-invoice", help="import a FOCUS cost export: the invoice's prices "
+                   "replace the list rates (see its --help)", add_help=False)
+    sub.add_parser("reconcile", help="invoice total = allocated + idle + overhead + shared + "
+                   "unmatched, per billing period (see its --help)", add_help=False)
     return p
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "report":
         return _report(argv[1:])
+    if argv and argv[0] in ("import-invoice", "reconcile"):
+        from otel_agent.cost import invoice_cli
+
+        return invoice_cli.main(argv[0], argv[1:])
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse has printed the usage error

@@ -250,6 +250,15 @@ def parse_listen(listen: str, flag: str = "--http-listen") -> tuple[str, int]:
     return aioserver.parse_listen(listen, flag, DEFAULT_PORT)
 
 
+RECONCILIATION_PATH = "/invoice/reconciliation"
+
+
+def sa_errors() -> type[BaseException]:
+    import sqlalchemy as sa
+
+    return sa.exc.SQLAlchemyError
+
+
 def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, *,
           query_fn: Callable[..., Any] | None = None,
           clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
@@ -321,6 +330,24 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
             return error(400, too_big(f"{len(body):,}"))
         return send(200, body, ctype)
 
+    def invoice_reconciliation(params) -> web.Response:
+        """In a worker thread: `cost reconcile --format json` (reconcile.py), optionally for
+        one billing period (?period=YYYY-MM)."""
+        from otel_agent.cost.invoice_cli import _period
+        from otel_agent.cost.reconcile import reconcile_invoice, render_json
+
+        unknown = sorted(set(params) - {"period"})
+        if unknown:
+            return error(400, f"unknown parameter {unknown[0][:40]!r}; allowed: period")
+        try:
+            recs = reconcile_invoice(store, period=_period(params.get("period"), "period"))
+        except ConfigError as e:
+            return error(400, str(e))
+        except (OtelAgentError, sa_errors()) as e:
+            log.warning("invoice reconciliation failed: %s", e)
+            return error(500, "the ledger cannot answer; see the cost processor's log")
+        return send(200, render_json(recs).encode(), "application/json")
+
     def too_big(size: str) -> str:
         return (f"response: {size} bytes, over the limit of {max_response_bytes:,}: use "
                 f"accumulate=true, a longer step, a shorter window or a filter")
@@ -355,15 +382,18 @@ def serve(store: Any, pricing: Any, listen: str, auth_token: str | None = None, 
         if path == "/readyz":
             snap = health.snapshot() if health is not None else {"ready": True}
             return as_json(200 if is_ready(snap) else 503, snap)
-        if path not in ("/allocation", "/allocation/compute", "/report.html", "/metrics"):
+        if path not in ("/allocation", "/allocation/compute", "/report.html", "/metrics",
+                        RECONCILIATION_PATH):
             return error(404, f"no such endpoint {path!r}; try /allocation, "
-                              f"/allocation/compute or /report.html")
+                              f"/allocation/compute, /report.html or {RECONCILIATION_PATH}")
         if not bearer_ok(auth_token, request.headers.get("Authorization")):
             return error(401, "missing or wrong bearer token",
                          {"WWW-Authenticate": 'Bearer realm="otel-agent-cost"'})
         if path == "/metrics":
             text = await asyncio.get_running_loop().run_in_executor(None, metrics_text)
             return send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        if path == RECONCILIATION_PATH:
+            return await gate.run(lambda stop: invoice_reconciliation(request.rel_url.query))
         try:
             aq = parse_params(request.rel_url.raw_query_string, clock())
             check_work(aq.query, max_steps=max_steps, retention=retention)

@@ -41,6 +41,7 @@ from otel_agent.gpu import is_gpu_resource
 from otel_agent.metrics import (ATTR_ACCESS_MODE, ATTR_GPU_RESOURCE, ATTR_MOUNTED,
                                 ATTR_NETWORK_CLASS, metric)
 from otel_agent.model import Scope
+from otel_agent.otlp.resources import PROVIDER_ID_ATTR
 
 NANOS_PER_SECOND = 1_000_000_000
 NANOS_PER_HOUR = 3600 * NANOS_PER_SECOND
@@ -287,7 +288,8 @@ def _resource(attrs: dict[str, str]) -> _Resource:
         else:
             node_attrs, res.labels_dropped = V.bounded_labels(
                 {k[len(_NODE_LABEL):]: v for k, v in attrs.items() if k.startswith(_NODE_LABEL)}, "node")
-            for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone"):
+            for plain in ("k8s.node.name", "k8s.cluster.name", "cloud.availability_zone",
+                          PROVIDER_ID_ATTR):
                 if plain in attrs:
                     node_attrs[plain] = attrs[plain]
             meta = {"node_attrs": node_attrs}

@@ -67,6 +67,13 @@ GPU-hours; a GPU's usage is the GPU-hours its container held it, see build_node_
 Money is integer micro-units; idle takes the rounding remainder, so per node, hour, resource
 and model: containers + pods + unallocated + overhead + idle == node, exactly.
 
+Invoice prices (invoice.py): when an imported cloud invoice says what the node cost in the
+hour, that replaces capacity × list rate. The invoice's micro-units are split between CPU and
+memory in the ratio of their list costs; each resource's node row costs exactly its share and
+its parts are priced at share / node quantity, idle taking the rounding, so the rule above
+(parts == node) still holds and the node's compute rows add up to the invoice. Network egress
+costs nothing in such hours (the invoice holds what the cloud charged for traffic).
+
 Two models are materialised side by side, so reports never recompute from points: `usage`
 (what was consumed, priced at the rates) and `ror` (max(request, usage) per container, as
 OpenCost). Network egress (direction transmit) is billed per GiB by traffic class to whoever
@@ -83,7 +90,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping
 
 from otel_agent.cost.ingest import CUMULATIVE, DELTA, GAUGE, NANOS_PER_SECOND, UNKNOWN, UNMOUNTED
-from otel_agent.cost.pricing import Pricing, money_micros
+from otel_agent.cost.pricing import Pricing, money_micros, split_node_cost
 from otel_agent.gpu import gpu_equivalents, is_gpu_resource, mig_profile_gpus
 from otel_agent.cost.validate import (MAX_NODE_CORES, MAX_NODE_HOUR_MICROS, counter_allowance,
                                       rate_bound)
@@ -264,10 +271,13 @@ def series_quantities(series: Mapping[int, SeriesInfo],
 def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int, SeriesInfo],
                     points: Iterable[tuple[int, int, int, float]], pricing: Pricing,
                     node_first_ns: int | None = None,
-                    prev_node_ns: Mapping[int, int | None] | None = None) -> list[LedgerRow]:
+                    prev_node_ns: Mapping[int, int | None] | None = None,
+                    invoice_micros: int | None = None) -> list[LedgerRow]:
     """The rows of one node-hour (see the module docstring). `series` must hold every series
     with a point in `points` and the node's own series (its attributes pick the rates).
-    Raises LedgerBoundError if the hour would hold more money than any node-hour can."""
+    `invoice_micros`: what the cloud invoice says the node cost in this hour (invoice.py); it
+    replaces the list rates (_invoice_priced). Raises LedgerBoundError if the hour would hold
+    more money than any node-hour can."""
     h0 = hour_s * NANOS_PER_SECOND
     h1 = h0 + 3600 * NANOS_PER_SECOND
     amounts = series_quantities(series, points, h0, h1, node_first_ns, prev_node_ns)
@@ -335,6 +345,7 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
 
     rows: list[LedgerRow] = []
     mem_q = f"memory.{pricing.memory_quantity}"
+    specs = []
     for resource, usage_q, request_q, cap_q, alloc_q, unit, scale, rate in (
         ("cpu", "cpu", "cpu.request", "cpu.capacity", "cpu.allocatable", "core-hour",
          1 / 3600, rates.cpu_core_hour),
@@ -347,17 +358,30 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
         ("gpu", "gpu.request", "gpu.request", "gpu.capacity", "gpu.allocatable", "gpu-hour",
          1 / 3600, rates.gpu_hour),
     ):
-        rows.extend(_split(hour_s, cluster, node, resource, unit, rate, pricing.currency,
-                           {k: v * scale for k, v in per[usage_q]["container"].items()},
-                           {k[0]: v * scale for k, v in per[usage_q]["pod"].items()},
-                           sum(per[usage_q]["kubepods"].values()) * scale if per[usage_q]["kubepods"] else None,
-                           sum(per[usage_q]["node"].values()) * scale if per[usage_q]["node"] else None,
-                           {k: v / 3600 for k, v in per[request_q]["container"].items()},
-                           sum(per[cap_q]["node"].values()) / 3600 if per[cap_q]["node"] else None,
-                           sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
-                           pods, container_names))
+        specs.append((resource, unit, rate, (
+            {k: v * scale for k, v in per[usage_q]["container"].items()},
+            {k[0]: v * scale for k, v in per[usage_q]["pod"].items()},
+            sum(per[usage_q]["kubepods"].values()) * scale if per[usage_q]["kubepods"] else None,
+            sum(per[usage_q]["node"].values()) * scale if per[usage_q]["node"] else None,
+            {k: v / 3600 for k, v in per[request_q]["container"].items()},
+            sum(per[cap_q]["node"].values()) / 3600 if per[cap_q]["node"] else None,
+            sum(per[alloc_q]["node"].values()) / 3600 if per[alloc_q]["node"] else None,
+            pods, container_names)))
+    parts = [_split(hour_s, cluster, node, resource, unit, rate, pricing.currency, *args)
+             for resource, unit, rate, args in specs]
+    if invoice_micros is not None:
+        parts = _invoice_priced(hour_s, cluster, node, pricing.currency, specs, parts,
+                                invoice_micros)
+    for p in parts:
+        rows.extend(p)
     rows.extend(_gpu_used_rows(hour_s, cluster, node, busy, pods, pricing.currency))
-    rows.extend(_claim_rows(hour_s, cluster, node, claims, series, pricing))
+    claim_rows = _claim_rows(hour_s, cluster, node, claims, series, pricing)
+    if invoice_micros is not None:
+        # Under invoice prices a volume's cost is the invoice's disk line (matched to no node:
+        # a row of the reconciliation), not the list rate: billing both would count it twice.
+        for r in claim_rows:
+            r.cost_usage_micros = r.cost_ror_micros = 0
+    rows.extend(claim_rows)
     # The agent sends a pod's network both per container and as the pod's total (the sum of
     # its containers, plus dead ones): like CPU, the pod-level row is only what its containers
     # do not account for, or every byte would be billed twice.
@@ -371,7 +395,9 @@ def build_node_hour(*, hour_s: int, cluster: str, node: str, series: Mapping[int
         if nbytes <= 0:
             continue
         info = pods[pod_uid]
-        cost = money_micros(nbytes / GIB, rates.network_rate(cls))
+        # Under invoice prices the invoice holds what the cloud charged for traffic (on the
+        # instance's lines, or shared: NAT, load balancers): list rates would bill it twice.
+        cost = money_micros(nbytes / GIB, rates.network_rate(cls)) if invoice_micros is None else 0
         rows.append(LedgerRow(hour_s, cluster, node, info.namespace, info.workload_kind,
                               info.workload, pod_uid, info.pod or pod_uid,
                               container_names.get((pod_uid, ckey), (0, ckey))[1] if ckey else "",
@@ -449,12 +475,40 @@ def _check_bounds(rows: list[LedgerRow], hour_s: int, node: str) -> None:
                                f"beyond what a node-hour can cost ({MAX_NODE_HOUR_MICROS})")
 
 
+def _invoice_priced(hour_s: int, cluster: str, node: str, currency: str, specs: list,
+                    list_parts: list[list[LedgerRow]], invoice_micros: int) -> list[list[LedgerRow]]:
+    """The node-hour re-split at the invoice's price: the invoice's micro-units are divided
+    between the resources (CPU, memory, GPU) in the ratio of their list costs (the node rows just
+    built at list rates, through pricing.split_node_cost: OpenCost's rule for custom pricing),
+    each resource's rate becomes its share over its node quantity, and its node row costs exactly
+    its share (idle takes the rounding), so the node's compute rows add up to the invoice to the
+    micro-unit. A node whose resources have no list cost gets it all on CPU."""
+    node_rows = {spec[0]: next((r for r in p if r.kind == KIND_NODE), None)
+                 for spec, p in zip(specs, list_parts)}
+    if all(r is None for r in node_rows.values()):
+        return list_parts  # nothing measured on the node this hour: nothing to price
+    shares = split_node_cost(invoice_micros, {res: r.cost_usage_micros if r is not None else 0
+                                              for res, r in node_rows.items()})
+    out: list[list[LedgerRow]] = []
+    for resource, unit, _rate, args in specs:
+        node_row, share = node_rows[resource], shares.get(resource, 0)
+        if node_row is None and share == 0:
+            out.append([])
+            continue
+        qty = Decimal(repr(node_row.usage_qty)) if node_row is not None else Decimal(0)
+        rate = Decimal(share) / (qty * 1_000_000) if qty > 0 else Decimal(0)
+        out.append(_split(hour_s, cluster, node, resource, unit, rate, currency, *args,
+                          node_micros=share))
+    return out
+
+
 def _split(hour_s: int, cluster: str, node: str, resource: str, unit: str, rate: Decimal,
            currency: str, containers: dict[tuple[str, str], float], pod_usage: dict[str, float],
            kubepods: float | None, node_usage: float | None,
            requests: dict[tuple[str, str], float], capacity: float | None,
            allocatable: float | None, pods: Mapping[str, _PodInfo],
-           container_names: Mapping[tuple[str, str], tuple[int, str]]) -> list[LedgerRow]:
+           container_names: Mapping[tuple[str, str], tuple[int, str]],
+           node_micros: int | None = None) -> list[LedgerRow]:
     rows: list[LedgerRow] = []
 
     def row(kind: str, pod_uid: str, container: str, usage: float, request: float, ror: float) -> LedgerRow:
@@ -511,8 +565,10 @@ def _split(hour_s: int, cluster: str, node: str, resource: str, unit: str, rate:
     idle_ror = max(0.0, cap - parts_ror)
     parts_micros_usage = sum(r.cost_usage_micros for r in rows)
     parts_micros_ror = sum(r.cost_ror_micros for r in rows)
-    node_usage_micros = max(money_micros(cap, rate), parts_micros_usage)
-    node_ror_micros = max(money_micros(cap, rate), parts_micros_ror)
+    # node_micros: the node's cost when an invoice sets it (_invoice_priced), else capacity × rate
+    cap_micros = money_micros(cap, rate) if node_micros is None else node_micros
+    node_usage_micros = max(cap_micros, parts_micros_usage)
+    node_ror_micros = max(cap_micros, parts_micros_ror)
     idle = row(KIND_IDLE, "", "", idle_usage, 0.0, idle_ror)
     idle.cost_usage_micros = node_usage_micros - parts_micros_usage
     idle.cost_ror_micros = node_ror_micros - parts_micros_ror

@@ -328,6 +328,20 @@ def money_micros(quantity: float, rate: Decimal) -> int:
     return int((Decimal(repr(quantity)) * rate * 1_000_000).to_integral_value())
 
 
+def split_micros(total: int, weights: list[int]) -> list[int]:
+    """Split integer micro-units in proportion to weights, exactly (largest remainder): the
+    parts always add up to `total`, so sharing money never creates or loses a micro-unit."""
+    wsum = sum(weights)
+    if wsum <= 0:
+        return [0] * len(weights)
+    base = [total * w // wsum for w in weights]
+    rem = total - sum(base)
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % wsum), i))
+    for i in order[:rem]:
+        base[i] += 1
+    return base
+
+
 def node_list_micros(rates: Rates, *, cpu_core_hours: float = 0.0, memory_gib_hours: float = 0.0,
                      gpu_hours: float = 0.0) -> dict[str, int]:
     """What a node's capacity costs at list rates, per resource (`cpu`, `memory`, `gpu`, the
@@ -345,12 +359,7 @@ def split_node_cost(total_micros: int, list_micros: Mapping[str, int]) -> dict[s
     list costs are all zero gets it all on `cpu`."""
     keys = list(list_micros)
     weights = [max(0, int(list_micros[k])) for k in keys]
-    wsum = sum(weights)
-    if wsum == 0:
+    if sum(weights) == 0:
         return {k: (total_micros if k == "cpu" else 0) for k in keys} if "cpu" in keys else \
             {**{k: 0 for k in keys}, "cpu": total_micros}
-    base = [total_micros * w // wsum for w in weights]
-    order = sorted(range(len(keys)), key=lambda i: (-(total_micros * weights[i] % wsum), i))
-    for i in order[:total_micros - sum(base)]:
-        base[i] += 1
-    return dict(zip(keys, base))
+    return dict(zip(keys, split_micros(total_micros, weights)))

@@ -200,6 +200,47 @@ pod_annotations_t = sa.Table(  # annotations for annotation:<key> aggregation, l
 )
 
 
+# Cloud invoice lines (FOCUS) as imported (otel_agent/cost/invoice_import.py): one row per
+# line, keyed by its content; a corrected file replaces the lines of its (account, period).
+invoice_lines_t = sa.Table(
+    "invoice_lines", metadata,
+    sa.Column("line_key", sa.String(64), primary_key=True),
+    sa.Column("billing_account", sa.String(255), nullable=False),
+    sa.Column("billing_period_start", sa.BigInteger, nullable=False),  # UTC seconds
+    sa.Column("billing_period_end", sa.BigInteger, nullable=False),
+    sa.Column("charge_period_start", sa.BigInteger, nullable=False),
+    sa.Column("charge_period_end", sa.BigInteger, nullable=False),
+    sa.Column("charge_category", sa.String(32), nullable=False),
+    sa.Column("service_name", sa.String(2048), nullable=False),
+    sa.Column("resource_id", sa.String(2048), nullable=False),
+    sa.Column("sku_id", sa.String(2048), nullable=False),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("effective_cost", sa.String(64), nullable=False),  # exact, as a decimal string
+    sa.Column("billed_cost", sa.String(64), nullable=False),
+    sa.Column("micros", sa.BigInteger, nullable=False),  # EffectiveCost in micro-units
+    sa.Column("match_kind", sa.String(16), nullable=False),  # node | shared | unmatched
+    sa.Column("cluster", sa.String(255), nullable=False),
+    sa.Column("node", sa.String(255), nullable=False),
+    sa.Column("label", sa.String(255), nullable=False),  # shared: what; unmatched: why
+    sa.Column("source", sa.String(1024), nullable=False),
+    sa.Column("source_row", sa.BigInteger, nullable=False),
+    sa.Index("invoice_lines_scope", "billing_account", "billing_period_start"),
+)
+
+# What the invoice says each node cost in each hour: the node lines spread over their hours.
+# A rebuild of the node-hour prices it at this sum instead of the list rates (ledger.py).
+invoice_node_hours_t = sa.Table(
+    "invoice_node_hours", metadata,
+    sa.Column("cluster", sa.String(255), primary_key=True),
+    sa.Column("node", sa.String(255), primary_key=True),
+    sa.Column("hour", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("billing_account", sa.String(255), primary_key=True),
+    sa.Column("billing_period_start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("micros", sa.BigInteger, nullable=False),
+    sa.Index("invoice_node_hours_scope", "billing_account", "billing_period_start"),
+)
+
+
 def _ledger_table(name: str) -> sa.Table:
     return sa.Table(
         name, metadata,
@@ -1202,6 +1243,7 @@ class Store:
                 node_first = c.execute(sa.select(node_first_t.c.first_ns)
                                        .where(node_first_t.c.node_key == nk)).scalar_one_or_none()
                 inputs = self._node_inputs(c, nk, [m.hour for m in marks])
+                invoiced = self._invoice_micros(c, cluster, node, [m.hour for m in marks])
                 for m in marks:
                     try:
                         inp = inputs[m.hour]
@@ -1211,7 +1253,8 @@ class Store:
                             hour_s=m.hour, cluster=cluster, node=node, series=inp.series,
                             points=inp.points, pricing=self.pricing.for_cluster(cluster),
                             node_first_ns=node_first,
-                            prev_node_ns=inp.prev_node_ns), inp.series)
+                            prev_node_ns=inp.prev_node_ns,
+                            invoice_micros=invoiced.get(m.hour)), inp.series)
                     except Exception as e:  # noqa: BLE001 - one hour's failure is that hour's
                         if _unavailable(e):
                             raise
@@ -1382,6 +1425,26 @@ class Store:
             sids = {p[0] for p in pts} | node_sids
             out[h] = _HourInputs({sid: si for sid, si in series.items() if sid in sids}, pts, prev_node)
         return out
+
+    def _invoice_micros(self, c, cluster: str, node: str, hours: Sequence[int]) -> dict[int, int]:
+        """hour → what the imported invoice says the node cost in it (absent: list rates)."""
+        t = invoice_node_hours_t.c
+        out: dict[int, int] = {}
+        hs = sorted(set(hours))
+        for i in range(0, len(hs), _CHUNK):
+            q = (sa.select(t.hour, sa.func.sum(t.micros))
+                 .where(t.cluster == cluster, t.node == node, t.hour.in_(hs[i:i + _CHUNK]))
+                 .group_by(t.hour))
+            out.update({h: int(m) for h, m in c.execute(q)})
+        return out
+
+    def mark_dirty(self, conn, node_hours) -> None:
+        """Mark (cluster, node, hour)s for rebuild inside the caller's transaction (an invoice
+        import re-prices the node-hours it covers)."""
+        rows = [{"node_key": node_key(cl, n), "hour": h, "cluster": cl, "node": n, "version": 1}
+                for cl, n, h in sorted(set(node_hours))]
+        for i in range(0, len(rows), _CHUNK):
+            conn.execute(self._mark_dirty, rows[i:i + _CHUNK])
 
     def _predecessors(self, c, keys: set[tuple[int, int]], before_ns: int) -> dict[tuple[int, int], tuple[int, float]]:
         """The newest point before `before_ns` of each (series, start) in `keys`, found through

@@ -80,6 +80,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 _CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}\Z")
+_PROVIDER_ID = re.compile(r"[a-z][a-z0-9+.-]{0,31}://[\x21-\x7e]*\Z")  # printable ASCII, no spaces
 # C0 and C1 control characters, DEL, and the Unicode line/paragraph separators and BOM.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
@@ -264,6 +265,9 @@ _STRING_RULES = {
     "k8s.container.name": lambda a, v: _printable(a, v, 63),
     "k8s.cluster.name": lambda a, v: _printable(a, v, 253),
     "cloud.availability_zone": lambda a, v: _printable(a, v, 253),
+    # spec.providerID: a URL-like id (aws:///zone/i-..., azure:///subscriptions/..., gce://...)
+    "otel_agent.k8s.node.provider_id": lambda a, v: _pattern(a, v, 1024, _PROVIDER_ID,
+                                                             "a providerID (<scheme>://<id>)"),
 }
 WORKLOAD_NAME_LIMIT = 253
 

@@ -261,12 +261,14 @@ def resource_version(obj: Any) -> str | None:
 
 
 def node_meta(node: kubernetes.client.V1Node | Mapping[str, Any], *, labels: Iterable[str] = NODE_LABELS) -> NodeMeta:
-    """The node's capacity/allocatable (cores, bytes) and the labels pricing needs."""
+    """The node's capacity/allocatable (cores, bytes), the labels pricing needs and its
+    spec.providerID (invoice lines are matched by it)."""
     node = _as_json(node)
     meta = _field(node, "metadata", Mapping, "node") or {}
     status = _field(node, "status", Mapping, "node")
     capacity = _field(status, "capacity", Mapping, "status") or {}
     allocatable = _field(status, "allocatable", Mapping, "status") or {}
+    spec = _field(node, "spec", Mapping, "node")
     return NodeMeta(
         name=_field(meta, "name", str, "metadata") or "",
         uid=_field(meta, "uid", str, "metadata"),
@@ -275,6 +277,7 @@ def node_meta(node: kubernetes.client.V1Node | Mapping[str, Any], *, labels: Ite
         cpu_allocatable_cores=quantity_cores(allocatable.get("cpu")),
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
         memory_allocatable_bytes=quantity_bytes(allocatable.get("memory")),
+        provider_id=_field(spec, "providerID", str, "spec") or None,
         gpu_capacity=gpu_counts(capacity, quantity_cores),
         gpu_allocatable=gpu_counts(allocatable, quantity_cores),
     )

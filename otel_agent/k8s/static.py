@@ -14,6 +14,7 @@ Format (all pods are on `node.name`)::
       labels: {node.kubernetes.io/instance-type: m5.xlarge, topology.kubernetes.io/zone: eu-west-1a}
       capacity: {cpu: "2", memory: 24Gi}    # Kubernetes quantities
       allocatable: {cpu: 1800m, memory: 22Gi}  # and GPUs: {nvidia.com/gpu: "4"}
+      providerID: aws:///eu-west-1a/i-0abc...  # optional: spec.providerID (invoice matching)
     pods:
       - uid: 0f6c3d52-...                   # required, unique
         name: web-7d9f8-abcde               # required
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 _TOP_KEYS = ("node", "pods", "claims")
 _CLAIM_KEYS = ("uid", "name", "namespace", "capacity", "storage_class", "volume", "access_modes",
                "mounted")
-_NODE_KEYS = ("name", "uid", "labels", "capacity", "allocatable")
+_NODE_KEYS = ("name", "uid", "labels", "capacity", "allocatable", "providerID")
 _POD_KEYS = ("uid", "name", "namespace", "labels", "owner", "qos", "containers")
 _CONTAINER_KEYS = ("name", "id", "requests", "limits")
 _RESOURCE_KEYS = ("cpu", "memory")
@@ -143,6 +144,7 @@ def _node(value: Any) -> NodeMeta | None:
         cpu_allocatable_cores=quantity_cores(allocatable.get("cpu")),
         memory_capacity_bytes=quantity_bytes(capacity.get("memory")),
         memory_allocatable_bytes=quantity_bytes(allocatable.get("memory")),
+        provider_id=_string(raw.get("providerID"), "node.providerID", required=False) or None,
         gpu_capacity=gpu_counts(capacity, quantity_cores),
         gpu_allocatable=gpu_counts(allocatable, quantity_cores),
     )
@@ -423,6 +425,8 @@ def static_document(node: NodeMeta | None, pods: Iterable[PodMeta]) -> dict[str,
             n["uid"] = node.uid
         if node.labels:
             n["labels"] = dict(node.labels)
+        if node.provider_id:
+            n["providerID"] = node.provider_id
         if cap := _resources_doc(node.cpu_capacity_cores, node.memory_capacity_bytes,
                                    node.gpu_capacity):
             n["capacity"] = cap

@@ -30,6 +30,10 @@ NODE_LABELS = (
     "kubernetes.azure.com/scalesetpriority",
 )
 CGROUP_ID_ATTR = "otel_agent.cgroup.id"
+# The node's spec.providerID, verbatim. Semconv has no attribute for it (host.id is the bare
+# instance id, and GKE's providerID names the instance, not its numeric id), so it is ours: the
+# cost processor matches cloud invoice lines to nodes by it (otel_agent/cost/invoice.py).
+PROVIDER_ID_ATTR = "otel_agent.k8s.node.provider_id"
 # The kubepods cgroup is the kubelet's "pods" system container (its stats summary names it so).
 SYSTEM_CONTAINER_ATTR = "k8s.node.system_container.name"
 KUBEPODS_SYSTEM_CONTAINER = "pods"
@@ -43,6 +47,8 @@ def node_attributes(node_name: str | None, node: NodeMeta | None) -> dict[str, s
     if node is not None:
         if node.uid:
             attrs["k8s.node.uid"] = node.uid
+        if node.provider_id:
+            attrs[PROVIDER_ID_ATTR] = node.provider_id
         for label in NODE_LABELS:
             value = node.labels.get(label)
             if value is not None:

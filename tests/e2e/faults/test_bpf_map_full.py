@@ -109,4 +109,5 @@ def test_bpf_map_full_is_counted_and_cgroup_metrics_keep_flowing(synth, tmp_path
     for p in pods:
         assert bills[p.uid].namespace == p.namespace
         assert bills[p.uid].cpu_seconds == pytest.approx(truth[p.uid], rel=0.01), p.name
-    assert truth[pods[0].uid] >= 0.6
+    # the workload ran: 0.6 s by the burner's own clock (cpu.stat trailed it by 168 µs once)
+    assert truth[pods[0].uid] >= 0.6 * 0.99
